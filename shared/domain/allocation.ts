@@ -1,0 +1,72 @@
+import type { E164 } from "./phone.ts";
+
+export interface PoolNumber {
+  phoneNumber: E164;
+  status: "active" | "retired";
+  callingCode: string;
+  /** Open (proxy, participant) pairs on this number: a proxy for the per-number send rate. */
+  load: number;
+}
+
+/** What a participant holds or held on one proxy number: the (proxy, participant) pair. */
+export interface Holding {
+  proxyNumber: E164;
+  state: "held" | "released";
+  sessionId: string | null;
+  counterpartNumber: E164 | null;
+  /** Epoch ms until which a released pair is not handed to a different counterpart. */
+  quarantineUntil: number | null;
+}
+
+export interface AllocationRequest {
+  participant: E164;
+  participantCallingCode: string;
+  counterpart: E164;
+  pool: readonly PoolNumber[];
+  holdings: readonly Holding[];
+  now: number;
+}
+
+/**
+ * Ranks the proxy numbers a participant may be given, best first. A number is eligible when it is active
+ * and the participant holds it in no open session. Preference: the pair's previous number (sticky), then
+ * free numbers in the participant's country, then the least loaded; pairs still in quarantine with a
+ * different counterpart come last (quarantine is soft: reused, longest-quarantined first, rather than fail).
+ * An empty result means the pool is exhausted for this participant.
+ */
+export function rankProxies(request: AllocationRequest): E164[] {
+  const byProxy = new Map(request.holdings.map((h) => [h.proxyNumber, h]));
+  const sticky: PoolNumber[] = [];
+  const free: PoolNumber[] = [];
+  const quarantined: { number: PoolNumber; until: number }[] = [];
+  for (const number of request.pool) {
+    if (number.status !== "active") continue;
+    const holding = byProxy.get(number.phoneNumber);
+    if (!holding) {
+      free.push(number);
+    } else if (holding.state === "released") {
+      if (holding.counterpartNumber === request.counterpart) sticky.push(number);
+      else if (holding.quarantineUntil !== null && holding.quarantineUntil > request.now)
+        quarantined.push({ number, until: holding.quarantineUntil });
+      else free.push(number);
+    }
+  }
+  const local = (n: PoolNumber) => (n.callingCode === request.participantCallingCode ? 0 : 1);
+  free.sort((a, b) => local(a) - local(b) || a.load - b.load || a.phoneNumber.localeCompare(b.phoneNumber));
+  quarantined.sort((a, b) => a.until - b.until || a.number.phoneNumber.localeCompare(b.number.phoneNumber));
+  return [...sticky, ...free, ...quarantined.map((q) => q.number)].map((n) => n.phoneNumber);
+}
+
+/** The lower bound on pool size: the largest number of sessions any one participant has open at once. */
+export function busiestParticipantLoad(openSessions: Iterable<readonly [string, string]>): number {
+  const counts = new Map<string, number>();
+  let max = 0;
+  for (const pair of openSessions) {
+    for (const p of pair) {
+      const c = (counts.get(p) ?? 0) + 1;
+      counts.set(p, c);
+      max = Math.max(max, c);
+    }
+  }
+  return max;
+}

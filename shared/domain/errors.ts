@@ -1,0 +1,56 @@
+/** Named domain errors. They are mapped to problem+json only at the HTTP edge. */
+export class DomainError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+export class PoolExhaustedError extends DomainError {
+  constructor(readonly participant: string) {
+    super("No proxy number is free for this participant");
+  }
+}
+
+export class SessionNotFoundError extends DomainError {
+  constructor(readonly sessionId: string) {
+    super("No session with this id");
+  }
+}
+
+export class SessionNotOpenError extends DomainError {
+  constructor(
+    readonly sessionId: string,
+    readonly status: string,
+  ) {
+    super(`The session is ${status}`);
+  }
+}
+
+export class ParticipantNotInSessionError extends DomainError {
+  constructor(readonly sessionId: string) {
+    super("The recipient is not a participant of this session");
+  }
+}
+
+export class NumberNotFoundError extends DomainError {
+  constructor(readonly phoneNumber: string) {
+    super("This number is not in the pool");
+  }
+}
+
+export class IdempotencyConflictError extends DomainError {
+  constructor(readonly key: string) {
+    super("This Idempotency-Key was already used with a different request");
+  }
+}
+
+/** A conditional write lost a race; the command re-reads and retries. */
+export class ConcurrentWriteError extends DomainError {
+  constructor(
+    readonly conflicts: readonly string[],
+    options?: ErrorOptions,
+  ) {
+    super("A concurrent write changed the state this command read", options);
+  }
+}

@@ -1,0 +1,136 @@
+import { z } from "zod";
+
+/**
+ * Domain events. Each is appended in the same DynamoDB transaction as the projections it changes and is
+ * published to EventBridge as `detail-type` = type. `detailVersion` lets consumers evolve with the schema.
+ */
+const phone = z.string().regex(/^\+\d{4,15}$/);
+const iso = z.string().datetime();
+
+export const sessionModes = ["sms", "voice", "sms+voice"] as const;
+export type SessionMode = (typeof sessionModes)[number];
+export const ttlModes = ["absolute", "sliding"] as const;
+export type TtlMode = (typeof ttlModes)[number];
+
+export const participantSchema = z.object({
+  phoneNumber: phone,
+  proxyNumber: phone,
+  id: z.string().nullable(),
+  name: z.string().nullable(),
+});
+export type SessionParticipant = z.infer<typeof participantSchema>;
+
+export const eventDetailSchemas = {
+  SessionOpened: z.object({
+    participants: z.tuple([participantSchema, participantSchema]),
+    mode: z.enum(sessionModes),
+    ttlSeconds: z.number().int().positive(),
+    ttlMode: z.enum(ttlModes),
+    expiresAt: iso,
+  }),
+  SessionClosed: z.object({ reason: z.enum(["api", "policy"]) }),
+  SessionExpired: z.object({ expiresAt: iso }),
+  SessionExtended: z.object({
+    expiresAt: iso,
+    pairs: z.array(z.object({ phoneNumber: phone, proxyNumber: phone })),
+  }),
+  PairReleased: z.object({
+    proxyNumber: phone,
+    participantNumber: phone,
+    counterpartNumber: phone,
+    quarantineUntil: iso,
+  }),
+  MessageReceived: z.object({
+    messageId: z.string(),
+    source: z.enum(["sms", "platform"]),
+    from: phone.nullable(),
+    to: phone,
+    proxyNumber: phone,
+    bodyLength: z.number().int().nonnegative(),
+    numMedia: z.number().int().nonnegative(),
+  }),
+  MessageForwarded: z.object({ messageId: z.string(), twilioSid: z.string(), from: phone, to: phone }),
+  MessageDelivered: z.object({ messageId: z.string(), twilioSid: z.string(), status: z.string() }),
+  MessageFailed: z.object({
+    messageId: z.string(),
+    twilioSid: z.string().nullable(),
+    errorCode: z.string().nullable(),
+    reason: z.string(),
+  }),
+  MessageBlocked: z.object({
+    messageId: z.string(),
+    reason: z.enum(["opt-out", "rate-limit", "content", "session-ended", "mode"]),
+  }),
+  OutOfSessionMessage: z.object({
+    messageId: z.string(),
+    channel: z.enum(["sms", "voice"]),
+    from: phone,
+    to: phone,
+    replied: z.boolean(),
+  }),
+  CallBridged: z.object({ callSid: z.string(), from: phone, to: phone, callerId: phone }),
+  NumberAdded: z.object({ phoneNumber: phone, callingCode: z.string() }),
+  NumberRetired: z.object({ phoneNumber: phone }),
+} as const;
+
+export type EventType = keyof typeof eventDetailSchemas;
+export const eventTypes = Object.keys(eventDetailSchemas) as EventType[];
+export type EventDetail<T extends EventType> = z.infer<(typeof eventDetailSchemas)[T]>;
+
+export const EVENT_DETAIL_VERSION = 1;
+
+export type DomainEvent = {
+  [T in EventType]: {
+    id: string;
+    type: T;
+    occurredAt: string;
+    sessionId: string | null;
+    detailVersion: number;
+    detail: EventDetail<T>;
+  };
+}[EventType];
+
+export type EventOf<T extends EventType> = Extract<DomainEvent, { type: T }>;
+
+export const domainEventSchema = z
+  .object({
+    id: z.string().min(1),
+    type: z.enum(eventTypes as [EventType, ...EventType[]]),
+    occurredAt: iso,
+    sessionId: z.string().nullable(),
+    detailVersion: z.literal(EVENT_DETAIL_VERSION),
+    detail: z.unknown(),
+  })
+  .transform((event, ctx) => {
+    const parsed = eventDetailSchemas[event.type].safeParse(event.detail);
+    if (!parsed.success) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        message: `bad ${event.type} detail: ${parsed.error.message}`,
+      });
+      return z.NEVER;
+    }
+    return { ...event, detail: parsed.data } as DomainEvent;
+  });
+
+/** Time and ids are inputs: the composition root injects the clock and the id source. */
+export interface EventContext {
+  now: number;
+  newId: () => string;
+}
+
+export function makeEvent<T extends EventType>(
+  ctx: EventContext,
+  type: T,
+  sessionId: string | null,
+  detail: EventDetail<T>,
+): EventOf<T> {
+  return {
+    id: ctx.newId(),
+    type,
+    occurredAt: new Date(ctx.now).toISOString(),
+    sessionId,
+    detailVersion: EVENT_DETAIL_VERSION,
+    detail,
+  } as EventOf<T>;
+}

@@ -1,0 +1,41 @@
+import { parsePhoneNumberFromString } from "libphonenumber-js";
+import { z } from "zod";
+
+/** A validated E.164 phone number, e.g. "+14155550100". */
+export type E164 = string & { readonly __brand: "E164" };
+
+/**
+ * Parses a number that must be in international form ("+" and country code); undefined when it is not.
+ * "Possible" (right length for its country) rather than "valid" on purpose: fictional ranges such as
+ * +1 555 01xx are what test numbers and sandboxes use, and Twilio itself is the final judge of a real one.
+ */
+export function toE164(raw: string): E164 | undefined {
+  const trimmed = raw.trim();
+  if (!/^\+[\d\s().-]+$/.test(trimmed)) return undefined;
+  const parsed = parsePhoneNumberFromString(trimmed);
+  if (!parsed?.isPossible()) return undefined;
+  return parsed.number as E164;
+}
+
+/** The country calling code of a number ("1", "44" …), used to prefer local proxies. */
+export function callingCode(number: E164): string {
+  return parsePhoneNumberFromString(number)?.countryCallingCode ?? "";
+}
+
+/** Masks a number for logs: keeps the country code and the last two digits. */
+export function maskNumber(number: string): string {
+  if (number.length <= 5) return "***";
+  return `${number.slice(0, 3)}${"*".repeat(number.length - 5)}${number.slice(-2)}`;
+}
+
+export const e164Schema = z.string().transform((value, ctx) => {
+  const number = toE164(value);
+  if (!number) {
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      message: "must be a valid phone number in E.164 form (+14155550100)",
+    });
+    return z.NEVER;
+  }
+  return number;
+});

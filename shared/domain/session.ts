@@ -1,0 +1,189 @@
+import {
+  type DomainEvent,
+  type EventContext,
+  makeEvent,
+  type SessionMode,
+  type SessionParticipant,
+  type TtlMode,
+} from "./events.ts";
+import type { E164 } from "./phone.ts";
+
+/** The session projection, rebuilt from its events by `evolve`. */
+export interface Session {
+  sessionId: string;
+  status: "open" | "closed" | "expired";
+  mode: SessionMode;
+  ttlSeconds: number;
+  ttlMode: TtlMode;
+  createdAt: string;
+  expiresAt: string;
+  closedAt: string | null;
+  participants: [SessionParticipant, SessionParticipant];
+}
+
+export type SessionState = Session | null;
+
+export type SessionCommand =
+  | {
+      type: "OpenSession";
+      sessionId: string;
+      participants: [SessionParticipant, SessionParticipant];
+      mode: SessionMode;
+      ttlSeconds: number;
+      ttlMode: TtlMode;
+    }
+  | { type: "CloseSession" }
+  | { type: "ExpireSession" }
+  | { type: "RecordActivity" };
+
+export interface SessionContext extends EventContext {
+  quarantineSeconds: number;
+}
+
+export const initialState = (): SessionState => null;
+
+/** Expiry is exact at read time: an open session past `expiresAt` is expired even before the recycler runs. */
+export function effectiveStatus(session: Session, now: number): Session["status"] {
+  return session.status === "open" && Date.parse(session.expiresAt) <= now ? "expired" : session.status;
+}
+
+export function decide(command: SessionCommand, state: SessionState, ctx: SessionContext): DomainEvent[] {
+  switch (command.type) {
+    case "OpenSession": {
+      if (state) return [];
+      return [
+        makeEvent(ctx, "SessionOpened", command.sessionId, {
+          participants: command.participants,
+          mode: command.mode,
+          ttlSeconds: command.ttlSeconds,
+          ttlMode: command.ttlMode,
+          expiresAt: new Date(ctx.now + command.ttlSeconds * 1000).toISOString(),
+        }),
+      ];
+    }
+    case "CloseSession": {
+      if (!state || state.status !== "open") return [];
+      const ending =
+        effectiveStatus(state, ctx.now) === "expired"
+          ? makeEvent(ctx, "SessionExpired", state.sessionId, { expiresAt: state.expiresAt })
+          : makeEvent(ctx, "SessionClosed", state.sessionId, { reason: "api" });
+      return [ending, ...releasePairs(state, ctx)];
+    }
+    case "ExpireSession": {
+      if (!state || effectiveStatus(state, ctx.now) !== "expired" || state.status !== "open") return [];
+      return [
+        makeEvent(ctx, "SessionExpired", state.sessionId, { expiresAt: state.expiresAt }),
+        ...releasePairs(state, ctx),
+      ];
+    }
+    case "RecordActivity": {
+      if (!state || state.ttlMode !== "sliding" || effectiveStatus(state, ctx.now) !== "open") return [];
+      const next = ctx.now + state.ttlSeconds * 1000;
+      // Extending by less than a second is not worth a write on the hot path.
+      if (next - Date.parse(state.expiresAt) < 1000) return [];
+      return [
+        makeEvent(ctx, "SessionExtended", state.sessionId, {
+          expiresAt: new Date(next).toISOString(),
+          pairs: state.participants.map(({ phoneNumber, proxyNumber }) => ({ phoneNumber, proxyNumber })),
+        }),
+      ];
+    }
+    default:
+      return assertNever(command);
+  }
+}
+
+function releasePairs(session: Session, ctx: SessionContext): DomainEvent[] {
+  const quarantineUntil = new Date(ctx.now + ctx.quarantineSeconds * 1000).toISOString();
+  const [a, b] = session.participants;
+  const pairs: [SessionParticipant, SessionParticipant][] = [
+    [a, b],
+    [b, a],
+  ];
+  return pairs.map(([p, other]) =>
+    makeEvent(ctx, "PairReleased", session.sessionId, {
+      proxyNumber: p.proxyNumber,
+      participantNumber: p.phoneNumber,
+      counterpartNumber: other.phoneNumber,
+      quarantineUntil,
+    }),
+  );
+}
+
+export function evolve(state: SessionState, event: DomainEvent): SessionState {
+  switch (event.type) {
+    case "SessionOpened":
+      return {
+        sessionId: event.sessionId ?? "",
+        status: "open",
+        mode: event.detail.mode,
+        ttlSeconds: event.detail.ttlSeconds,
+        ttlMode: event.detail.ttlMode,
+        createdAt: event.occurredAt,
+        expiresAt: event.detail.expiresAt,
+        closedAt: null,
+        participants: event.detail.participants,
+      };
+    case "SessionClosed":
+      return state && { ...state, status: "closed", closedAt: event.occurredAt };
+    case "SessionExpired":
+      return state && { ...state, status: "expired", closedAt: event.occurredAt };
+    case "SessionExtended":
+      return state && { ...state, expiresAt: event.detail.expiresAt };
+    case "PairReleased":
+    case "MessageReceived":
+    case "MessageForwarded":
+    case "MessageDelivered":
+    case "MessageFailed":
+    case "MessageBlocked":
+    case "OutOfSessionMessage":
+    case "CallBridged":
+    case "NumberAdded":
+    case "NumberRetired":
+      return state;
+    default:
+      return assertNever(event);
+  }
+}
+
+export function assertNever(value: never): never {
+  throw new Error(`Unhandled variant: ${JSON.stringify(value)}`);
+}
+
+/** What the hot path reads for `(proxy number, sender)`: one item, one GetItem. */
+export interface Route {
+  proxyNumber: E164;
+  senderNumber: E164;
+  state: "held" | "released";
+  sessionId: string | null;
+  counterpartNumber: E164 | null;
+  counterpartProxy: E164 | null;
+  mode: SessionMode | null;
+  expiresAt: number | null;
+}
+
+export type RouteDecision =
+  | { kind: "in-session"; sessionId: string; recipient: E164; recipientProxy: E164 }
+  | { kind: "out-of-session"; sessionId: string | null; reason: "no-session" | "expired" | "mode" };
+
+/** Where an inbound text or call goes: the counterpart, from the counterpart's own proxy number. */
+export function routeInbound(route: Route | undefined, channel: "sms" | "voice", now: number): RouteDecision {
+  if (
+    !route ||
+    route.state !== "held" ||
+    !route.sessionId ||
+    !route.counterpartNumber ||
+    !route.counterpartProxy
+  )
+    return { kind: "out-of-session", sessionId: null, reason: "no-session" };
+  if (route.expiresAt !== null && route.expiresAt <= now)
+    return { kind: "out-of-session", sessionId: route.sessionId, reason: "expired" };
+  if (route.mode && route.mode !== "sms+voice" && route.mode !== channel)
+    return { kind: "out-of-session", sessionId: route.sessionId, reason: "mode" };
+  return {
+    kind: "in-session",
+    sessionId: route.sessionId,
+    recipient: route.counterpartNumber,
+    recipientProxy: route.counterpartProxy,
+  };
+}

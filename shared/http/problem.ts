@@ -1,0 +1,124 @@
+import type { APIGatewayProxyStructuredResultV2 } from "aws-lambda";
+import type { ZodError } from "zod";
+import {
+  ConcurrentWriteError,
+  IdempotencyConflictError,
+  NumberNotFoundError,
+  ParticipantNotInSessionError,
+  PoolExhaustedError,
+  SessionNotFoundError,
+  SessionNotOpenError,
+} from "../domain/errors.ts";
+
+export const PROBLEM_BASE = "https://maskline.dev/problems/";
+
+/** An RFC 9457 problem. `type` is stable: clients branch on it, never on `title` or `detail`. */
+export class HttpProblem extends Error {
+  constructor(
+    readonly status: number,
+    readonly slug: string,
+    readonly title: string,
+    readonly detail?: string,
+    readonly extensions: Record<string, unknown> = {},
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(detail ?? title);
+    this.name = "HttpProblem";
+  }
+}
+
+export const problems = {
+  validation: (error: ZodError | string) =>
+    new HttpProblem(
+      400,
+      "validation-error",
+      "The request is not valid",
+      typeof error === "string" ? error : "One or more fields are invalid",
+      typeof error === "string"
+        ? {}
+        : { errors: error.issues.map((i) => ({ pointer: `/${i.path.join("/")}`, detail: i.message })) },
+    ),
+  malformedJson: () => new HttpProblem(400, "malformed-json", "The body is not valid JSON"),
+  unsupportedMediaType: (expected: string) =>
+    new HttpProblem(415, "unsupported-media-type", "Unsupported content type", `Send ${expected}`),
+  payloadTooLarge: (limit: number) =>
+    new HttpProblem(413, "payload-too-large", "The body is too large", `At most ${limit} bytes`),
+  unauthorized: () =>
+    new HttpProblem(
+      401,
+      "unauthorized",
+      "Missing or invalid credentials",
+      "Send Authorization: Bearer <token>",
+      {},
+      {
+        "www-authenticate": 'Bearer realm="maskline"',
+      },
+    ),
+  badSignature: () =>
+    new HttpProblem(
+      403,
+      "invalid-twilio-signature",
+      "The X-Twilio-Signature header is missing or does not match",
+    ),
+  notFound: (detail = "No such resource") => new HttpProblem(404, "not-found", "Not found", detail),
+  routeNotFound: () => new HttpProblem(404, "route-not-found", "No such route"),
+  internal: () =>
+    new HttpProblem(500, "internal-error", "Internal error", "The error was logged; retry later"),
+  unavailable: () =>
+    new HttpProblem(
+      503,
+      "temporarily-unavailable",
+      "Temporarily unavailable",
+      "Retry later",
+      {},
+      { "retry-after": "1" },
+    ),
+};
+
+/** Maps named domain errors to problems; anything unknown becomes a 500 that reveals nothing. */
+export function toProblem(error: unknown): HttpProblem {
+  if (error instanceof HttpProblem) return error;
+  if (error instanceof PoolExhaustedError)
+    return new HttpProblem(
+      409,
+      "pool-exhausted",
+      "No proxy number is free for a participant",
+      error.message,
+      {
+        participant: error.participant,
+      },
+    );
+  if (error instanceof SessionNotFoundError) return problems.notFound(`No session ${error.sessionId}`);
+  if (error instanceof NumberNotFoundError)
+    return problems.notFound(`${error.phoneNumber} is not in the pool`);
+  if (error instanceof SessionNotOpenError)
+    return new HttpProblem(409, "session-not-open", "The session is not open", error.message, {
+      status: error.status,
+    });
+  if (error instanceof ParticipantNotInSessionError)
+    return new HttpProblem(422, "unknown-recipient", "The recipient is not in this session", error.message);
+  if (error instanceof IdempotencyConflictError)
+    return new HttpProblem(
+      422,
+      "idempotency-key-reused",
+      "Idempotency-Key reused with a different request",
+      error.message,
+    );
+  if (error instanceof ConcurrentWriteError) return problems.unavailable();
+  return problems.internal();
+}
+
+export function problemResponse(problem: HttpProblem, instance?: string): APIGatewayProxyStructuredResultV2 {
+  return {
+    statusCode: problem.status,
+    headers: { "content-type": "application/problem+json", ...problem.headers },
+    body: JSON.stringify({
+      type: `${PROBLEM_BASE}${problem.slug}`,
+      title: problem.title,
+      status: problem.status,
+      ...(problem.detail ? { detail: problem.detail } : {}),
+      ...(instance ? { instance } : {}),
+      ...problem.extensions,
+    }),
+  };
+}

@@ -1,0 +1,110 @@
+import type { Holding, PoolNumber } from "./domain/allocation.ts";
+import type { DomainEvent } from "./domain/events.ts";
+import type { E164 } from "./domain/phone.ts";
+import type { Route, Session } from "./domain/session.ts";
+
+/** Ports the application services need. Adapters implement them; the composition root injects them. */
+
+export interface Clock {
+  now(): number;
+}
+
+export interface MessageContent {
+  body: string;
+  mediaUrls: string[];
+}
+
+export interface AppendOptions {
+  /** Written in the same transaction; a second writer with the same key loses with a conflict. */
+  idempotency?: { key: string; requestHash: string; result: string };
+  /** Message bodies for MessageReceived events: stored with the message (retention-limited), never in the event. */
+  content?: ReadonlyMap<string, MessageContent>;
+}
+
+export type MessageState = "received" | "sending" | "forwarded" | "failed" | "blocked" | "out-of-session";
+
+export interface MessageRecord {
+  messageId: string;
+  sessionId: string | null;
+  state: MessageState;
+  source: "sms" | "platform";
+  from: E164 | null;
+  recipient: E164 | null;
+  recipientProxy: E164 | null;
+  body: string;
+  mediaUrls: string[];
+  receivedAt: number;
+  claimedAt: number | null;
+  twilioSid: string | null;
+}
+
+export type ClaimResult = "claimed" | "stale-claim" | "busy" | "done";
+
+export interface SessionSummary {
+  sessionId: string;
+  expiresAt: string;
+}
+
+export interface MasklineStore {
+  /** Appends events and updates their projections in ONE transaction; a failed guard throws ConcurrentWriteError. */
+  append(events: readonly DomainEvent[], options?: AppendOptions): Promise<void>;
+  getSession(sessionId: string): Promise<Session | undefined>;
+  sessionEvents(sessionId: string): Promise<DomainEvent[]>;
+  /** The hot-path lookup `(proxy, sender) → session, counterpart, counterpart's proxy`: one GetItem. */
+  getRoute(proxyNumber: E164, senderNumber: E164): Promise<Route | undefined>;
+  holdingsOf(participant: E164): Promise<Holding[]>;
+  listPool(): Promise<PoolNumber[]>;
+  getIdempotency(key: string): Promise<{ requestHash: string; result: string } | undefined>;
+  getMessage(messageId: string): Promise<MessageRecord | undefined>;
+  /** Claims the one Twilio send of a message; a claim older than `staleBefore` may be taken over. */
+  claimSend(messageId: string, now: number, staleBefore: number): Promise<ClaimResult>;
+  releaseClaim(messageId: string, claimedAt: number): Promise<void>;
+  /** Open sessions whose expiresAt has passed, oldest first, at most `limit`. */
+  expiredSessions(now: number, limit: number): Promise<SessionSummary[]>;
+  openSessions(limit: number): Promise<SessionSummary[]>;
+}
+
+/** The forward queue: FIFO, one group per session, deduplicated by message id. */
+export interface ForwardQueue {
+  enqueue(job: ForwardJob): Promise<void>;
+}
+
+export interface ForwardJob {
+  messageId: string;
+  sessionId: string;
+}
+
+export interface OutboundSms {
+  from: E164;
+  to: E164;
+  body: string;
+  mediaUrls: string[];
+  statusCallback: string | undefined;
+}
+
+export interface SentSms {
+  sid: string;
+}
+
+/** The SMS carrier (Twilio). Errors are classified so the forwarder knows what to retry. */
+export interface SmsGateway {
+  send(message: OutboundSms): Promise<SentSms>;
+  /** Messages the carrier accepted from `from` to `to` since `since`, to reconcile a send whose outcome was lost. */
+  findSent(query: { from: E164; to: E164; since: number; body: string }): Promise<SentSms | undefined>;
+}
+
+export class SmsSendError extends Error {
+  constructor(
+    readonly kind: "retryable" | "permanent" | "ambiguous",
+    readonly status: number | null,
+    readonly errorCode: string | null,
+    readonly retryAfterMs: number | null,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `SMS send failed (${kind}${status ? ` HTTP ${status}` : ""}${errorCode ? ` code ${errorCode}` : ""})`,
+      options,
+    );
+    this.name = "SmsSendError";
+  }
+}

@@ -1,0 +1,281 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { ScanCommand } from "@aws-sdk/lib-dynamodb";
+import { createAllocateHandler } from "../../functions/allocate/app.ts";
+import { logger } from "../../shared/adapters/aws.ts";
+import { newId } from "../../shared/adapters/ids.ts";
+import { SqsForwardQueue } from "../../shared/adapters/sqs-queue.ts";
+import { SessionService } from "../../shared/app/sessions.ts";
+import { busiestParticipantLoad } from "../../shared/domain/allocation.ts";
+import { invoker } from "../support/http.ts";
+import { startLocalAws } from "../support/stack.ts";
+
+const TOKEN = "test-token-0123456789";
+const auth = { authorization: `Bearer ${TOKEN}` };
+const number = (n: number) => `+1415555${String(1000 + n).padStart(4, "0")}`;
+const guest = (n: number) => `+1202555${String(1000 + n).padStart(4, "0")}`;
+
+let aws: Awaited<ReturnType<typeof startLocalAws>>;
+
+async function fixture(poolSize: number) {
+  const { tableName, queue, store } = await aws.fresh();
+  const service = new SessionService({
+    store,
+    queue: new SqsForwardQueue({ queueUrl: queue.queueUrl, client: aws.sqsClient }),
+    clock: { now: () => Date.now() },
+    newId,
+    quarantineSeconds: 3600,
+  });
+  const handler = createAllocateHandler({
+    service,
+    logger,
+    auth: { mode: "token", token: TOKEN },
+    health: async () => ({ table: "ok" }),
+  });
+  const call = invoker(handler, auth);
+  for (let i = 0; i < poolSize; i++) {
+    const res = await call("POST", "/numbers", { body: { phoneNumber: number(i) } });
+    assert.equal(res.status, 201, res.text);
+  }
+  const scan = async () => (await aws.doc.send(new ScanCommand({ TableName: tableName }))).Items ?? [];
+  return { call, store, scan, tableName };
+}
+
+const session = (a: string, b: string, extra: Record<string, unknown> = {}) => ({
+  participants: [
+    { phoneNumber: a, id: `user-${a.slice(-4)}` },
+    { phoneNumber: b, id: `user-${b.slice(-4)}` },
+  ],
+  ...extra,
+});
+
+describe("allocate API on DynamoDB Local", () => {
+  before(async () => {
+    aws = await startLocalAws();
+  });
+  after(async () => aws.stop());
+
+  test("open, read back, close; the events endpoint tells the story in order", async () => {
+    const { call } = await fixture(2);
+    const opened = await call("POST", "/sessions", { body: session(guest(1), guest(2)) });
+    assert.equal(opened.status, 201, opened.text);
+    const body = opened.json;
+    assert.equal(body.status, "open");
+    assert.equal(body.participants.length, 2);
+    for (const p of body.participants) assert.match(p.proxyNumber, /^\+1415555/);
+    assert.equal(opened.headers.location, `/sessions/${body.sessionId}`);
+
+    const read = await call("GET", `/sessions/${body.sessionId}`);
+    assert.equal(read.status, 200);
+    assert.deepEqual(read.json, body);
+
+    const closed = await call("DELETE", `/sessions/${body.sessionId}`);
+    assert.equal(closed.status, 200);
+    assert.equal(closed.json.status, "closed");
+    const again = await call("DELETE", `/sessions/${body.sessionId}`);
+    assert.equal(again.status, 200, "closing is idempotent");
+    assert.equal(again.json.status, "closed");
+
+    const events = await call("GET", `/sessions/${body.sessionId}/events`);
+    assert.equal(events.status, 200);
+    const types = events.json.events.map((e: { type: string }) => e.type);
+    assert.deepEqual(types, ["SessionOpened", "SessionClosed", "PairReleased", "PairReleased"]);
+    for (const e of events.json.events) {
+      assert.equal(e.sessionId, body.sessionId);
+      assert.equal(e.detailVersion, 1);
+      assert.ok(e.id && e.occurredAt);
+    }
+  });
+
+  test("30 concurrent sessions for one participant on a pool of 10: exactly 10 succeed, nothing half-written", async () => {
+    const { call, scan } = await fixture(10);
+    const c = guest(500);
+    const results = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => call("POST", "/sessions", { body: session(c, guest(i)) })),
+    );
+    const ok = results.filter((r) => r.status === 201);
+    const exhausted = results.filter((r) => r.status === 409);
+    assert.equal(ok.length, 10, results.map((r) => `${r.status}`).join(","));
+    assert.equal(exhausted.length, 20);
+    for (const r of exhausted) {
+      assert.equal(r.headers["content-type"], "application/problem+json");
+      assert.equal(r.json.type, "https://maskline.dev/problems/pool-exhausted");
+      assert.equal(r.json.participant, c);
+    }
+    const cProxies = ok.map(
+      (r) => r.json.participants.find((p: { phoneNumber: string }) => p.phoneNumber === c).proxyNumber,
+    );
+    assert.equal(new Set(cProxies).size, 10, "C holds 10 distinct numbers");
+
+    const items = await scan();
+    const sessions = items.filter((i) => i.kind === "session");
+    const pairs = items.filter((i) => i.kind === "pair" && i.state === "held");
+    const numbers = items.filter((i) => i.kind === "number");
+    const opened = items.filter((i) => i.kind === "event" && i.type === "SessionOpened");
+    assert.equal(sessions.length, 10);
+    assert.equal(opened.length, 10);
+    assert.equal(pairs.length, 20, "two held pairs per session, no orphans");
+    for (const s of sessions) assert.equal(pairs.filter((p) => p.sessionId === s.sessionId).length, 2);
+    const load = numbers.reduce((sum, n) => sum + Number(n.load), 0);
+    assert.equal(load, 20, "number loads match held pairs");
+  });
+
+  test("a pool of exactly L numbers serves a replayed trace whose busiest participant has L sessions", async () => {
+    // Seeded trace: hosts with skewed popularity, guests arriving and leaving.
+    let seed = 42;
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    const hosts = Array.from({ length: 4 }, (_, i) => `+1617555${String(1000 + i)}`);
+    type Op = { kind: "open"; host: string; guest: string } | { kind: "close"; index: number };
+    const ops: Op[] = [];
+    const open: { host: string; guest: string }[] = [];
+    const live: boolean[] = [];
+    const openPairs: [string, string][] = [];
+    let peak = 0;
+    for (let step = 0, g = 0; step < 60; step++) {
+      const liveIdx = live.flatMap((l, i) => (l ? [i] : []));
+      if (liveIdx.length > 0 && rand() < 0.35) {
+        const index = liveIdx[Math.floor(rand() * liveIdx.length)] ?? 0;
+        live[index] = false;
+        ops.push({ kind: "close", index });
+      } else {
+        const host = hosts[Math.min(hosts.length - 1, Math.floor(rand() ** 2 * hosts.length))] ?? "";
+        const pair = { host, guest: guest(100 + g++) };
+        open.push(pair);
+        live.push(true);
+        ops.push({ kind: "open", ...pair });
+      }
+      openPairs.length = 0;
+      live.forEach((l, i) => l && openPairs.push([open[i]?.host ?? "", open[i]?.guest ?? ""]));
+      peak = Math.max(peak, busiestParticipantLoad(openPairs));
+    }
+    const { call } = await fixture(peak);
+    const ids: string[] = [];
+    let failures = 0;
+    for (const op of ops) {
+      if (op.kind === "open") {
+        const res = await call("POST", "/sessions", { body: session(op.host, op.guest) });
+        if (res.status !== 201) failures++;
+        ids.push(res.json?.sessionId);
+      } else {
+        const res = await call("DELETE", `/sessions/${ids[op.index]}`);
+        assert.equal(res.status, 200);
+      }
+    }
+    assert.ok(peak >= 3, `trace should be non-trivial (L=${peak})`);
+    assert.equal(failures, 0, `pool of L=${peak} must serve the trace`);
+  });
+
+  test("Idempotency-Key: sequential and concurrent replays create one session; a different body is 422", async () => {
+    const { call, scan } = await fixture(3);
+    const key = { "idempotency-key": "order-123" };
+    const first = await call("POST", "/sessions", { body: session(guest(1), guest(2)), headers: key });
+    assert.equal(first.status, 201);
+    const second = await call("POST", "/sessions", { body: session(guest(1), guest(2)), headers: key });
+    assert.equal(second.status, 200);
+    assert.deepEqual(second.json, first.json);
+
+    const concurrentKey = { "idempotency-key": "order-456" };
+    const burst = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        call("POST", "/sessions", { body: session(guest(3), guest(4)), headers: concurrentKey }),
+      ),
+    );
+    assert.equal(new Set(burst.map((r) => r.json.sessionId)).size, 1);
+    assert.equal(burst.filter((r) => r.status === 201).length, 1);
+    assert.ok(burst.every((r) => r.status === 201 || r.status === 200));
+
+    const conflict = await call("POST", "/sessions", { body: session(guest(1), guest(5)), headers: key });
+    assert.equal(conflict.status, 422);
+    assert.equal(conflict.json.type, "https://maskline.dev/problems/idempotency-key-reused");
+
+    const sessions = (await scan()).filter((i) => i.kind === "session");
+    assert.equal(sessions.length, 2);
+  });
+
+  test("every error class, from a real request, as problem+json", async () => {
+    const { call, scan } = await fixture(1);
+    const before = (await scan()).length;
+    const cases: [string, Awaited<ReturnType<typeof call>>, number, string][] = [
+      [
+        "malformed number",
+        await call("POST", "/sessions", { body: session("12345", guest(2)) }),
+        400,
+        "validation-error",
+      ],
+      ["malformed JSON", await call("POST", "/sessions", { body: "{not json" }), 400, "malformed-json"],
+      [
+        "same participant twice",
+        await call("POST", "/sessions", { body: session(guest(2), guest(2)) }),
+        400,
+        "validation-error",
+      ],
+      [
+        "ttl out of bounds",
+        await call("POST", "/sessions", { body: session(guest(1), guest(2), { ttlSeconds: 0 }) }),
+        400,
+        "validation-error",
+      ],
+      [
+        "missing token",
+        await call("POST", "/sessions", {
+          body: session(guest(1), guest(2)),
+          headers: { authorization: "" },
+        }),
+        401,
+        "unauthorized",
+      ],
+      [
+        "wrong token",
+        await call("GET", "/numbers", { headers: { authorization: "Bearer nope-nope-nope-nope" } }),
+        401,
+        "unauthorized",
+      ],
+      ["unknown session", await call("GET", "/sessions/ses_doesnotexist"), 404, "not-found"],
+      [
+        "wrong content type",
+        await call("POST", "/numbers", { body: "phoneNumber=1", headers: { "content-type": "text/plain" } }),
+        415,
+        "unsupported-media-type",
+      ],
+      ["retire unknown number", await call("DELETE", "/numbers/+14155559999"), 404, "not-found"],
+    ];
+    for (const [name, res, status, type] of cases) {
+      assert.equal(res.status, status, `${name}: ${res.text}`);
+      assert.equal(res.headers["content-type"], "application/problem+json", name);
+      assert.equal(res.json.type, `https://maskline.dev/problems/${type}`, name);
+      assert.equal(res.json.status, status, name);
+    }
+    const invalid = cases[0]?.[1].json;
+    assert.equal(invalid.errors[0].pointer, "/participants/0/phoneNumber");
+    assert.equal((await scan()).length, before, "no client mistake writes anything");
+
+    // Pool of one: the first session takes it for both participants; a second for the same person is 409.
+    assert.equal((await call("POST", "/sessions", { body: session(guest(1), guest(2)) })).status, 201);
+    const exhausted = await call("POST", "/sessions", { body: session(guest(1), guest(3)) });
+    assert.equal(exhausted.status, 409);
+    assert.equal(exhausted.json.participant, guest(1));
+  });
+
+  test("a retired number drains: open sessions keep it, new sessions never get it", async () => {
+    const { call } = await fixture(2);
+    const first = await call("POST", "/sessions", { body: session(guest(1), guest(2)) });
+    const proxy = first.json.participants[0].proxyNumber;
+    const retired = await call("DELETE", `/numbers/${encodeURIComponent(proxy)}`);
+    assert.equal(retired.status, 200);
+    assert.equal(retired.json.status, "retired");
+    const still = await call("GET", `/sessions/${first.json.sessionId}`);
+    assert.equal(still.json.status, "open");
+    for (let i = 0; i < 3; i++) {
+      const next = await call("POST", "/sessions", { body: session(guest(10 + i), guest(20 + i)) });
+      assert.equal(next.status, 201);
+      for (const p of next.json.participants) assert.notEqual(p.proxyNumber, proxy);
+    }
+    const list = await call("GET", "/numbers");
+    const entry = list.json.numbers.find((n: { phoneNumber: string }) => n.phoneNumber === proxy);
+    assert.equal(entry.status, "retired");
+    assert.equal(entry.load, 2);
+  });
+});

@@ -1,0 +1,58 @@
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { SQSClient } from "@aws-sdk/client-sqs";
+import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
+import {
+  LOCAL_CREDENTIALS,
+  LOCAL_REGION,
+  type ProvisionedQueue,
+  provisionQueue,
+  provisionTable,
+  startDynamoLocal,
+  startSqsLocal,
+} from "../../local/aws-local.ts";
+import { DynamoStore } from "../../shared/adapters/dynamo-store.ts";
+import { newId } from "../../shared/adapters/ids.ts";
+
+/** Real DynamoDB Local and SQS server for one test file; each `fresh()` gets its own table and queue. */
+export async function startLocalAws() {
+  const [dynamo, sqs] = await Promise.all([startDynamoLocal(), startSqsLocal()]);
+  const raw = new DynamoDBClient({
+    endpoint: dynamo.endpoint,
+    region: LOCAL_REGION,
+    credentials: LOCAL_CREDENTIALS,
+  });
+  const doc = DynamoDBDocumentClient.from(raw, { marshallOptions: { removeUndefinedValues: true } });
+  const sqsClient = new SQSClient({
+    endpoint: sqs.endpoint,
+    region: LOCAL_REGION,
+    credentials: LOCAL_CREDENTIALS,
+  });
+  return {
+    dynamo,
+    sqs,
+    doc,
+    sqsClient,
+    /** Environment that points the production composition roots at these servers. */
+    env: (tableName: string, queue: ProvisionedQueue): Record<string, string> => ({
+      AWS_REGION: LOCAL_REGION,
+      AWS_ACCESS_KEY_ID: LOCAL_CREDENTIALS.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: LOCAL_CREDENTIALS.secretAccessKey,
+      AWS_ENDPOINT_URL_DYNAMODB: dynamo.endpoint,
+      AWS_ENDPOINT_URL_SQS: sqs.endpoint,
+      TABLE_NAME: tableName,
+      FORWARD_QUEUE_URL: queue.queueUrl,
+    }),
+    async fresh(options: { visibilityTimeoutSeconds?: number } = {}) {
+      const tableName = newId("t");
+      await provisionTable(dynamo.endpoint, tableName);
+      const queue = await provisionQueue(sqs.endpoint, tableName, options);
+      const store = new DynamoStore({ tableName, client: doc, retentionSeconds: 3600 });
+      return { tableName, queue, store };
+    },
+    async stop() {
+      raw.destroy();
+      sqsClient.destroy();
+      await Promise.all([dynamo.stop(), sqs.stop()]);
+    },
+  };
+}
