@@ -71,6 +71,21 @@ export const forwardConfigSchema = z.object({
   FORWARD_INLINE_RETRIES: z.coerce.number().int().min(0).max(5).default(2),
 });
 
+export const recyclerConfigSchema = z.object({
+  POOL_LOW_HEADROOM: z.coerce.number().int().min(0).default(2),
+  AUTO_TOP_UP: z
+    .enum(["true", "false"])
+    .default("false")
+    .transform((v) => v === "true"),
+  MAX_POOL_SIZE: z.coerce.number().int().min(0).default(50),
+  RECYCLER_BUDGET_MS: z.coerce.number().int().min(100).default(45_000),
+  RECYCLER_BATCH_SIZE: z.coerce.number().int().min(1).max(1000).default(100),
+});
+
+export const publisherConfigSchema = z.object({
+  EVENT_BUS_NAME: z.string().min(1).default("maskline"),
+});
+
 export class ConfigError extends Error {
   constructor(message: string) {
     super(message);

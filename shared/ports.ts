@@ -43,6 +43,7 @@ export type ClaimResult = "claimed" | "stale-claim" | "busy" | "done";
 export interface SessionSummary {
   sessionId: string;
   expiresAt: string;
+  participantNumbers: E164[];
 }
 
 export interface MasklineStore {
@@ -107,4 +108,19 @@ export class SmsSendError extends Error {
     );
     this.name = "SmsSendError";
   }
+}
+
+/** Buys proxy numbers (Twilio AvailablePhoneNumbers + IncomingPhoneNumbers) for the pool's auto top-up. */
+export interface NumberProvider {
+  buy(request: { country: string }): Promise<E164 | undefined>;
+}
+
+/** Operational metrics (CloudWatch EMF in AWS). */
+export interface Metrics {
+  poolHealth(health: { pairsPerNumber: number; headroom: number; utilization: number }): void;
+}
+
+/** The domain-event bus (EventBridge). Returns the indexes of the entries it did not accept. */
+export interface DomainEventBus {
+  publish(events: readonly DomainEvent[]): Promise<number[]>;
 }

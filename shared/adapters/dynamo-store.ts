@@ -39,6 +39,9 @@ function eventPartition(event: DomainEvent): string {
       return `NUMBER#${event.detail.phoneNumber}`;
     case "OutOfSessionMessage":
       return `NUMBER#${event.detail.to}`;
+    case "PoolHealthReported":
+    case "PoolLow":
+      return "POOLHEALTH";
     default:
       return "EVENTS#unscoped";
   }
@@ -117,11 +120,14 @@ export class DynamoStore implements MasklineStore {
 
     for (const event of events) {
       const now = Date.parse(event.occurredAt);
+      const partition = eventPartition(event);
       put(`event:${event.id}`, {
-        pk: eventPartition(event),
+        pk: partition,
         sk: `EVENT#${event.occurredAt}#${event.id}`,
         kind: "event",
         ...event,
+        // Health reports are telemetry: kept a week, not forever.
+        ...(partition === "POOLHEALTH" ? { ttl: epochSeconds(now) + 7 * 24 * 3600 } : {}),
       });
       switch (event.type) {
         case "SessionOpened": {
@@ -362,6 +368,9 @@ export class DynamoStore implements MasklineStore {
             "#status = :active",
           );
           break;
+        case "PoolHealthReported":
+        case "PoolLow":
+          break;
         default:
           assertNever(event);
       }
@@ -580,7 +589,7 @@ export class DynamoStore implements MasklineStore {
     );
     return perShard
       .flatMap((r) => r.Items ?? [])
-      .map((i) => ({ sessionId: String(i.sessionId), expiresAt: String(i.expiresAt) }))
+      .map(toSummary)
       .sort((a, b) => a.expiresAt.localeCompare(b.expiresAt))
       .slice(0, limit);
   }
@@ -601,7 +610,7 @@ export class DynamoStore implements MasklineStore {
     );
     return perShard
       .flatMap((r) => r.Items ?? [])
-      .map((i) => ({ sessionId: String(i.sessionId), expiresAt: String(i.expiresAt) }))
+      .map(toSummary)
       .sort((a, b) => a.expiresAt.localeCompare(b.expiresAt))
       .slice(0, limit);
   }
@@ -618,6 +627,15 @@ export class DynamoStore implements MasklineStore {
     } while (ExclusiveStartKey);
     return out;
   }
+}
+
+function toSummary(item: Item): SessionSummary {
+  const participants = (item.participants as { phoneNumber: E164 }[] | undefined) ?? [];
+  return {
+    sessionId: String(item.sessionId),
+    expiresAt: String(item.expiresAt),
+    participantNumbers: participants.map((p) => p.phoneNumber),
+  };
 }
 
 export function toDomainEvent(item: Item): DomainEvent {

@@ -1,6 +1,12 @@
 import twilio from "twilio";
-import type { E164 } from "../domain/phone.ts";
-import { type OutboundSms, type SentSms, type SmsGateway, SmsSendError } from "../ports.ts";
+import { type E164, toE164 } from "../domain/phone.ts";
+import {
+  type NumberProvider,
+  type OutboundSms,
+  type SentSms,
+  type SmsGateway,
+  SmsSendError,
+} from "../ports.ts";
 
 type RequestOptions<T> = Parameters<twilio.RequestClient["request"]>[0] & { data?: T };
 type Response<T> = Awaited<ReturnType<twilio.RequestClient["request"]>> & { body: T };
@@ -52,16 +58,21 @@ export interface TwilioGatewayOptions {
   timeoutMs?: number;
 }
 
+/** The official twilio client, its requests routed to TWILIO_API_BASE_URL. */
+export function twilioClient(options: TwilioGatewayOptions): twilio.Twilio {
+  return twilio(options.accountSid, options.authToken, {
+    httpClient: new RoutedRequestClient(
+      options.apiBaseUrl === "https://api.twilio.com" ? "" : options.apiBaseUrl,
+      options.timeoutMs ?? 10_000,
+    ),
+  });
+}
+
 export class TwilioGateway implements SmsGateway {
   private readonly client: twilio.Twilio;
 
   constructor(options: TwilioGatewayOptions) {
-    this.client = twilio(options.accountSid, options.authToken, {
-      httpClient: new RoutedRequestClient(
-        options.apiBaseUrl === "https://api.twilio.com" ? "" : options.apiBaseUrl,
-        options.timeoutMs ?? 10_000,
-      ),
-    });
+    this.client = twilioClient(options);
   }
 
   async send(message: OutboundSms): Promise<SentSms> {
@@ -94,5 +105,28 @@ export class TwilioGateway implements SmsGateway {
     });
     const match = recent.find((m) => m.body === query.body);
     return match ? { sid: match.sid } : undefined;
+  }
+}
+
+/** Buys a local number with SMS and voice and points its webhooks at Maskline. */
+export class TwilioNumberProvider implements NumberProvider {
+  constructor(
+    private readonly client: twilio.Twilio,
+    private readonly publicBaseUrl: string,
+  ) {}
+
+  async buy(request: { country: string }): Promise<E164 | undefined> {
+    const [candidate] = await this.client
+      .availablePhoneNumbers(request.country)
+      .local.list({ smsEnabled: true, voiceEnabled: true, limit: 1 });
+    if (!candidate) return undefined;
+    const bought = await this.client.incomingPhoneNumbers.create({
+      phoneNumber: candidate.phoneNumber,
+      smsUrl: `${this.publicBaseUrl}/twilio/sms`,
+      smsMethod: "POST",
+      voiceUrl: `${this.publicBaseUrl}/twilio/voice`,
+      voiceMethod: "POST",
+    });
+    return toE164(bought.phoneNumber);
   }
 }

@@ -159,7 +159,7 @@ export class MessagingService {
   async recordStatus(report: StatusReport): Promise<void> {
     if (!report.messageId) return;
     const message = await this.deps.store.getMessage(report.messageId);
-    if (!message || !message.sessionId) return;
+    if (!message?.sessionId) return;
     const ctx = this.ctx();
     const status = report.status.toLowerCase();
     let event: DomainEvent | undefined;

@@ -71,6 +71,18 @@ export const eventDetailSchemas = {
   CallBridged: z.object({ callSid: z.string(), from: phone, to: phone, callerId: phone }),
   NumberAdded: z.object({ phoneNumber: phone, callingCode: z.string() }),
   NumberRetired: z.object({ phoneNumber: phone }),
+  PoolHealthReported: z.object({
+    activeNumbers: z.number().int().nonnegative(),
+    openPairs: z.number().int().nonnegative(),
+    pairsPerNumber: z.number().nonnegative(),
+    busiestParticipantSessions: z.number().int().nonnegative(),
+    headroom: z.number().int(),
+  }),
+  PoolLow: z.object({
+    headroom: z.number().int(),
+    threshold: z.number().int(),
+    callingCode: z.string().nullable(),
+  }),
 } as const;
 
 export type EventType = keyof typeof eventDetailSchemas;

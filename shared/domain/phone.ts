@@ -22,6 +22,11 @@ export function callingCode(number: E164): string {
   return parsePhoneNumberFromString(number)?.countryCallingCode ?? "";
 }
 
+/** The ISO country of a number ("US", "GB" …), where its calling code and prefix tell it. */
+export function countryOf(number: E164): string | undefined {
+  return parsePhoneNumberFromString(number)?.country;
+}
+
 /** Masks a number for logs: keeps the country code and the last two digits. */
 export function maskNumber(number: string): string {
   if (number.length <= 5) return "***";

@@ -62,7 +62,7 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
       ];
     }
     case "CloseSession": {
-      if (!state || state.status !== "open") return [];
+      if (state?.status !== "open") return [];
       const ending =
         effectiveStatus(state, ctx.now) === "expired"
           ? makeEvent(ctx, "SessionExpired", state.sessionId, { expiresAt: state.expiresAt })
@@ -77,7 +77,7 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
       ];
     }
     case "RecordActivity": {
-      if (!state || state.ttlMode !== "sliding" || effectiveStatus(state, ctx.now) !== "open") return [];
+      if (state?.ttlMode !== "sliding" || effectiveStatus(state, ctx.now) !== "open") return [];
       const next = ctx.now + state.ttlSeconds * 1000;
       // Extending by less than a second is not worth a write on the hot path.
       if (next - Date.parse(state.expiresAt) < 1000) return [];
@@ -140,6 +140,8 @@ export function evolve(state: SessionState, event: DomainEvent): SessionState {
     case "CallBridged":
     case "NumberAdded":
     case "NumberRetired":
+    case "PoolHealthReported":
+    case "PoolLow":
       return state;
     default:
       return assertNever(event);
@@ -168,13 +170,7 @@ export type RouteDecision =
 
 /** Where an inbound text or call goes: the counterpart, from the counterpart's own proxy number. */
 export function routeInbound(route: Route | undefined, channel: "sms" | "voice", now: number): RouteDecision {
-  if (
-    !route ||
-    route.state !== "held" ||
-    !route.sessionId ||
-    !route.counterpartNumber ||
-    !route.counterpartProxy
-  )
+  if (route?.state !== "held" || !route.sessionId || !route.counterpartNumber || !route.counterpartProxy)
     return { kind: "out-of-session", sessionId: null, reason: "no-session" };
   if (route.expiresAt !== null && route.expiresAt <= now)
     return { kind: "out-of-session", sessionId: route.sessionId, reason: "expired" };

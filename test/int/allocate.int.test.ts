@@ -148,7 +148,7 @@ describe("allocate API on DynamoDB Local", () => {
         ops.push({ kind: "open", ...pair });
       }
       openPairs.length = 0;
-      live.forEach((l, i) => l && openPairs.push([open[i]?.host ?? "", open[i]?.guest ?? ""]));
+      for (const [i, l] of live.entries()) if (l) openPairs.push([open[i]?.host ?? "", open[i]?.guest ?? ""]);
       peak = Math.max(peak, busiestParticipantLoad(openPairs));
     }
     const { call } = await fixture(peak);

@@ -1,0 +1,49 @@
+import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
+import { logger, storeFromEnv } from "../../shared/adapters/aws.ts";
+import { newId } from "../../shared/adapters/ids.ts";
+import { twilioCredentials } from "../../shared/adapters/secrets.ts";
+import { TwilioNumberProvider, twilioClient } from "../../shared/adapters/twilio-gateway.ts";
+import { RecyclerService } from "../../shared/app/recycler.ts";
+import { parseConfig, recyclerConfigSchema, webhookConfigSchema } from "../../shared/config.ts";
+
+// Composition root: configuration is read once, at cold start.
+const { config, store } = storeFromEnv();
+const recycler = parseConfig(recyclerConfigSchema);
+const metrics = new Metrics({ namespace: "Maskline", serviceName: "maskline" });
+
+const topUp = recycler.AUTO_TOP_UP
+  ? {
+      provider: new TwilioNumberProvider(
+        twilioClient(await twilioCredentials()),
+        parseConfig(webhookConfigSchema).PUBLIC_BASE_URL,
+      ),
+      maxPoolSize: recycler.MAX_POOL_SIZE,
+    }
+  : undefined;
+
+const service = new RecyclerService({
+  store,
+  clock: { now: () => Date.now() },
+  newId,
+  quarantineSeconds: config.QUARANTINE_SECONDS,
+  poolLowHeadroom: recycler.POOL_LOW_HEADROOM,
+  topUp,
+  metrics: {
+    poolHealth: (health) => {
+      metrics.addMetric("PoolUtilization", MetricUnit.Percent, Math.round(health.utilization * 100));
+      metrics.addMetric("PoolHeadroom", MetricUnit.Count, health.headroom);
+      metrics.addMetric("PairsPerNumber", MetricUnit.Count, health.pairsPerNumber);
+      metrics.publishStoredMetrics();
+    },
+  },
+});
+
+/** Invoked by the EventBridge schedule (locally by the embedded scheduler). */
+export const handler = async () => {
+  const report = await service.run({
+    budgetMs: recycler.RECYCLER_BUDGET_MS,
+    batchSize: recycler.RECYCLER_BATCH_SIZE,
+  });
+  logger.info("recycled", { expired: report.expired, more: report.more, bought: report.bought.length });
+  return { expired: report.expired, more: report.more, bought: report.bought.length };
+};
