@@ -1,0 +1,282 @@
+import {
+  DescribeStreamCommand,
+  DynamoDBStreamsClient,
+  GetRecordsCommand,
+  GetShardIteratorCommand,
+  ListStreamsCommand,
+  type _Record as StreamRecord,
+} from "@aws-sdk/client-dynamodb-streams";
+import { DeleteMessageBatchCommand, ReceiveMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
+import type {
+  Context,
+  DynamoDBBatchResponse,
+  DynamoDBStreamEvent,
+  SQSBatchResponse,
+  SQSEvent,
+  SQSRecord,
+} from "aws-lambda";
+
+/**
+ * Stand-ins for Lambda's event source mappings and EventBridge schedules, so the embedded stack invokes
+ * the deployed handlers the way AWS does: batches, partial batch failures, visibility timeouts, redrive.
+ */
+
+export interface Poller {
+  stop(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export function localContext(functionName: string, timeoutMs: number): Context {
+  const deadline = Date.now() + timeoutMs;
+  return {
+    functionName,
+    functionVersion: "$LATEST",
+    invokedFunctionArn: `arn:aws:lambda:local:000000000000:function:${functionName}`,
+    memoryLimitInMB: "512",
+    awsRequestId: crypto.randomUUID(),
+    logGroupName: `/aws/lambda/${functionName}`,
+    logStreamName: "local",
+    callbackWaitsForEmptyEventLoop: false,
+    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
+    done: () => {},
+    fail: () => {},
+    succeed: () => {},
+  };
+}
+
+export interface SqsPollerOptions {
+  client: SQSClient;
+  queueUrl: string;
+  queueArn: string;
+  handler: (event: SQSEvent, context: Context) => Promise<SQSBatchResponse | undefined>;
+  batchSize?: number;
+  /** Long-poll wait; kept shorter than the visibility timeout (local-aws-sqs can hand a message out twice). */
+  waitSeconds?: number;
+  timeoutMs?: number;
+  onError?: (error: unknown) => void;
+}
+
+/** SQS → function: receive a batch, invoke, delete what succeeded; failures reappear after the visibility timeout. */
+export function startSqsPoller(options: SqsPollerOptions): Poller {
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      try {
+        const received = await options.client.send(
+          new ReceiveMessageCommand({
+            QueueUrl: options.queueUrl,
+            MaxNumberOfMessages: options.batchSize ?? 10,
+            WaitTimeSeconds: options.waitSeconds ?? 1,
+            AttributeNames: ["All"],
+            MessageAttributeNames: ["All"],
+          }),
+        );
+        const messages = received.Messages ?? [];
+        if (!running || messages.length === 0) continue;
+        const records: SQSRecord[] = messages.map((m) => ({
+          messageId: m.MessageId ?? "",
+          receiptHandle: m.ReceiptHandle ?? "",
+          body: m.Body ?? "",
+          attributes: {
+            ApproximateReceiveCount: m.Attributes?.ApproximateReceiveCount ?? "1",
+            SentTimestamp: m.Attributes?.SentTimestamp ?? String(Date.now()),
+            SenderId: "local",
+            ApproximateFirstReceiveTimestamp:
+              m.Attributes?.ApproximateFirstReceiveTimestamp ?? String(Date.now()),
+            MessageGroupId: m.Attributes?.MessageGroupId,
+            MessageDeduplicationId: m.Attributes?.MessageDeduplicationId,
+            SequenceNumber: m.Attributes?.SequenceNumber,
+          },
+          messageAttributes: {},
+          md5OfBody: m.MD5OfBody ?? "",
+          eventSource: "aws:sqs",
+          eventSourceARN: options.queueArn,
+          awsRegion: "us-east-1",
+        }));
+        let failed = new Set<string>();
+        try {
+          const result = await options.handler(
+            { Records: records },
+            localContext("forward", options.timeoutMs ?? 30_000),
+          );
+          failed = new Set((result?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
+        } catch (error) {
+          // A thrown invocation fails the whole batch, as on Lambda.
+          options.onError?.(error);
+          failed = new Set(records.map((r) => r.messageId));
+        }
+        const done = records.filter((r) => !failed.has(r.messageId));
+        if (done.length)
+          await options.client.send(
+            new DeleteMessageBatchCommand({
+              QueueUrl: options.queueUrl,
+              Entries: done.map((r, i) => ({ Id: String(i), ReceiptHandle: r.receiptHandle })),
+            }),
+          );
+      } catch (error) {
+        if (!running) break;
+        options.onError?.(error);
+        await sleep(500);
+      }
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+    },
+  };
+}
+
+export interface StreamPollerOptions {
+  endpoint: string;
+  region: string;
+  credentials: { accessKeyId: string; secretAccessKey: string };
+  tableName: string;
+  handler: (event: DynamoDBStreamEvent, context: Context) => Promise<DynamoDBBatchResponse | undefined>;
+  batchSize?: number;
+  intervalMs?: number;
+  onError?: (error: unknown) => void;
+}
+
+/**
+ * DynamoDB stream → function, per shard in order. A reported failure re-reads the shard from the failed
+ * record (with back-off), as Lambda's checkpointing does; nothing after it is skipped.
+ */
+export function startStreamPoller(options: StreamPollerOptions): Poller {
+  const client = new DynamoDBStreamsClient({
+    endpoint: options.endpoint,
+    region: options.region,
+    credentials: options.credentials,
+  });
+  let running = true;
+  const iterators = new Map<string, string | undefined>();
+  const finished = new Set<string>();
+  const loop = (async () => {
+    const streams = await client.send(new ListStreamsCommand({ TableName: options.tableName }));
+    const streamArn = streams.Streams?.[0]?.StreamArn;
+    if (!streamArn) throw new Error(`table ${options.tableName} has no stream`);
+    let backoff = 0;
+    while (running) {
+      try {
+        const description = await client.send(new DescribeStreamCommand({ StreamArn: streamArn }));
+        for (const shard of description.StreamDescription?.Shards ?? []) {
+          const shardId = shard.ShardId ?? "";
+          if (finished.has(shardId) || iterators.has(shardId)) continue;
+          const it = await client.send(
+            new GetShardIteratorCommand({
+              StreamArn: streamArn,
+              ShardId: shardId,
+              ShardIteratorType: "TRIM_HORIZON",
+            }),
+          );
+          iterators.set(shardId, it.ShardIterator);
+        }
+        let any = false;
+        for (const [shardId, iterator] of iterators) {
+          if (!iterator) {
+            iterators.delete(shardId);
+            finished.add(shardId);
+            continue;
+          }
+          const page = await client.send(
+            new GetRecordsCommand({ ShardIterator: iterator, Limit: options.batchSize ?? 100 }),
+          );
+          const records = page.Records ?? [];
+          if (records.length === 0) {
+            iterators.set(shardId, page.NextShardIterator);
+            continue;
+          }
+          any = true;
+          const result = await options
+            .handler(
+              { Records: records.map(toLambdaRecord) } as DynamoDBStreamEvent,
+              localContext("publisher", 30_000),
+            )
+            .catch((error) => {
+              options.onError?.(error);
+              return { batchItemFailures: [{ itemIdentifier: records[0]?.dynamodb?.SequenceNumber ?? "" }] };
+            });
+          const firstFailure = result?.batchItemFailures?.[0]?.itemIdentifier;
+          if (firstFailure) {
+            const retry = await client.send(
+              new GetShardIteratorCommand({
+                StreamArn: streamArn,
+                ShardId: shardId,
+                ShardIteratorType: "AT_SEQUENCE_NUMBER",
+                SequenceNumber: firstFailure,
+              }),
+            );
+            iterators.set(shardId, retry.ShardIterator);
+            backoff = Math.min(5000, backoff ? backoff * 2 : 200);
+          } else {
+            iterators.set(shardId, page.NextShardIterator);
+            backoff = 0;
+          }
+        }
+        await sleep(any && !backoff ? 0 : backoff || (options.intervalMs ?? 200));
+      } catch (error) {
+        if (!running) break;
+        options.onError?.(error);
+        await sleep(1000);
+      }
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop.catch(() => {});
+      client.destroy();
+    },
+  };
+}
+
+function toLambdaRecord(record: StreamRecord) {
+  return {
+    eventID: record.eventID,
+    eventName: record.eventName,
+    eventSource: "aws:dynamodb",
+    awsRegion: "us-east-1",
+    dynamodb: {
+      Keys: record.dynamodb?.Keys,
+      NewImage: record.dynamodb?.NewImage,
+      SequenceNumber: record.dynamodb?.SequenceNumber,
+      SizeBytes: record.dynamodb?.SizeBytes,
+      StreamViewType: record.dynamodb?.StreamViewType,
+    },
+  };
+}
+
+/** EventBridge schedule stand-in; a run that reports `more` is followed at once by another (continuation). */
+export function startScheduler(
+  run: () => Promise<{ more?: boolean } | undefined>,
+  intervalMs: number,
+  onError?: (error: unknown) => void,
+): Poller & { runNow(): Promise<void> } {
+  let running = true;
+  let current: Promise<void> = Promise.resolve();
+  const tick = async () => {
+    for (let i = 0; running && i < 100; i++) {
+      const result = await run().catch((error) => {
+        onError?.(error);
+        return undefined;
+      });
+      if (!result?.more) break;
+    }
+  };
+  const timer = setInterval(() => {
+    current = current.then(tick);
+  }, intervalMs);
+  return {
+    runNow: () => {
+      current = current.then(tick);
+      return current;
+    },
+    stop: async () => {
+      running = false;
+      clearInterval(timer);
+      await current;
+    },
+  };
+}

@@ -1,0 +1,341 @@
+import { randomBytes } from "node:crypto";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
+import { z } from "zod";
+import { DynamoStore } from "../shared/adapters/dynamo-store.ts";
+import { parseConfig } from "../shared/config.ts";
+import { toE164 } from "../shared/domain/phone.ts";
+import { functions } from "../shared/resources.ts";
+import {
+  LOCAL_CREDENTIALS,
+  LOCAL_REGION,
+  type LocalService,
+  provisionQueue,
+  provisionTable,
+  startDynamoLocal,
+  startSqsLocal,
+} from "./aws-local.ts";
+import { LocalEventBus } from "./event-sink.ts";
+import { localContext, type Poller, startScheduler, startSqsPoller, startStreamPoller } from "./pollers.ts";
+import { createLocalServer, type HttpHandler } from "./server.ts";
+import { sandboxNumbers, TwilioSandbox } from "./twilio-sandbox.ts";
+
+/** The embedded stack's own settings (DESIGN §6 names plus local knobs), validated at start-up. */
+const localConfigSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  PUBLIC_BASE_URL: z.string().url().optional(),
+  MASKLINE_API_TOKEN: z.string().min(1).optional(),
+  TWILIO_ACCOUNT_SID: z
+    .string()
+    .regex(/^AC\w+$/, "must start with AC")
+    .optional(),
+  TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
+  TWILIO_API_BASE_URL: z.string().url().optional(),
+  MASKLINE_DATA_DIR: z.string().min(1).optional(),
+  SANDBOX_POOL_SIZE: z.coerce.number().int().min(0).max(100).default(5),
+  LOCAL_EVENTS_WEBHOOK_URL: z.string().url().optional(),
+  LOCAL_VISIBILITY_TIMEOUT_SECONDS: z.coerce.number().int().min(1).default(10),
+  RECYCLER_INTERVAL_SECONDS: z.coerce.number().min(0.1).default(5),
+});
+
+export interface EmbeddedStack {
+  url: string;
+  apiToken: string;
+  twilioMode: "sandbox" | "custom" | "real";
+  server: Server;
+  sandbox: TwilioSandbox;
+  bus: LocalEventBus;
+  startupMs: number;
+  stop(): Promise<void>;
+}
+
+export async function startEmbeddedStack(
+  env: NodeJS.ProcessEnv = process.env,
+  log: (line: string) => void = () => {},
+): Promise<EmbeddedStack> {
+  const started = Date.now();
+  const local = parseConfig(localConfigSchema, env);
+  const services: LocalService[] = [];
+  const pollers: Poller[] = [];
+  let server: Server | undefined;
+  const stop = async () => {
+    await Promise.all(pollers.map((p) => p.stop()));
+    if (server) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server?.close(resolve));
+    }
+    await Promise.all(services.map((s) => s.stop()));
+  };
+  try {
+    const [dynamo, sqs] = await Promise.all([
+      startDynamoLocal({ dataDir: local.MASKLINE_DATA_DIR }),
+      startSqsLocal(),
+    ]);
+    services.push(dynamo, sqs);
+    const tableName = "maskline";
+    await provisionTable(dynamo.endpoint, tableName);
+    const queue = await provisionQueue(sqs.endpoint, "maskline", {
+      visibilityTimeoutSeconds: local.LOCAL_VISIBILITY_TIMEOUT_SECONDS,
+    });
+
+    // The HTTP server must be listening to know its port before handlers read PUBLIC_BASE_URL.
+    let route: (req: IncomingMessage, res: ServerResponse, url: URL, body: string) => Promise<boolean> =
+      async () => false;
+    const handlers: Partial<Record<keyof typeof functions, HttpHandler>> = {};
+    const bus = new LocalEventBus(local.LOCAL_EVENTS_WEBHOOK_URL);
+    const sandboxHolder: { sandbox?: TwilioSandbox } = {};
+    const lazySandbox = new Proxy({} as TwilioSandbox, {
+      get: (_t, prop) => {
+        const s = sandboxHolder.sandbox as unknown as Record<string | symbol, unknown>;
+        const v = s[prop];
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(s) : v;
+      },
+    });
+    server = createLocalServer({ handlers, sandbox: lazySandbox, bus, sandboxApi: (...a) => route(...a) });
+    await new Promise<void>((resolve, reject) => {
+      server?.once("error", reject);
+      server?.listen(local.PORT, () => resolve());
+    });
+    const address = server.address();
+    const port = typeof address === "object" && address ? address.port : local.PORT;
+    const url = `http://localhost:${port}`;
+    const publicBaseUrl = (local.PUBLIC_BASE_URL ?? url).replace(/\/$/, "");
+
+    const realTwilio = Boolean(
+      !local.TWILIO_API_BASE_URL &&
+        local.TWILIO_ACCOUNT_SID &&
+        local.TWILIO_AUTH_TOKEN &&
+        local.PUBLIC_BASE_URL,
+    );
+    const twilioMode = local.TWILIO_API_BASE_URL ? "custom" : realTwilio ? "real" : "sandbox";
+    const accountSid = local.TWILIO_ACCOUNT_SID ?? `AC${randomBytes(16).toString("hex")}`;
+    const authToken = local.TWILIO_AUTH_TOKEN ?? randomBytes(16).toString("hex");
+    const apiToken = local.MASKLINE_API_TOKEN ?? `dev-${randomBytes(12).toString("hex")}`;
+    const twilioBase =
+      local.TWILIO_API_BASE_URL ??
+      (twilioMode === "real" ? "https://api.twilio.com" : `http://127.0.0.1:${port}`);
+
+    const sandbox = new TwilioSandbox({
+      accountSid,
+      authToken,
+      publicBaseUrl,
+      webhookTarget: `http://127.0.0.1:${port}`,
+    });
+    sandboxHolder.sandbox = sandbox;
+
+    Object.assign(process.env, {
+      AWS_REGION: LOCAL_REGION,
+      AWS_ACCESS_KEY_ID: LOCAL_CREDENTIALS.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: LOCAL_CREDENTIALS.secretAccessKey,
+      AWS_ENDPOINT_URL_DYNAMODB: dynamo.endpoint,
+      AWS_ENDPOINT_URL_SQS: sqs.endpoint,
+      AWS_ENDPOINT_URL_EVENTBRIDGE: `http://127.0.0.1:${port}`,
+      TABLE_NAME: tableName,
+      FORWARD_QUEUE_URL: queue.queueUrl,
+      PUBLIC_BASE_URL: publicBaseUrl,
+      MASKLINE_API_TOKEN: apiToken,
+      MASKLINE_AUTH: "token",
+      TWILIO_ACCOUNT_SID: accountSid,
+      TWILIO_AUTH_TOKEN: authToken,
+      TWILIO_API_BASE_URL: twilioBase,
+      FORWARD_CLAIM_STALE_SECONDS: env.FORWARD_CLAIM_STALE_SECONDS ?? "20",
+      POWERTOOLS_METRICS_DISABLED: "true",
+      POWERTOOLS_LOG_LEVEL: env.LOG_LEVEL ?? env.POWERTOOLS_LOG_LEVEL ?? "WARN",
+    });
+
+    // The deployed handlers, imported after their environment is set (they read it once, at "cold start").
+    const [allocate, inbound, forward, recycler, publisher] = await Promise.all([
+      import("../functions/allocate/handler.ts"),
+      import("../functions/inbound/handler.ts"),
+      import("../functions/forward/handler.ts"),
+      import("../functions/recycler/handler.ts"),
+      import("../functions/publisher/handler.ts"),
+    ]);
+    handlers.allocate = allocate.handler as unknown as HttpHandler;
+    handlers.inbound = inbound.handler as unknown as HttpHandler;
+
+    const doc = DynamoDBDocumentClient.from(
+      new DynamoDBClient({ endpoint: dynamo.endpoint, region: LOCAL_REGION, credentials: LOCAL_CREDENTIALS }),
+    );
+    const store = new DynamoStore({ tableName, client: doc, retentionSeconds: 3600 });
+    const callApi = async (method: string, path: string, body?: unknown) => {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${apiToken}`, "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: res.status, json: await res.json().catch(() => undefined) };
+    };
+    route = sandboxApi({ sandbox, bus, store, callApi });
+
+    const sqsClient = new SQSClient({
+      endpoint: sqs.endpoint,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+    });
+    const arn = await sqsClient.send(
+      new GetQueueAttributesCommand({ QueueUrl: queue.queueUrl, AttributeNames: ["QueueArn"] }),
+    );
+    const onError = (what: string) => (error: unknown) =>
+      log(`${what}: ${(error as Error)?.message ?? error}`);
+    pollers.push(
+      startSqsPoller({
+        client: sqsClient,
+        queueUrl: queue.queueUrl,
+        queueArn: arn.Attributes?.QueueArn ?? "",
+        handler: forward.handler,
+        waitSeconds: Math.min(1, local.LOCAL_VISIBILITY_TIMEOUT_SECONDS - 1) || 0,
+        timeoutMs: functions.forward.timeoutSeconds * 1000,
+        onError: onError("forward poller"),
+      }),
+      startStreamPoller({
+        endpoint: dynamo.endpoint,
+        region: LOCAL_REGION,
+        credentials: LOCAL_CREDENTIALS,
+        tableName,
+        handler: publisher.handler,
+        onError: onError("stream poller"),
+      }),
+      startScheduler(() => recycler.handler(), local.RECYCLER_INTERVAL_SECONDS * 1000, onError("recycler")),
+      { stop: async () => sqsClient.destroy() },
+      { stop: async () => doc.destroy() },
+    );
+    void localContext;
+
+    if (twilioMode === "sandbox" && local.SANDBOX_POOL_SIZE > 0 && (await store.listPool()).length === 0) {
+      for (const number of sandboxNumbers(local.SANDBOX_POOL_SIZE))
+        await callApi("POST", "/numbers", { phoneNumber: number });
+    }
+    return { url, apiToken, twilioMode, server, sandbox, bus, startupMs: Date.now() - started, stop };
+  } catch (error) {
+    await stop().catch(() => {});
+    throw error;
+  }
+}
+
+interface SandboxApiDeps {
+  sandbox: TwilioSandbox;
+  bus: LocalEventBus;
+  store: DynamoStore;
+  callApi: (method: string, path: string, body?: unknown) => Promise<{ status: number; json: unknown }>;
+}
+
+/** The sandbox page's JSON API: virtual phones, sessions, pool, faults and a live feed (SSE). */
+function sandboxApi({ sandbox, bus, store, callApi }: SandboxApiDeps) {
+  let phoneCounter = 100;
+  const sendJson = (res: ServerResponse, status: number, body: unknown) => {
+    res.writeHead(status, { "content-type": "application/json" });
+    res.end(JSON.stringify(body));
+  };
+  const parse = (body: string) => {
+    try {
+      return JSON.parse(body || "{}") as Record<string, unknown>;
+    } catch {
+      return {};
+    }
+  };
+  return async (req: IncomingMessage, res: ServerResponse, url: URL, body: string): Promise<boolean> => {
+    const path = url.pathname;
+    const method = req.method ?? "GET";
+    if (method === "GET" && path === "/sandbox/events") {
+      res.writeHead(200, {
+        "content-type": "text/event-stream",
+        "cache-control": "no-store",
+        connection: "keep-alive",
+      });
+      const send = (type: string) => (data: unknown) =>
+        res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+      const listeners: [TwilioSandbox | LocalEventBus, string, (d: unknown) => void][] = [
+        [sandbox, "phone-entry", send("phone-entry")],
+        [sandbox, "phone", send("phone")],
+        [sandbox, "message", send("twilio-message")],
+        [bus, "event", send("domain-event")],
+      ];
+      for (const [emitter, name, fn] of listeners) emitter.on(name, fn);
+      const ping = setInterval(() => res.write(": ping\n\n"), 15_000);
+      req.on("close", () => {
+        clearInterval(ping);
+        for (const [emitter, name, fn] of listeners) emitter.off(name, fn);
+      });
+      res.write(": connected\n\n");
+      return true;
+    }
+    if (method === "GET" && path === "/sandbox/state") {
+      const [pool, open] = await Promise.all([store.listPool(), store.openSessions(200)]);
+      const sessions = (await Promise.all(open.map((s) => store.getSession(s.sessionId)))).filter(Boolean);
+      sendJson(res, 200, {
+        pool,
+        sessions,
+        phones: [...sandbox.phones].map(([phoneNumber, entries]) => ({ phoneNumber, entries })),
+        events: bus.events.slice(-100),
+        twilioMessages: sandbox.messages.length,
+      });
+      return true;
+    }
+    if (method === "GET" && path === "/sandbox/twilio/messages") {
+      sendJson(res, 200, { messages: sandbox.messages });
+      return true;
+    }
+    if (method === "GET" && path === "/sandbox/bus/events") {
+      sendJson(res, 200, { events: bus.events });
+      return true;
+    }
+    if (method === "POST" && path === "/sandbox/phones") {
+      const requested = parse(body).phoneNumber;
+      const number =
+        typeof requested === "string" && requested
+          ? toE164(requested)
+          : `+1202555${String(phoneCounter++).padStart(4, "0")}`;
+      if (!number) {
+        sendJson(res, 400, { error: "not a valid E.164 number" });
+        return true;
+      }
+      sandbox.addPhone(number);
+      sendJson(res, 201, { phoneNumber: number });
+      return true;
+    }
+    const phoneAction = /^\/sandbox\/phones\/([^/]+)\/(sms|call)$/.exec(path);
+    if (method === "POST" && phoneAction) {
+      const from = toE164(decodeURIComponent(phoneAction[1] ?? ""));
+      const input = parse(body);
+      const to = toE164(String(input.to ?? ""));
+      if (!from || !to) {
+        sendJson(res, 400, { error: "from and to must be E.164 numbers" });
+        return true;
+      }
+      sandbox.addPhone(from);
+      const result =
+        phoneAction[2] === "sms"
+          ? await sandbox.phoneSends(from, to, String(input.body ?? ""))
+          : await sandbox.phoneCalls(from, to);
+      sendJson(res, 200, result);
+      return true;
+    }
+    if (method === "POST" && path === "/sandbox/sessions") {
+      const result = await callApi("POST", "/sessions", parse(body));
+      sendJson(res, result.status, result.json);
+      return true;
+    }
+    const closing = /^\/sandbox\/sessions\/([\w-]+)$/.exec(path);
+    if (method === "DELETE" && closing) {
+      const result = await callApi("DELETE", `/sessions/${closing[1]}`);
+      sendJson(res, result.status, result.json);
+      return true;
+    }
+    if (method === "POST" && path === "/sandbox/faults") {
+      const input = parse(body);
+      sandbox.faults = {
+        rate: Math.max(0, Math.min(1, Number(input.rate ?? 0))),
+        statuses: Array.isArray(input.statuses) ? input.statuses.map(Number) : [429, 500],
+      };
+      if (Array.isArray(input.unsubscribed))
+        for (const n of input.unsubscribed) sandbox.unsubscribed.add(String(n));
+      if (typeof input.refuseBusEntries === "number") bus.refuseNext = input.refuseBusEntries;
+      sendJson(res, 200, { faults: sandbox.faults });
+      return true;
+    }
+    return false;
+  };
+}

@@ -1,0 +1,60 @@
+import { parseArgs } from "node:util";
+import { ConfigError } from "../shared/config.ts";
+import { startEmbeddedStack } from "./stack.ts";
+
+/** `npm start`: the whole system on this machine. Ctrl-C stops every part of it. */
+const { values } = parseArgs({
+  options: { "data-dir": { type: "string" }, port: { type: "string" } },
+  allowPositionals: false,
+});
+if (values["data-dir"]) process.env.MASKLINE_DATA_DIR = values["data-dir"];
+if (values.port) process.env.PORT = values.port;
+
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+try {
+  const stack = await startEmbeddedStack(process.env, (line) => process.stderr.write(`[maskline] ${line}\n`));
+  const twilioLine = {
+    sandbox: "Twilio sandbox (local stand-in; no account needed)",
+    custom: `Twilio API at ${process.env.TWILIO_API_BASE_URL}`,
+    real: "real Twilio (api.twilio.com)",
+  }[stack.twilioMode];
+  log(
+    [
+      "",
+      "  Maskline is running",
+      `  API and webhooks  ${stack.url}   (webhooks signed for ${process.env.PUBLIC_BASE_URL})`,
+      `  Sandbox page      ${stack.url}/`,
+      `  Twilio            ${twilioLine}`,
+      `  API token         ${stack.apiToken}`,
+      `  Data              ${process.env.MASKLINE_DATA_DIR ? `persisted in ${process.env.MASKLINE_DATA_DIR}` : "in memory"}`,
+      "",
+      "  Open a session:",
+      `    curl -s -X POST ${stack.url}/sessions -H 'authorization: Bearer ${stack.apiToken}' \\`,
+      `      -H 'content-type: application/json' \\`,
+      `      -d '{"participants":[{"phoneNumber":"+12025550100"},{"phoneNumber":"+12025550101"}]}'`,
+      "",
+      `  Started in ${stack.startupMs} ms. Ctrl-C to stop.`,
+      "",
+    ].join("\n"),
+  );
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log(`\n  ${signal}: stopping…`);
+    const force = setTimeout(() => process.exit(1), 10_000);
+    force.unref();
+    await stack.stop();
+    log("  stopped.");
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+} catch (error) {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`${error.message}\n`);
+    process.exit(2);
+  }
+  throw error;
+}
