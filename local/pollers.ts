@@ -6,7 +6,7 @@ import {
   ListStreamsCommand,
   type _Record as StreamRecord,
 } from "@aws-sdk/client-dynamodb-streams";
-import { DeleteMessageBatchCommand, ReceiveMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
+import { DeleteMessageBatchCommand, type Message, ReceiveMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import type {
   Context,
   DynamoDBBatchResponse,
@@ -54,12 +54,24 @@ export interface SqsPollerOptions {
   /** Long-poll wait; kept shorter than the visibility timeout (local-aws-sqs can hand a message out twice). */
   waitSeconds?: number;
   timeoutMs?: number;
+  /** The queue's visibility timeout: how long a failed record's message group stays blocked. */
+  visibilityTimeoutSeconds: number;
   onError?: (error: unknown) => void;
 }
 
-/** SQS → function: receive a batch, invoke, delete what succeeded; failures reappear after the visibility timeout. */
+/**
+ * SQS → function: receive a batch, invoke, delete what succeeded; failures reappear after the visibility
+ * timeout and go to the DLQ after maxReceiveCount, as with Lambda's event source mapping.
+ *
+ * SQS FIFO never hands out a group's later messages while an earlier one is in flight; the local server
+ * does. So the poller enforces it: after records fail, later messages of their group are held in memory
+ * (still in flight) until the failed ones come back, then all of them run in sequence-number order.
+ */
 export function startSqsPoller(options: SqsPollerOptions): Poller {
   let running = true;
+  const blocked = new Map<string, { failed: Set<string>; until: number }>();
+  const held = new Map<string, Map<string, Message>>();
+  const seqOf = (m: Message) => BigInt(m.Attributes?.SequenceNumber ?? "0");
   const loop = (async () => {
     while (running) {
       try {
@@ -72,39 +84,49 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
             MessageAttributeNames: ["All"],
           }),
         );
-        const messages = received.Messages ?? [];
+        const now = Date.now();
+        const byGroup = new Map<string, Map<string, Message>>();
+        for (const m of received.Messages ?? []) {
+          const group = m.Attributes?.MessageGroupId ?? m.MessageId ?? "";
+          const list = byGroup.get(group) ?? new Map<string, Message>();
+          list.set(m.MessageId ?? "", m);
+          byGroup.set(group, list);
+        }
+        for (const [group, block] of blocked) if (block.until <= now && !byGroup.has(group)) byGroup.set(group, new Map());
+        const messages: Message[] = [];
+        for (const [group, list] of byGroup) {
+          const block = blocked.get(group);
+          const waiting = held.get(group) ?? new Map<string, Message>();
+          for (const [id, m] of list) waiting.set(id, m);
+          if (block && block.until > now && [...block.failed].some((id) => !waiting.has(id))) {
+            held.set(group, waiting);
+            continue;
+          }
+          blocked.delete(group);
+          held.delete(group);
+          messages.push(...[...waiting.values()].sort((x, y) => (seqOf(x) < seqOf(y) ? -1 : 1)));
+        }
         if (!running || messages.length === 0) continue;
-        const records: SQSRecord[] = messages.map((m) => ({
-          messageId: m.MessageId ?? "",
-          receiptHandle: m.ReceiptHandle ?? "",
-          body: m.Body ?? "",
-          attributes: {
-            ApproximateReceiveCount: m.Attributes?.ApproximateReceiveCount ?? "1",
-            SentTimestamp: m.Attributes?.SentTimestamp ?? String(Date.now()),
-            SenderId: "local",
-            ApproximateFirstReceiveTimestamp:
-              m.Attributes?.ApproximateFirstReceiveTimestamp ?? String(Date.now()),
-            MessageGroupId: m.Attributes?.MessageGroupId,
-            MessageDeduplicationId: m.Attributes?.MessageDeduplicationId,
-            SequenceNumber: m.Attributes?.SequenceNumber,
-          },
-          messageAttributes: {},
-          md5OfBody: m.MD5OfBody ?? "",
-          eventSource: "aws:sqs",
-          eventSourceARN: options.queueArn,
-          awsRegion: "us-east-1",
-        }));
+        const records: SQSRecord[] = messages.map(toSqsRecord(options.queueArn));
         let failed = new Set<string>();
         try {
-          const result = await options.handler(
-            { Records: records },
-            localContext("forward", options.timeoutMs ?? 30_000),
-          );
+          const result = await options.handler({ Records: records }, localContext("forward", options.timeoutMs ?? 30_000));
           failed = new Set((result?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
         } catch (error) {
           // A thrown invocation fails the whole batch, as on Lambda.
           options.onError?.(error);
           failed = new Set(records.map((r) => r.messageId));
+        }
+        for (const r of records) {
+          const group = r.attributes.MessageGroupId;
+          if (!group || !failed.has(r.messageId)) continue;
+          // The group waits until every failed message is back; the expiry covers one that left for the DLQ.
+          const block = blocked.get(group) ?? {
+            failed: new Set<string>(),
+            until: Date.now() + 3 * options.visibilityTimeoutSeconds * 1000,
+          };
+          block.failed.add(r.messageId);
+          blocked.set(group, block);
         }
         const done = records.filter((r) => !failed.has(r.messageId));
         if (done.length)
@@ -128,6 +150,28 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
     },
   };
 }
+
+const toSqsRecord =
+  (queueArn: string) =>
+  (m: Message): SQSRecord => ({
+    messageId: m.MessageId ?? "",
+    receiptHandle: m.ReceiptHandle ?? "",
+    body: m.Body ?? "",
+    attributes: {
+      ApproximateReceiveCount: m.Attributes?.ApproximateReceiveCount ?? "1",
+      SentTimestamp: m.Attributes?.SentTimestamp ?? String(Date.now()),
+      SenderId: "local",
+      ApproximateFirstReceiveTimestamp: m.Attributes?.ApproximateFirstReceiveTimestamp ?? String(Date.now()),
+      MessageGroupId: m.Attributes?.MessageGroupId,
+      MessageDeduplicationId: m.Attributes?.MessageDeduplicationId,
+      SequenceNumber: m.Attributes?.SequenceNumber,
+    },
+    messageAttributes: {},
+    md5OfBody: m.MD5OfBody ?? "",
+    eventSource: "aws:sqs",
+    eventSourceARN: queueArn,
+    awsRegion: "us-east-1",
+  });
 
 export interface StreamPollerOptions {
   endpoint: string;

@@ -186,6 +186,7 @@ export async function startEmbeddedStack(
         queueUrl: queue.queueUrl,
         queueArn: arn.Attributes?.QueueArn ?? "",
         handler: forward.handler,
+        visibilityTimeoutSeconds: queue.visibilityTimeoutSeconds,
         waitSeconds: Math.min(1, local.LOCAL_VISIBILITY_TIMEOUT_SECONDS - 1) || 0,
         timeoutMs: functions.forward.timeoutSeconds * 1000,
         onError: onError("forward poller"),

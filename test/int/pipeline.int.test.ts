@@ -1,0 +1,297 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import middy from "@middy/core";
+import { getExpectedTwilioSignature } from "twilio/lib/webhooks/webhooks.js";
+import { twilioSignature } from "../../functions/inbound/app.ts";
+import { logger } from "../../shared/adapters/aws.ts";
+import { problemJson } from "../../shared/http/middleware.ts";
+import type { MasklineStore } from "../../shared/ports.ts";
+import { lambdaContext } from "../support/http.ts";
+import { AUTH_TOKEN, OUT_OF_SESSION, startPipeline } from "../support/pipeline.ts";
+import { startLocalAws } from "../support/stack.ts";
+
+const A = "+12025550101";
+const B = "+12025550102";
+let aws: Awaited<ReturnType<typeof startLocalAws>>;
+
+const eventTypes = (items: Record<string, unknown>[], sessionId: string) =>
+  items
+    .filter((i) => i.kind === "event" && i.sessionId === sessionId)
+    .sort((x, y) => String(x.sk).localeCompare(String(y.sk)))
+    .map((i) => i.type);
+
+describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", () => {
+  before(async () => {
+    aws = await startLocalAws();
+  });
+  after(async () => aws.stop());
+
+  test("A texts proxy(A): B receives it from proxy(B) once; the reply comes back from proxy(A)", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(2);
+      const { session, proxyA, proxyB } = await p.open(A, B);
+      const started = Date.now();
+      const first = await p.sandbox.phoneSends(A, proxyA, "Is the flat still free in May?");
+      assert.equal(first.status, 200);
+      assert.equal(first.twiml, '<?xml version="1.0" encoding="UTF-8"?><Response/>');
+      await p.waitFor(() => p.sentTo(B).length === 1, 10_000, "forward to B");
+      const forwardMs = Date.now() - started;
+      const toB = p.sentTo(B)[0];
+      assert.equal(toB?.from, proxyB);
+      assert.equal(toB?.body, "Is the flat still free in May?");
+
+      await p.sandbox.phoneSends(B, proxyB, "Yes it is!");
+      await p.waitFor(() => p.sentTo(A).length === 1, 10_000, "reply to A");
+      assert.equal(p.sentTo(A)[0]?.from, proxyA);
+
+      await p.waitFor(
+        async () => eventTypes(await p.scan(), session.sessionId).filter((t) => t === "MessageDelivered").length === 2,
+        10_000,
+        "delivery callbacks",
+      );
+      const types = eventTypes(await p.scan(), session.sessionId);
+      assert.deepEqual(
+        types.filter((t) => t !== "MessageDelivered"),
+        ["SessionOpened", "MessageReceived", "MessageForwarded", "MessageReceived", "MessageForwarded"],
+      );
+      assert.equal(p.sandbox.messages.length, 2);
+      // Measured, not asserted: webhook accepted → Twilio stand-in received.
+      process.stdout.write(`# webhook→Twilio send: ${forwardMs} ms\n`);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("the same webhook three times concurrently: one event, one send", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(1);
+      const { session, proxyA } = await p.open(A, B);
+      const messageSid = `SM${"d".repeat(32)}`;
+      const results = await Promise.all(
+        [1, 2, 3].map(() => p.sandbox.phoneSends(A, proxyA, "only once please", { messageSid })),
+      );
+      assert.ok(results.every((r) => r.status === 200));
+      await p.waitFor(() => p.sentTo(B).length >= 1, 10_000, "forward");
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(p.sentTo(B).length, 1);
+      const received = eventTypes(await p.scan(), session.sessionId).filter((t) => t === "MessageReceived");
+      assert.equal(received.length, 1);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("forged, wrong-URL and unsigned webhooks are 403 and write nothing, enqueue nothing", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(1);
+      const { proxyA } = await p.open(A, B);
+      await p.stopForwarding();
+      const before = (await p.scan()).length;
+      const params = { MessageSid: `SM${"e".repeat(32)}`, From: A, To: proxyA, Body: "forged", NumMedia: "0" };
+      const url = `${p.publicBaseUrl}/twilio/sms`;
+      const cases = {
+        forged: getExpectedTwilioSignature("not-the-token", url, params),
+        wrongUrl: getExpectedTwilioSignature(AUTH_TOKEN, "https://evil.example.com/twilio/sms", params),
+        tamperedBody: getExpectedTwilioSignature(AUTH_TOKEN, url, { ...params, Body: "original" }),
+        missing: undefined,
+      };
+      for (const [name, signature] of Object.entries(cases)) {
+        const res = await p.post("/twilio/sms", params, signature ? { "x-twilio-signature": signature } : {});
+        assert.equal(res.status, 403, name);
+        assert.equal(res.headers.get("content-type"), "application/problem+json");
+        const body = (await res.json()) as { type: string };
+        assert.equal(body.type, "https://maskline.dev/problems/invalid-twilio-signature");
+      }
+      assert.equal((await p.scan()).length, before, "table untouched");
+      assert.equal(await p.queueDepth(), 0, "queue untouched");
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("twilio-node's published test vector passes through our validator wiring", async () => {
+    const handler = middy()
+      .use(problemJson(logger))
+      .use(twilioSignature({ authToken: "12345", publicBaseUrl: "https://mycompany.com" }))
+      .handler(async () => ({ statusCode: 200, body: "ok" }));
+    const params = {
+      CallSid: "CA1234567890ABCDE",
+      Caller: "+14158675309",
+      Digits: "1234",
+      From: "+14158675309",
+      To: "+18005551212",
+    };
+    const event = (signature: string, body = new URLSearchParams(params).toString(), isBase64Encoded = false) => ({
+      rawPath: "/myapp.php",
+      rawQueryString: "foo=1&bar=2",
+      headers: { "x-twilio-signature": signature, "content-type": "application/x-www-form-urlencoded" },
+      body: isBase64Encoded ? Buffer.from(body).toString("base64") : body,
+      isBase64Encoded,
+      requestContext: {},
+    });
+    // biome-ignore lint/suspicious/noExplicitAny: a hand-built API Gateway event
+    const run = (e: any) => handler(e, lambdaContext) as Promise<{ statusCode: number }>;
+    assert.equal((await run(event("RSOYDt4T1cUTdK1PDd93/VVr8B8="))).statusCode, 200);
+    assert.equal((await run(event("RSOYDt4T1cUTdK1PDd93/VVr8B8=", undefined, true))).statusCode, 200, "base64 body");
+    assert.equal((await run(event("RSOYDt4T1cUTdK1PDd93/VVr8B9="))).statusCode, 403);
+  });
+
+  test("Twilio answering 429/500 to 30% of sends over 200 messages in 10 sessions: each delivered once, in order", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(10);
+      const pairs = await Promise.all(
+        Array.from({ length: 10 }, async (_, s) => {
+          const a = `+1303555${String(1000 + s)}`;
+          const b = `+1720555${String(1000 + s)}`;
+          return { a, b, ...(await p.open(a, b)) };
+        }),
+      );
+      p.sandbox.faults = { rate: 0.3, statuses: [429, 500] };
+      let faults = 0;
+      p.sandbox.on("fault", () => faults++);
+      await Promise.all(
+        pairs.map(async ({ a, proxyA }, s) => {
+          for (let i = 0; i < 20; i++) {
+            const res = await p.sandbox.phoneSends(a, proxyA, `s${s}-m${String(i).padStart(2, "0")}`);
+            assert.equal(res.status, 200);
+          }
+        }),
+      );
+      await p.waitFor(() => p.sandbox.messages.length >= 200, 90_000, "200 sends");
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.ok(faults > 20, `faults were injected (${faults})`);
+      assert.equal(p.sandbox.messages.length, 200, "no duplicates");
+      for (const [s, { b }] of pairs.entries()) {
+        const bodies = p.sentTo(b).map((m) => m.body);
+        assert.deepEqual(
+          bodies,
+          Array.from({ length: 20 }, (_, i) => `s${s}-m${String(i).padStart(2, "0")}`),
+          `session ${s} in order`,
+        );
+      }
+      assert.equal((await p.dlqMessages()).length, 0);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("a crash after the Twilio send and before the completion write does not send twice", async () => {
+    let crashes = 0;
+    const crashOnce = (store: MasklineStore): MasklineStore =>
+      new Proxy(store, {
+        get(target, prop, receiver) {
+          if (prop !== "append") return Reflect.get(target, prop, receiver);
+          return async (...args: Parameters<MasklineStore["append"]>) => {
+            if (crashes === 0 && args[0].some((e) => e.type === "MessageForwarded")) {
+              crashes++;
+              throw new Error("injected crash between send and completion");
+            }
+            return target.append(...args);
+          };
+        },
+      });
+    // No status callbacks: the redelivery must reconcile with Twilio on its own.
+    const p = await startPipeline(aws, { wrapForwardStore: crashOnce, statusCallbacks: false, claimStaleMs: 1000 });
+    try {
+      await p.pool(1);
+      const { session, proxyA } = await p.open(A, B);
+      await p.sandbox.phoneSends(A, proxyA, "do not send me twice");
+      await p.waitFor(
+        async () => eventTypes(await p.scan(), session.sessionId).includes("MessageForwarded"),
+        20_000,
+        "forward recorded after redelivery",
+      );
+      assert.equal(crashes, 1);
+      assert.equal(p.sentTo(B).length, 1, "sent exactly once");
+      const forwarded = (await p.scan()).filter((i) => i.kind === "event" && i.type === "MessageForwarded");
+      assert.equal(forwarded.length, 1);
+      assert.equal((forwarded[0]?.detail as { twilioSid: string }).twilioSid, p.sentTo(B)[0]?.sid);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("a stranger or an expired session gets the out-of-session reply and nothing is forwarded", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(1);
+      const { session, proxyA } = await p.open(A, B, 1);
+      const stranger = await p.sandbox.phoneSends("+12025550199", proxyA, "hello?");
+      assert.match(stranger.twiml, new RegExp(`<Message>${OUT_OF_SESSION}</Message>`));
+      await new Promise((r) => setTimeout(r, 1100));
+      const late = await p.sandbox.phoneSends(A, proxyA, "still there?");
+      assert.match(late.twiml, /<Message>/);
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(p.sandbox.messages.length, 0, "nothing reached Twilio");
+      const items = await p.scan();
+      const oos = items.filter((i) => i.kind === "event" && i.type === "OutOfSessionMessage");
+      assert.equal(oos.length, 2);
+      assert.equal(oos.find((e) => e.sessionId === session.sessionId)?.type, "OutOfSessionMessage");
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("a call to proxy(A) from A is answered with TwiML dialing B with callerId proxy(B)", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(2);
+      const { session, proxyA, proxyB } = await p.open(A, B);
+      const call = await p.sandbox.phoneCalls(A, proxyA);
+      assert.equal(call.status, 200);
+      assert.equal(
+        call.twiml,
+        `<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="${proxyB}"><Number>${B}</Number></Dial></Response>`,
+      );
+      const stranger = await p.sandbox.phoneCalls("+12025550199", proxyA);
+      assert.match(stranger.twiml, /<Say>Goodbye.<\/Say><Hangup\/>/);
+      assert.ok(eventTypes(await p.scan(), session.sessionId).includes("CallBridged"));
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("malformed, oversize and odd webhooks: 4xx or safe TwiML, never a 5xx, never a half-written event", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(1);
+      const { proxyA } = await p.open(A, B);
+      await p.stopForwarding();
+      const before = (await p.scan()).length;
+      const url = `${p.publicBaseUrl}/twilio/sms`;
+      const signed = (params: Record<string, string>) =>
+        p.post("/twilio/sms", params, { "x-twilio-signature": getExpectedTwilioSignature(AUTH_TOKEN, url, params) });
+      const cases: Record<string, Record<string, string>> = {
+        "no MessageSid": { From: A, To: proxyA, Body: "x" },
+        "bad From": { MessageSid: `SM${"1".repeat(32)}`, From: "not-a-number", To: proxyA, Body: "x" },
+        "body too long": { MessageSid: `SM${"2".repeat(32)}`, From: A, To: proxyA, Body: "x".repeat(5000) },
+        "bad NumMedia": { MessageSid: `SM${"3".repeat(32)}`, From: A, To: proxyA, NumMedia: "lots" },
+      };
+      for (const [name, params] of Object.entries(cases)) {
+        const res = await signed(params);
+        assert.ok(res.status >= 400 && res.status < 500, `${name}: ${res.status}`);
+        assert.equal(res.headers.get("content-type"), "application/problem+json", name);
+      }
+      const oversize = await signed({ MessageSid: `SM${"4".repeat(32)}`, From: A, To: proxyA, Body: "y".repeat(70_000) });
+      assert.equal(oversize.status, 413);
+      assert.equal((await p.scan()).length, before, "nothing stored for rejected webhooks");
+
+      const extra = await signed({
+        MessageSid: `SM${"5".repeat(32)}`,
+        From: A,
+        To: proxyA,
+        Body: "with unknown fields",
+        FutureTwilioField: "whatever",
+        AddOns: '{"status":"successful"}',
+      });
+      assert.equal(extra.status, 200, "unknown fields are ignored");
+      assert.equal(await p.queueDepth(), 1);
+    } finally {
+      await p.stop();
+    }
+  });
+});
