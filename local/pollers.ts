@@ -6,7 +6,12 @@ import {
   ListStreamsCommand,
   type _Record as StreamRecord,
 } from "@aws-sdk/client-dynamodb-streams";
-import { DeleteMessageBatchCommand, type Message, ReceiveMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
+import {
+  DeleteMessageBatchCommand,
+  type Message,
+  ReceiveMessageCommand,
+  type SQSClient,
+} from "@aws-sdk/client-sqs";
 import type {
   Context,
   DynamoDBBatchResponse,
@@ -63,15 +68,20 @@ export interface SqsPollerOptions {
  * SQS → function: receive a batch, invoke, delete what succeeded; failures reappear after the visibility
  * timeout and go to the DLQ after maxReceiveCount, as with Lambda's event source mapping.
  *
- * SQS FIFO never hands out a group's later messages while an earlier one is in flight; the local server
- * does. So the poller enforces it: after records fail, later messages of their group are held in memory
- * (still in flight) until the failed ones come back, then all of them run in sequence-number order.
+ * SQS FIFO never hands out a group's message while an earlier one of the group is in flight; the local
+ * server does. So the poller enforces it: it remembers every message of a group it received and has not
+ * deleted, and runs a message only when all earlier ones of its group are done or in the same batch
+ * (later ones wait in memory, still in flight). One that never comes back (gone to the DLQ) stops
+ * blocking its group after two visibility timeouts.
  */
 export function startSqsPoller(options: SqsPollerOptions): Poller {
   let running = true;
-  const blocked = new Map<string, { failed: Set<string>; until: number }>();
-  const held = new Map<string, Map<string, Message>>();
-  const seqOf = (m: Message) => BigInt(m.Attributes?.SequenceNumber ?? "0");
+  type Entry = { seq: number; message: Message | undefined; lastSeen: number };
+  const outstanding = new Map<string, Map<string, Entry>>();
+  // The local server's SequenceNumbers are not ordered; first-seen order is queue order within a group
+  // (a message can only be hidden by being received, so an earlier one is always seen first).
+  let seen = 0;
+  const goneAfterMs = 2 * options.visibilityTimeoutSeconds * 1000 + 1000;
   const loop = (async () => {
     while (running) {
       try {
@@ -85,55 +95,57 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
           }),
         );
         const now = Date.now();
-        const byGroup = new Map<string, Map<string, Message>>();
         for (const m of received.Messages ?? []) {
-          const group = m.Attributes?.MessageGroupId ?? m.MessageId ?? "";
-          const list = byGroup.get(group) ?? new Map<string, Message>();
-          list.set(m.MessageId ?? "", m);
-          byGroup.set(group, list);
+          const group = m.Attributes?.MessageGroupId ?? `single:${m.MessageId}`;
+          const entries = outstanding.get(group) ?? new Map<string, Entry>();
+          outstanding.set(group, entries);
+          const entry = entries.get(m.MessageId ?? "");
+          if (entry) Object.assign(entry, { message: m, lastSeen: now });
+          else entries.set(m.MessageId ?? "", { seq: seen++, message: m, lastSeen: now });
         }
-        for (const [group, block] of blocked) if (block.until <= now && !byGroup.has(group)) byGroup.set(group, new Map());
         const messages: Message[] = [];
-        for (const [group, list] of byGroup) {
-          const block = blocked.get(group);
-          const waiting = held.get(group) ?? new Map<string, Message>();
-          for (const [id, m] of list) waiting.set(id, m);
-          if (block && block.until > now && [...block.failed].some((id) => !waiting.has(id))) {
-            held.set(group, waiting);
-            continue;
+        for (const [group, entries] of outstanding) {
+          const ordered = [...entries].sort(([, x], [, y]) => (x.seq < y.seq ? -1 : x.seq > y.seq ? 1 : 0));
+          for (const [id, entry] of ordered) {
+            if (!entry.message) {
+              if (now - entry.lastSeen > goneAfterMs) {
+                entries.delete(id);
+                continue;
+              }
+              break; // an earlier message of the group is still in flight
+            }
+            messages.push(entry.message);
+            entry.message = undefined;
           }
-          blocked.delete(group);
-          held.delete(group);
-          messages.push(...[...waiting.values()].sort((x, y) => (seqOf(x) < seqOf(y) ? -1 : 1)));
+          if (entries.size === 0) outstanding.delete(group);
         }
         if (!running || messages.length === 0) continue;
         const records: SQSRecord[] = messages.map(toSqsRecord(options.queueArn));
         let failed = new Set<string>();
         try {
-          const result = await options.handler({ Records: records }, localContext("forward", options.timeoutMs ?? 30_000));
+          const result = await options.handler(
+            { Records: records },
+            localContext("forward", options.timeoutMs ?? 30_000),
+          );
           failed = new Set((result?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
         } catch (error) {
           // A thrown invocation fails the whole batch, as on Lambda.
           options.onError?.(error);
           failed = new Set(records.map((r) => r.messageId));
         }
-        for (const r of records) {
-          const group = r.attributes.MessageGroupId;
-          if (!group || !failed.has(r.messageId)) continue;
-          // The group waits until every failed message is back; the expiry covers one that left for the DLQ.
-          const block = blocked.get(group) ?? {
-            failed: new Set<string>(),
-            until: Date.now() + 3 * options.visibilityTimeoutSeconds * 1000,
-          };
-          block.failed.add(r.messageId);
-          blocked.set(group, block);
-        }
         const done = records.filter((r) => !failed.has(r.messageId));
-        if (done.length)
+        for (const r of done) {
+          const group = r.attributes.MessageGroupId ?? `single:${r.messageId}`;
+          outstanding.get(group)?.delete(r.messageId);
+          if (outstanding.get(group)?.size === 0) outstanding.delete(group);
+        }
+        for (let i = 0; i < done.length; i += 10)
           await options.client.send(
             new DeleteMessageBatchCommand({
               QueueUrl: options.queueUrl,
-              Entries: done.map((r, i) => ({ Id: String(i), ReceiptHandle: r.receiptHandle })),
+              Entries: done
+                .slice(i, i + 10)
+                .map((r, j) => ({ Id: String(j), ReceiptHandle: r.receiptHandle })),
             }),
           );
       } catch (error) {

@@ -46,7 +46,8 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       assert.equal(p.sentTo(A)[0]?.from, proxyA);
 
       await p.waitFor(
-        async () => eventTypes(await p.scan(), session.sessionId).filter((t) => t === "MessageDelivered").length === 2,
+        async () =>
+          eventTypes(await p.scan(), session.sessionId).filter((t) => t === "MessageDelivered").length === 2,
         10_000,
         "delivery callbacks",
       );
@@ -90,7 +91,13 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       const { proxyA } = await p.open(A, B);
       await p.stopForwarding();
       const before = (await p.scan()).length;
-      const params = { MessageSid: `SM${"e".repeat(32)}`, From: A, To: proxyA, Body: "forged", NumMedia: "0" };
+      const params = {
+        MessageSid: `SM${"e".repeat(32)}`,
+        From: A,
+        To: proxyA,
+        Body: "forged",
+        NumMedia: "0",
+      };
       const url = `${p.publicBaseUrl}/twilio/sms`;
       const cases = {
         forged: getExpectedTwilioSignature("not-the-token", url, params),
@@ -124,7 +131,11 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       From: "+14158675309",
       To: "+18005551212",
     };
-    const event = (signature: string, body = new URLSearchParams(params).toString(), isBase64Encoded = false) => ({
+    const event = (
+      signature: string,
+      body = new URLSearchParams(params).toString(),
+      isBase64Encoded = false,
+    ) => ({
       rawPath: "/myapp.php",
       rawQueryString: "foo=1&bar=2",
       headers: { "x-twilio-signature": signature, "content-type": "application/x-www-form-urlencoded" },
@@ -135,7 +146,11 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
     // biome-ignore lint/suspicious/noExplicitAny: a hand-built API Gateway event
     const run = (e: any) => handler(e, lambdaContext) as Promise<{ statusCode: number }>;
     assert.equal((await run(event("RSOYDt4T1cUTdK1PDd93/VVr8B8="))).statusCode, 200);
-    assert.equal((await run(event("RSOYDt4T1cUTdK1PDd93/VVr8B8=", undefined, true))).statusCode, 200, "base64 body");
+    assert.equal(
+      (await run(event("RSOYDt4T1cUTdK1PDd93/VVr8B8=", undefined, true))).statusCode,
+      200,
+      "base64 body",
+    );
     assert.equal((await run(event("RSOYDt4T1cUTdK1PDd93/VVr8B9="))).statusCode, 403);
   });
 
@@ -195,7 +210,11 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
         },
       });
     // No status callbacks: the redelivery must reconcile with Twilio on its own.
-    const p = await startPipeline(aws, { wrapForwardStore: crashOnce, statusCallbacks: false, claimStaleMs: 1000 });
+    const p = await startPipeline(aws, {
+      wrapForwardStore: crashOnce,
+      statusCallbacks: false,
+      claimStaleMs: 1000,
+    });
     try {
       await p.pool(1);
       const { session, proxyA } = await p.open(A, B);
@@ -209,7 +228,7 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       assert.equal(p.sentTo(B).length, 1, "sent exactly once");
       const forwarded = (await p.scan()).filter((i) => i.kind === "event" && i.type === "MessageForwarded");
       assert.equal(forwarded.length, 1);
-      assert.equal((forwarded[0]?.detail as { twilioSid: string }).twilioSid, p.sentTo(B)[0]?.sid);
+      assert.equal((forwarded[0]?.detail as { twilioSid?: string } | undefined)?.twilioSid, p.sentTo(B)[0]?.sid);
     } finally {
       await p.stop();
     }
@@ -264,7 +283,9 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       const before = (await p.scan()).length;
       const url = `${p.publicBaseUrl}/twilio/sms`;
       const signed = (params: Record<string, string>) =>
-        p.post("/twilio/sms", params, { "x-twilio-signature": getExpectedTwilioSignature(AUTH_TOKEN, url, params) });
+        p.post("/twilio/sms", params, {
+          "x-twilio-signature": getExpectedTwilioSignature(AUTH_TOKEN, url, params),
+        });
       const cases: Record<string, Record<string, string>> = {
         "no MessageSid": { From: A, To: proxyA, Body: "x" },
         "bad From": { MessageSid: `SM${"1".repeat(32)}`, From: "not-a-number", To: proxyA, Body: "x" },
@@ -276,7 +297,12 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
         assert.ok(res.status >= 400 && res.status < 500, `${name}: ${res.status}`);
         assert.equal(res.headers.get("content-type"), "application/problem+json", name);
       }
-      const oversize = await signed({ MessageSid: `SM${"4".repeat(32)}`, From: A, To: proxyA, Body: "y".repeat(70_000) });
+      const oversize = await signed({
+        MessageSid: `SM${"4".repeat(32)}`,
+        From: A,
+        To: proxyA,
+        Body: "y".repeat(70_000),
+      });
       assert.equal(oversize.status, 413);
       assert.equal((await p.scan()).length, before, "nothing stored for rejected webhooks");
 

@@ -34,8 +34,13 @@ export interface PipelineOptions {
  * The message pipeline composed in-process from the production factories: inbound and forward handlers,
  * DynamoDB Local, the SQS server, the real twilio client against the Twilio stand-in over HTTP.
  */
-export async function startPipeline(aws: Awaited<ReturnType<typeof startLocalAws>>, options: PipelineOptions = {}) {
-  const { tableName, queue, store } = await aws.fresh({ visibilityTimeoutSeconds: options.visibilityTimeoutSeconds ?? 6 });
+export async function startPipeline(
+  aws: Awaited<ReturnType<typeof startLocalAws>>,
+  options: PipelineOptions = {},
+) {
+  const { tableName, queue, store } = await aws.fresh({
+    visibilityTimeoutSeconds: options.visibilityTimeoutSeconds ?? 6,
+  });
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
   const publicBaseUrl = "https://maskline.example.com";
@@ -66,7 +71,9 @@ export async function startPipeline(aws: Awaited<ReturnType<typeof startLocalAws
     store: options.wrapForwardStore ? options.wrapForwardStore(store) : store,
     gateway: new TwilioGateway({ accountSid: ACCOUNT_SID, authToken: AUTH_TOKEN, apiBaseUrl: baseUrl }),
     statusCallbackUrl: (job) =>
-      options.statusCallbacks === false ? undefined : `${publicBaseUrl}/twilio/status?m=${encodeURIComponent(job.messageId)}`,
+      options.statusCallbacks === false
+        ? undefined
+        : `${publicBaseUrl}/twilio/status?m=${encodeURIComponent(job.messageId)}`,
     claimStaleMs: options.claimStaleMs ?? 1500,
     maxInlineRetries: 2,
     sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 50))),
@@ -97,7 +104,10 @@ export async function startPipeline(aws: Awaited<ReturnType<typeof startLocalAws
   startForwarding();
 
   const pool = async (n: number, base = 100) => {
-    const numbers = Array.from({ length: n }, (_, i) => `+1415555${String(base + i).padStart(4, "0")}` as E164);
+    const numbers = Array.from(
+      { length: n },
+      (_, i) => `+1415555${String(base + i).padStart(4, "0")}` as E164,
+    );
     for (const number of numbers) await sessions.addNumber(number);
     return numbers;
   };
@@ -113,7 +123,11 @@ export async function startPipeline(aws: Awaited<ReturnType<typeof startLocalAws
   };
   const scan = async () => (await aws.doc.send(new ScanCommand({ TableName: tableName }))).Items ?? [];
   const sentTo = (to: string) => sandbox.messages.filter((m) => m.to === to);
-  const waitFor = async (predicate: () => boolean | Promise<boolean>, timeoutMs = 20_000, what = "condition") => {
+  const waitFor = async (
+    predicate: () => boolean | Promise<boolean>,
+    timeoutMs = 20_000,
+    what = "condition",
+  ) => {
     const deadline = Date.now() + timeoutMs;
     while (!(await predicate())) {
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);

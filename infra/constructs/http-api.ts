@@ -1,0 +1,124 @@
+import { Duration } from "aws-cdk-lib";
+import { AccessLogFormat } from "aws-cdk-lib/aws-apigateway";
+import {
+  HttpApi,
+  HttpMethod,
+  HttpNoneAuthorizer,
+  type HttpRoute,
+  type HttpStage,
+  type IHttpRouteAuthorizer,
+  LogGroupLogDestination,
+} from "aws-cdk-lib/aws-apigatewayv2";
+import { HttpIamAuthorizer } from "aws-cdk-lib/aws-apigatewayv2-authorizers";
+import { HttpLambdaIntegration } from "aws-cdk-lib/aws-apigatewayv2-integrations";
+import type { IFunction } from "aws-cdk-lib/aws-lambda";
+import { LogGroup, type RetentionDays } from "aws-cdk-lib/aws-logs";
+import { NagSuppressions } from "cdk-nag";
+import { Construct } from "constructs";
+import type { FunctionName, RouteDefinition } from "../../shared/resources.ts";
+
+export interface MasklineHttpApiProps {
+  throttle: { rateLimit: number; burstLimit: number };
+  logRetention: RetentionDays;
+}
+
+/** What API Gateway writes per request: no bodies, no query strings, no headers. */
+const accessLogFormat = {
+  requestId: "$context.requestId",
+  requestTime: "$context.requestTime",
+  ip: "$context.identity.sourceIp",
+  userAgent: "$context.identity.userAgent",
+  caller: "$context.identity.userArn",
+  routeKey: "$context.routeKey",
+  status: "$context.status",
+  protocol: "$context.protocol",
+  responseLength: "$context.responseLength",
+  latencyMs: "$context.responseLatency",
+  integrationLatencyMs: "$context.integrationLatency",
+  integrationError: "$context.integrationErrorMessage",
+  authorizerError: "$context.authorizer.error",
+};
+
+/**
+ * The HTTP API. Created before the functions (they need its URL for Twilio signature checks), then
+ * `addRoutes` attaches the routes of `shared/resources.ts`: product routes with IAM (SigV4) authorization,
+ * Twilio routes open (the function checks X-Twilio-Signature before storing anything), /health open.
+ */
+export class MasklineHttpApi extends Construct {
+  readonly api: HttpApi;
+  readonly stage: HttpStage;
+  readonly accessLogs: LogGroup;
+  readonly routes: { definition: RouteDefinition; route: HttpRoute }[] = [];
+
+  constructor(scope: Construct, id: string, props: MasklineHttpApiProps) {
+    super(scope, id);
+    this.api = new HttpApi(this, "Api", {
+      apiName: "maskline",
+      description: "Maskline: Twilio webhooks and the product API",
+      createDefaultStage: false,
+    });
+    this.accessLogs = new LogGroup(this, "AccessLogs", { retention: props.logRetention });
+    // The `$default` stage: no stage prefix in the URL, so the path a Lambda sees (rawPath) is the path Twilio
+    // signed, and PUBLIC_BASE_URL + rawPath reproduces the signed URL.
+    this.stage = this.api.addStage("DefaultStage", {
+      stageName: "$default",
+      autoDeploy: true,
+      throttle: props.throttle,
+      accessLogSettings: {
+        destination: new LogGroupLogDestination(this.accessLogs),
+        format: AccessLogFormat.custom(JSON.stringify(accessLogFormat)),
+      },
+    });
+  }
+
+  /** `https://{apiId}.execute-api.{region}.{urlSuffix}` — no trailing slash; the URL Twilio signs. */
+  get endpoint(): string {
+    return this.api.apiEndpoint;
+  }
+
+  addRoutes(definitions: readonly RouteDefinition[], handlers: Record<FunctionName, IFunction>): void {
+    const integrations = new Map<FunctionName, HttpLambdaIntegration>();
+    const integrationFor = (name: FunctionName) => {
+      let integration = integrations.get(name);
+      if (!integration) {
+        integration = new HttpLambdaIntegration(`${name}Integration`, handlers[name], {
+          timeout: Duration.seconds(29),
+        });
+        integrations.set(name, integration);
+      }
+      return integration;
+    };
+    for (const definition of definitions) {
+      const authorizer: IHttpRouteAuthorizer =
+        definition.auth === "product" ? new HttpIamAuthorizer() : new HttpNoneAuthorizer();
+      const [route] = this.api.addRoutes({
+        path: definition.path,
+        methods: [HttpMethod[definition.method]],
+        integration: integrationFor(definition.function),
+        authorizer,
+      });
+      if (!route) throw new Error(`no route created for ${definition.method} ${definition.path}`);
+      this.routes.push({ definition, route });
+      if (definition.auth === "twilio") {
+        NagSuppressions.addResourceSuppressions(route, [
+          {
+            id: "AwsSolutions-APIG4",
+            reason:
+              "Twilio cannot sign requests with SigV4 or send a bearer token. The inbound function verifies " +
+              "X-Twilio-Signature (HMAC-SHA1 of the public URL and form parameters with the account auth " +
+              "token, read from Secrets Manager) before anything is stored, and answers 403 otherwise.",
+          },
+        ]);
+      } else if (definition.auth === "none") {
+        NagSuppressions.addResourceSuppressions(route, [
+          {
+            id: "AwsSolutions-APIG4",
+            reason:
+              "Liveness check for load balancers and uptime probes: read-only, returns only ok/error per " +
+              "dependency, no data and no secrets (DESIGN §5: GET /health is for anyone).",
+          },
+        ]);
+      }
+    }
+  }
+}

@@ -1,0 +1,123 @@
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Duration } from "aws-cdk-lib";
+import { Role, ServicePrincipal } from "aws-cdk-lib/aws-iam";
+import { Architecture, Runtime, Tracing } from "aws-cdk-lib/aws-lambda";
+import { LogLevel, NodejsFunction, OutputFormat, SourceMapMode } from "aws-cdk-lib/aws-lambda-nodejs";
+import { LogGroup, type RetentionDays } from "aws-cdk-lib/aws-logs";
+import { NagSuppressions } from "cdk-nag";
+import { Construct } from "constructs";
+import type { FunctionDefinition } from "../../shared/resources.ts";
+
+/** The repository root: function entries in `shared/resources.ts` are relative to it. */
+export const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+export const LAMBDA_RUNTIME = Runtime.NODEJS_22_X;
+
+/**
+ * ESM output needs `require` for the CommonJS dependencies esbuild inlines (twilio, parts of the SDK), and
+ * `__filename`/`__dirname` for the few that read them. Aliased imports so nothing in the bundle collides.
+ */
+export const ESM_BANNER = [
+  "import { createRequire as __mlCreateRequire } from 'node:module';",
+  "import { fileURLToPath as __mlFileURLToPath } from 'node:url';",
+  "import { dirname as __mlDirname } from 'node:path';",
+  "const require = __mlCreateRequire(import.meta.url);",
+  "const __filename = __mlFileURLToPath(import.meta.url);",
+  "const __dirname = __mlDirname(__filename);",
+].join(" ");
+
+export interface MasklineFunctionProps {
+  /** Entry, timeout and memory: the definition in `shared/resources.ts`. */
+  definition: FunctionDefinition;
+  /** The function's own configuration (validated at cold start by the shared config schemas). */
+  environment: Record<string, string>;
+  logRetention: RetentionDays;
+  logLevel: string;
+}
+
+/**
+ * The one way Maskline builds a Lambda function: nodejs22.x on arm64, bundled locally by esbuild as
+ * minified ESM with source maps, X-Ray tracing, a dedicated log group with retention, Powertools
+ * environment, and its own role that starts with nothing but writing to that log group (no managed
+ * policies). Callers add exactly the grants the function needs.
+ */
+export class MasklineFunction extends Construct {
+  readonly fn: NodejsFunction;
+  readonly role: Role;
+  readonly logGroup: LogGroup;
+  readonly definition: FunctionDefinition;
+
+  constructor(scope: Construct, id: string, props: MasklineFunctionProps) {
+    super(scope, id);
+    const { definition } = props;
+    this.definition = definition;
+
+    this.logGroup = new LogGroup(this, "Logs", { retention: props.logRetention });
+    this.role = new Role(this, "Role", {
+      assumedBy: new ServicePrincipal("lambda.amazonaws.com"),
+      description: `Maskline ${definition.name} function`,
+    });
+    this.logGroup.grantWrite(this.role);
+
+    this.fn = new NodejsFunction(this, "Function", {
+      description: `Maskline ${definition.name}`,
+      entry: join(repoRoot, definition.entry),
+      handler: "handler",
+      runtime: LAMBDA_RUNTIME,
+      architecture: Architecture.ARM_64,
+      timeout: Duration.seconds(definition.timeoutSeconds),
+      memorySize: definition.memoryMb,
+      role: this.role,
+      logGroup: this.logGroup,
+      tracing: Tracing.ACTIVE,
+      projectRoot: repoRoot,
+      depsLockFilePath: join(repoRoot, "package-lock.json"),
+      environment: {
+        NODE_OPTIONS: "--enable-source-maps",
+        POWERTOOLS_SERVICE_NAME: "maskline",
+        POWERTOOLS_METRICS_NAMESPACE: "Maskline",
+        LOG_LEVEL: props.logLevel,
+        ...props.environment,
+      },
+      bundling: {
+        format: OutputFormat.ESM,
+        target: "node22",
+        mainFields: ["module", "main"],
+        banner: ESM_BANNER,
+        minify: true,
+        sourceMap: true,
+        sourceMapMode: SourceMapMode.DEFAULT,
+        sourcesContent: false,
+        // Ship the SDK versions we tested with instead of whatever the runtime carries.
+        bundleAwsSDK: true,
+        tsconfig: join(repoRoot, "tsconfig.json"),
+        logLevel: LogLevel.WARNING,
+        forceDockerBundling: false,
+      },
+    });
+
+    NagSuppressions.addResourceSuppressions(
+      this.role,
+      [
+        {
+          id: "AwsSolutions-IAM5",
+          reason:
+            "Actions without resource-level permissions are granted on '*': X-Ray tracing " +
+            "(xray:PutTraceSegments, xray:PutTelemetryRecords) and, for the stream consumer, " +
+            "dynamodb:ListStreams. A unit test asserts that no other action is granted on '*'.",
+          appliesTo: ["Resource::*"],
+        },
+      ],
+      true,
+    );
+    NagSuppressions.addResourceSuppressions(this.fn, [
+      {
+        id: "AwsSolutions-L1",
+        reason:
+          "nodejs22.x is the runtime the design fixes (docs/deploy.md); it is supported and patched by AWS. " +
+          "Moving to a newer runtime is a deliberate change, not a silent one.",
+      },
+    ]);
+  }
+}

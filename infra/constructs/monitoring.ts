@@ -1,0 +1,200 @@
+import { Duration, Stack } from "aws-cdk-lib";
+import type { IHttpApi } from "aws-cdk-lib/aws-apigatewayv2";
+import {
+  Alarm,
+  ComparisonOperator,
+  Dashboard,
+  GraphWidget,
+  type IMetric,
+  Metric,
+  TextWidget,
+  TreatMissingData,
+} from "aws-cdk-lib/aws-cloudwatch";
+import { SnsAction } from "aws-cdk-lib/aws-cloudwatch-actions";
+import { PolicyStatement, ServicePrincipal } from "aws-cdk-lib/aws-iam";
+import type { IKey } from "aws-cdk-lib/aws-kms";
+import { Topic } from "aws-cdk-lib/aws-sns";
+import { EmailSubscription } from "aws-cdk-lib/aws-sns-subscriptions";
+import type { IQueue } from "aws-cdk-lib/aws-sqs";
+import { Construct } from "constructs";
+import type { FunctionName } from "../../shared/resources.ts";
+import type { MasklineFunction } from "./maskline-function.ts";
+
+/** The recycler's pool-health metric (Powertools EMF: namespace Maskline, default dimension service). */
+export const poolUtilizationMetric = {
+  namespace: "Maskline",
+  metricName: "PoolUtilization",
+  dimensionsMap: { service: "maskline" },
+} as const;
+
+export interface MonitoringProps {
+  functions: Record<FunctionName, MasklineFunction>;
+  forwardQueue: IQueue;
+  forwardDeadLetterQueue: IQueue;
+  publisherFailures: IQueue;
+  api: IHttpApi;
+  /** Encrypts the alarm topic; its policy lets CloudWatch use it. */
+  topicKey: IKey;
+  poolUtilizationAlarmPercent: number;
+  alarmEmail: string | undefined;
+}
+
+/**
+ * Alarms that page someone (to one SNS topic) and a one-screen dashboard: dead letters, function errors
+ * and throttles, forward backlog, API 5xx, and pool utilization.
+ */
+export class MasklineMonitoring extends Construct {
+  readonly topic: Topic;
+  readonly alarms: Alarm[] = [];
+
+  constructor(scope: Construct, id: string, props: MonitoringProps) {
+    super(scope, id);
+    this.topic = new Topic(this, "AlarmTopic", {
+      displayName: "Maskline alarms",
+      masterKey: props.topicKey,
+      enforceSSL: true,
+    });
+    // enforceSSL gives the topic its own policy, which replaces SNS's default one: allow CloudWatch alarms
+    // of this account to publish explicitly.
+    this.topic.addToResourcePolicy(
+      new PolicyStatement({
+        sid: "AllowCloudWatchAlarms",
+        principals: [new ServicePrincipal("cloudwatch.amazonaws.com")],
+        actions: ["sns:Publish"],
+        resources: [this.topic.topicArn],
+        conditions: { StringEquals: { "aws:SourceAccount": Stack.of(this).account } },
+      }),
+    );
+    if (props.alarmEmail) this.topic.addSubscription(new EmailSubscription(props.alarmEmail));
+
+    const oneMinute = Duration.minutes(1);
+    const fiveMinutes = Duration.minutes(5);
+    const alarm = (
+      id: string,
+      metric: IMetric,
+      threshold: number,
+      description: string,
+      evaluationPeriods = 1,
+    ) => {
+      const created = new Alarm(this, id, {
+        metric,
+        threshold,
+        evaluationPeriods,
+        comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: TreatMissingData.NOT_BREACHING,
+        alarmDescription: description,
+      });
+      created.addAlarmAction(new SnsAction(this.topic));
+      created.addOkAction(new SnsAction(this.topic));
+      this.alarms.push(created);
+      return created;
+    };
+
+    const dlqDepth = props.forwardDeadLetterQueue.metricApproximateNumberOfMessagesVisible({
+      period: oneMinute,
+      statistic: "Maximum",
+    });
+    alarm(
+      "ForwardDlqNotEmpty",
+      dlqDepth,
+      1,
+      "A message could not be forwarded after every retry and is in the forward DLQ: inspect and redrive (docs/deploy.md).",
+    );
+    const publisherFailures = props.publisherFailures.metricApproximateNumberOfMessagesVisible({
+      period: oneMinute,
+      statistic: "Maximum",
+    });
+    alarm(
+      "PublisherFailuresNotEmpty",
+      publisherFailures,
+      1,
+      "Domain events could not be published to EventBridge; the queue holds stream pointers to replay from the table.",
+    );
+    const backlogAge = props.forwardQueue.metricApproximateAgeOfOldestMessage({
+      period: oneMinute,
+      statistic: "Maximum",
+    });
+    alarm(
+      "ForwardBacklogOld",
+      backlogAge,
+      120,
+      "The oldest message waiting to be forwarded is over 2 minutes old.",
+      3,
+    );
+    const serverErrors = props.api.metricServerError({ period: fiveMinutes, statistic: "Sum" });
+    alarm("Api5xx", serverErrors, 5, "The HTTP API answered 5xx at least 5 times in 5 minutes.");
+
+    const poolUtilization = new Metric({
+      ...poolUtilizationMetric,
+      dimensionsMap: { ...poolUtilizationMetric.dimensionsMap },
+      period: fiveMinutes,
+      statistic: "Maximum",
+    });
+    alarm(
+      "PoolUtilizationHigh",
+      poolUtilization,
+      props.poolUtilizationAlarmPercent,
+      `Number pool utilization is at or above ${props.poolUtilizationAlarmPercent}%: add numbers (POST /numbers) or enable top-up.`,
+    );
+
+    const errorMetrics: IMetric[] = [];
+    const throttleMetrics: IMetric[] = [];
+    const durationMetrics: IMetric[] = [];
+    for (const [name, fn] of Object.entries(props.functions)) {
+      const errors = fn.fn.metricErrors({ period: fiveMinutes, statistic: "Sum" });
+      const throttles = fn.fn.metricThrottles({ period: fiveMinutes, statistic: "Sum" });
+      errorMetrics.push(errors.with({ label: name }));
+      throttleMetrics.push(throttles.with({ label: name }));
+      durationMetrics.push(fn.fn.metricDuration({ period: fiveMinutes, statistic: "p99", label: name }));
+      const title = `${name[0]?.toUpperCase()}${name.slice(1)}`;
+      alarm(`${title}Errors`, errors, 1, `The ${name} function failed (errors > 0 in 5 minutes).`);
+      alarm(
+        `${title}Throttles`,
+        throttles,
+        1,
+        `The ${name} function was throttled (throttles > 0 in 5 minutes).`,
+      );
+    }
+
+    const dashboard = new Dashboard(this, "Dashboard", { dashboardName: "Maskline" });
+    dashboard.addWidgets(
+      new TextWidget({
+        markdown: "# Maskline\nWebhooks, forwarding, pool. Alarms notify the Maskline alarms topic.",
+        width: 24,
+        height: 1,
+      }),
+    );
+    dashboard.addWidgets(
+      new GraphWidget({
+        title: "API requests and errors",
+        left: [props.api.metricCount({ period: oneMinute, statistic: "Sum" })],
+        right: [
+          props.api.metricClientError({ period: oneMinute, statistic: "Sum" }),
+          props.api.metricServerError({ period: oneMinute, statistic: "Sum" }),
+        ],
+        width: 8,
+      }),
+      new GraphWidget({ title: "Function errors", left: errorMetrics, width: 8 }),
+      new GraphWidget({ title: "Function throttles", left: throttleMetrics, width: 8 }),
+    );
+    dashboard.addWidgets(
+      new GraphWidget({
+        title: "Forward queue",
+        left: [
+          props.forwardQueue.metricApproximateNumberOfMessagesVisible({ period: oneMinute }),
+          dlqDepth,
+          publisherFailures,
+        ],
+        right: [backlogAge],
+        width: 8,
+      }),
+      new GraphWidget({
+        title: "Pool utilization (%)",
+        left: [poolUtilization],
+        leftYAxis: { min: 0, max: 100 },
+        width: 8,
+      }),
+      new GraphWidget({ title: "Function duration p99 (ms)", left: durationMetrics, width: 8 }),
+    );
+  }
+}

@@ -1,0 +1,100 @@
+import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from "aws-cdk-lib";
+import type { Table } from "aws-cdk-lib/aws-dynamodb";
+import { EventBus } from "aws-cdk-lib/aws-events";
+import { PolicyStatement, ServicePrincipal } from "aws-cdk-lib/aws-iam";
+import { Key } from "aws-cdk-lib/aws-kms";
+import { Secret } from "aws-cdk-lib/aws-secretsmanager";
+import { Queue, QueueEncryption } from "aws-cdk-lib/aws-sqs";
+import { NagSuppressions } from "cdk-nag";
+import type { Construct } from "constructs";
+import { eventBus, forwardQueue, mainTable } from "../../shared/resources.ts";
+import { fifoQueueFromDefinition, tableFromDefinition } from "../constructs/data.ts";
+
+/**
+ * Everything that holds data or identity: the KMS key, the table (events and projections), the queues, the
+ * Twilio secret and the domain-event bus that product rules attach to. All retained on delete, and the
+ * stack is termination-protected, so redeploying or even destroying the app stack cannot lose data.
+ */
+export class StatefulStack extends Stack {
+  readonly key: Key;
+  readonly table: Table;
+  readonly forwardQueue: Queue;
+  readonly forwardDeadLetterQueue: Queue;
+  /** Where the stream → publisher mapping sends records it gave up on (pointers to replay from the table). */
+  readonly publisherFailures: Queue;
+  readonly twilioSecret: Secret;
+  readonly bus: EventBus;
+
+  constructor(scope: Construct, id: string, props: StackProps = {}) {
+    super(scope, id, { terminationProtection: true, ...props });
+
+    this.key = new Key(this, "DataKey", {
+      description: "Maskline data: table, queues, Twilio secret, alarm topic",
+      alias: "alias/maskline-data",
+      enableKeyRotation: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    // CloudWatch alarms publish to the alarm topic, which is encrypted with this key.
+    this.key.addToResourcePolicy(
+      new PolicyStatement({
+        sid: "AllowCloudWatchAlarmsToUseTheAlarmTopic",
+        principals: [new ServicePrincipal("cloudwatch.amazonaws.com")],
+        actions: ["kms:Decrypt", "kms:GenerateDataKey*"],
+        resources: ["*"],
+        conditions: { StringEquals: { "aws:SourceAccount": this.account } },
+      }),
+    );
+
+    this.table = tableFromDefinition(this, mainTable, this.key);
+
+    const queues = fifoQueueFromDefinition(this, forwardQueue, this.key);
+    this.forwardQueue = queues.queue;
+    this.forwardDeadLetterQueue = queues.deadLetterQueue;
+
+    this.publisherFailures = new Queue(this, "PublisherFailures", {
+      encryption: QueueEncryption.KMS,
+      encryptionMasterKey: this.key,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    NagSuppressions.addResourceSuppressions(this.publisherFailures, [
+      {
+        id: "AwsSolutions-SQS3",
+        reason:
+          "This queue is itself the on-failure destination of the DynamoDB stream → publisher mapping; it " +
+          "holds pointers to stream records whose events stay in the table and are replayed from there.",
+      },
+    ]);
+
+    this.twilioSecret = new Secret(this, "TwilioSecret", {
+      description:
+        'Twilio credentials for Maskline, JSON {"accountSid","authToken"}. Set after the first deploy: see docs/deploy.md.',
+      encryptionKey: this.key,
+      // A placeholder until the operator puts the real value; never the real credentials in code or env.
+      generateSecretString: {
+        secretStringTemplate: JSON.stringify({ accountSid: "REPLACE_ME" }),
+        generateStringKey: "authToken",
+        excludePunctuation: true,
+      },
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    NagSuppressions.addResourceSuppressions(this.twilioSecret, [
+      {
+        id: "AwsSolutions-SMG4",
+        reason:
+          "A Twilio auth token cannot be rotated by a Lambda rotator without the account's primary token; it " +
+          "is rotated in the Twilio console and put here with put-secret-value (docs/deploy.md).",
+      },
+    ]);
+
+    this.bus = new EventBus(this, eventBus.id, { eventBusName: eventBus.name });
+
+    new CfnOutput(this, "TwilioSecretArn", {
+      value: this.twilioSecret.secretArn,
+      description: "Put the Twilio credentials here (aws secretsmanager put-secret-value)",
+    });
+    new CfnOutput(this, "TableName", { value: this.table.tableName });
+    new CfnOutput(this, "ForwardDeadLetterQueueUrl", { value: this.forwardDeadLetterQueue.queueUrl });
+  }
+}

@@ -1,0 +1,178 @@
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { type Browser, chromium, type Locator, type Page } from "playwright-core";
+import { type NpmStart, startNpmStart } from "../support/npm-start.ts";
+
+/**
+ * The sandbox page in real headless Chromium (Debian's `chromium`, driven by playwright-core): two virtual
+ * phones exchange messages through their proxy numbers, driven only through the page.
+ */
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const artifacts = join(repoRoot, "test-artifacts");
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+
+let stack: NpmStart | undefined;
+let browser: Browser | undefined;
+
+before(
+  async () => {
+    assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`);
+    [stack, browser] = await Promise.all([
+      startNpmStart(),
+      chromium.launch({
+        executablePath: CHROMIUM,
+        args: [
+          "--headless",
+          "--no-sandbox",
+          "--disable-gpu",
+          "--disable-quic",
+          "--no-first-run",
+          "--disable-background-networking",
+          "--disable-component-update",
+          "--disable-sync",
+        ],
+      }),
+    ]);
+  },
+  { timeout: 90_000 },
+);
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  if (!stack) return;
+  const { pid } = stack;
+  const exit = await stack.stop();
+  // npm dies of the SIGINT it forwarded; the stack itself must have shut down and left nothing behind.
+  assert.ok(exit.code === 0 || exit.signal === "SIGINT", `npm start exited with ${JSON.stringify(exit)}`);
+  assert.match(stack.output(), /stopped\./);
+  assert.throws(() => process.kill(-pid, 0), { code: "ESRCH" }, "no process of npm start is left");
+});
+
+const card = (page: Page, number: string) =>
+  page.locator(`[data-testid="phone-card"][data-phone="${number}"]`);
+const bubbles = (phone: Locator, text: string) =>
+  phone.getByTestId("message-bubble").filter({ hasText: text });
+
+/** The proxy number a phone's compose form offers: its own participant entry's proxyNumber. */
+async function offeredProxy(phone: Locator): Promise<string> {
+  const option = phone.locator('[data-testid="compose-to"] option[value^="+"]');
+  await option.first().waitFor({ state: "attached" });
+  assert.equal(await option.count(), 1, "one open session, one proxy to choose");
+  return (await option.first().getAttribute("value")) ?? "";
+}
+
+async function send(phone: Locator, to: string, body: string) {
+  await phone.getByTestId("compose-to").selectOption(to);
+  await phone.getByTestId("compose-body").fill(body);
+  await phone.getByTestId("send").click();
+}
+
+test("two virtual phones text each other through their proxy numbers on the sandbox page", {
+  timeout: 60_000,
+}, async () => {
+  assert.ok(stack && browser);
+  const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+  page.setDefaultTimeout(15_000);
+  const pageErrors: string[] = [];
+  page.on("pageerror", (error) => pageErrors.push(error.message));
+  page.on("console", (message) => {
+    if (message.type() === "error") pageErrors.push(message.text());
+  });
+
+  await page.goto(stack.url);
+  assert.equal(await page.title(), "Maskline sandbox");
+  await page.locator('[data-testid="connection"]', { hasText: "live" }).waitFor();
+  await page.locator('[data-testid="pool-row"]').first().waitFor();
+
+  // Two phones, created with the button.
+  const phoneCards = page.getByTestId("phone-card");
+  await page.getByTestId("create-phone").click();
+  await phoneCards.nth(0).waitFor();
+  await page.getByTestId("create-phone").click();
+  await phoneCards.nth(1).waitFor();
+  const a = (await phoneCards.nth(0).getAttribute("data-phone")) ?? "";
+  const b = (await phoneCards.nth(1).getAttribute("data-phone")) ?? "";
+  assert.match(a, /^\+\d{8,15}$/);
+  assert.match(b, /^\+\d{8,15}$/);
+  assert.notEqual(a, b);
+  const phoneA = card(page, a);
+  const phoneB = card(page, b);
+
+  // A session between them.
+  await page.getByTestId("open-session-a").selectOption(a);
+  await page.getByTestId("open-session-b").selectOption(b);
+  await page.getByTestId("open-session").click();
+  const sessionRow = page.getByTestId("session-row");
+  await sessionRow.waitFor();
+  assert.equal(await sessionRow.count(), 1);
+
+  const proxyA = await offeredProxy(phoneA);
+  const proxyB = await offeredProxy(phoneB);
+  // What the page offers is what the product allocated (read-only check against the sandbox state).
+  const state = (await (await fetch(`${stack.url}/sandbox/state`)).json()) as {
+    sessions: { participants: { phoneNumber: string; proxyNumber: string }[] }[];
+  };
+  const participants = state.sessions[0]?.participants ?? [];
+  assert.equal(participants.find((p) => p.phoneNumber === a)?.proxyNumber, proxyA);
+  assert.equal(participants.find((p) => p.phoneNumber === b)?.proxyNumber, proxyB);
+
+  // A texts its proxy; B receives it from B's proxy number, never from A's real number.
+  const hello = `Hi from A ${Date.now()}`;
+  await send(phoneA, proxyA, hello);
+  const atB = bubbles(phoneB, hello);
+  await atB.waitFor();
+  assert.equal(await atB.getAttribute("data-direction"), "in");
+  assert.equal(await atB.getAttribute("data-counterpart"), proxyB);
+  assert.match((await atB.textContent()) ?? "", new RegExp(`from ${proxyB.replace("+", "\\+")}`));
+  assert.equal(await bubbles(phoneA, hello).getAttribute("data-direction"), "out");
+
+  // B replies, keyboard only: focus the message field, type, Enter.
+  const reply = `Reply from B ${Date.now()}`;
+  await phoneB.getByTestId("compose-to").selectOption(proxyB);
+  await phoneB.getByTestId("compose-body").focus();
+  await page.keyboard.type(reply);
+  await page.keyboard.press("Enter");
+  const atA = bubbles(phoneA, reply);
+  await atA.waitFor();
+  assert.equal(await atA.getAttribute("data-direction"), "in");
+  assert.equal(await atA.getAttribute("data-counterpart"), proxyA);
+
+  // Each message arrived exactly once, and neither side ever saw the other's real number.
+  assert.equal(await bubbles(phoneB, hello).count(), 1);
+  assert.equal(await bubbles(phoneA, reply).count(), 1);
+  assert.ok(!((await phoneB.getByTestId("thread").textContent()) ?? "").includes(a));
+  assert.ok(!((await phoneA.getByTestId("thread").textContent()) ?? "").includes(b));
+
+  // The feed shows the domain events, newest first.
+  await page.locator('[data-testid="feed-item"][data-type="MessageForwarded"]').nth(1).waitFor();
+  await page.locator('[data-testid="feed-item"][data-type="SessionOpened"]').waitFor();
+  await mkdir(artifacts, { recursive: true });
+  await page.screenshot({ path: join(artifacts, "sandbox-session-open.png"), fullPage: true });
+
+  // Close the session: its row goes, the compose form offers no proxy any more.
+  await sessionRow.getByTestId("close-session").click();
+  await sessionRow.waitFor({ state: "detached" });
+  await phoneA.locator('[data-testid="compose-to"] option[value^="+"]').waitFor({ state: "detached" });
+  await page.locator('[data-testid="feed-item"][data-type="SessionClosed"]').waitFor();
+
+  // A texts the old proxy anyway (typed in): the out-of-session auto-reply comes back from that number.
+  const late = `Still there? ${Date.now()}`;
+  await phoneA.getByTestId("compose-to-other").fill(proxyA);
+  await phoneA.getByTestId("compose-body").fill(late);
+  await phoneA.getByTestId("send").click();
+  const autoReply = phoneA.locator('[data-testid="message-bubble"][data-auto-reply="true"]');
+  await autoReply.waitFor();
+  assert.equal(await autoReply.getAttribute("data-direction"), "in");
+  assert.equal(await autoReply.getAttribute("data-counterpart"), proxyA);
+  await page.locator('[data-testid="feed-item"][data-type="OutOfSessionMessage"]').waitFor();
+  assert.equal(await bubbles(phoneB, late).count(), 0, "nothing is forwarded after the session closed");
+
+  await page.screenshot({ path: join(artifacts, "sandbox.png"), fullPage: true });
+  assert.deepEqual(pageErrors, []);
+  await page.close();
+});
