@@ -47,24 +47,33 @@ export async function startDynamoLocal(
   child.stderr?.on("data", (d) => {
     output += d;
   });
+  // The JVM must not outlive this process, however it ends.
+  const killOnExit = () => child.kill("SIGKILL");
+  process.once("exit", killOnExit);
   const endpoint = `http://127.0.0.1:${port}`;
   const client = new DynamoDBClient({ endpoint, region: LOCAL_REGION, credentials: LOCAL_CREDENTIALS });
   const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`DynamoDB Local exited (is Java 17 installed?):\n${output}`);
-    try {
-      await client.send(new ListTablesCommand({}));
-      break;
-    } catch (error) {
-      if (Date.now() > deadline)
-        throw new Error(`DynamoDB Local did not start:\n${output}`, { cause: error });
-      await new Promise((r) => setTimeout(r, 150));
+  try {
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`DynamoDB Local exited (is Java 17 installed?):\n${output}`);
+      try {
+        await client.send(new ListTablesCommand({}));
+        break;
+      } catch (error) {
+        if (Date.now() > deadline) throw new Error(`DynamoDB Local did not start:\n${output}`, { cause: error });
+        await new Promise((r) => setTimeout(r, 150));
+      }
     }
+  } catch (error) {
+    killOnExit();
+    throw error;
+  } finally {
+    client.destroy();
   }
-  client.destroy();
   return {
     endpoint,
     stop: async () => {
+      process.off("exit", killOnExit);
       if (child.exitCode !== null) return;
       child.kill("SIGTERM");
       await Promise.race([once(child, "exit"), new Promise((r) => setTimeout(r, 3000))]);

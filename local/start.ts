@@ -51,6 +51,11 @@ try {
   };
   process.on("SIGINT", () => void shutdown("SIGINT"));
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGHUP", () => void shutdown("SIGHUP"));
+  process.on("uncaughtException", (error) => {
+    process.stderr.write(`[maskline] fatal: ${error.stack ?? error}\n`);
+    void shutdown("fatal error");
+  });
 } catch (error) {
   if (error instanceof ConfigError) {
     process.stderr.write(`${error.message}\n`);
