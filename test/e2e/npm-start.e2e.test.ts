@@ -1,0 +1,211 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createServer } from "node:http";
+import { after, before, describe, test } from "node:test";
+import { getExpectedTwilioSignature } from "twilio/lib/webhooks/webhooks.js";
+import { type NpmStart, startNpmStart } from "../support/npm-start.ts";
+
+const TOKEN = "e2e-api-token-0123456789";
+const AUTH_TOKEN = "e2e-twilio-auth-token";
+const ACCOUNT_SID = `AC${"ab".repeat(16)}`;
+const HOST = "+12025550141";
+const GUEST = "+12025550142";
+
+const groupAlive = (pid: number) => {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** Plays Twilio against a running stack: signed form posts, as Twilio sends them. */
+function twilioPlayer(baseUrl: string, publicBaseUrl = baseUrl) {
+  let n = 0;
+  return async (path: string, params: Record<string, string>) => {
+    const signature = getExpectedTwilioSignature(AUTH_TOKEN, `${publicBaseUrl}${path}`, params);
+    const res = await fetch(`${baseUrl}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature },
+      body: new URLSearchParams(params).toString(),
+    });
+    n++;
+    return { status: res.status, text: await res.text(), n };
+  };
+}
+
+const api = (stack: NpmStart) => async (method: string, path: string, body?: unknown) => {
+  const res = await fetch(`${stack.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  // biome-ignore lint/suspicious/noExplicitAny: tests read arbitrary JSON shapes
+  return { status: res.status, json: (await res.json().catch(() => undefined)) as any };
+};
+
+const until = async (predicate: () => Promise<boolean>, timeoutMs: number, what: string) => {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+};
+
+describe("npm start, as a user runs it", () => {
+  let stack: NpmStart;
+  before(async () => {
+    stack = await startNpmStart({
+      MASKLINE_API_TOKEN: TOKEN,
+      TWILIO_AUTH_TOKEN: AUTH_TOKEN,
+      TWILIO_ACCOUNT_SID: ACCOUNT_SID,
+    });
+    process.stdout.write(`# npm start: ready in ${stack.startupMs} ms\n`);
+  });
+  after(async () => stack?.stop());
+
+  test("open a session, text both ways with signed webhooks, each forwarded once, close, shut down cleanly", async () => {
+    const call = api(stack);
+    const health = await fetch(`${stack.url}/health`);
+    assert.equal(health.status, 200);
+    const numbers = await call("GET", "/numbers");
+    assert.ok(numbers.json.numbers.length >= 2, "the sandbox pool is seeded");
+
+    const opened = await call("POST", "/sessions", {
+      participants: [
+        { phoneNumber: HOST, id: "host-1" },
+        { phoneNumber: GUEST, id: "guest-1" },
+      ],
+    });
+    assert.equal(opened.status, 201);
+    const [host, guest] = opened.json.participants;
+    const twilio = twilioPlayer(stack.url);
+    const sid = (k: number) => `SM${String(k).padStart(32, "0")}`;
+    const first = await twilio("/twilio/sms", {
+      MessageSid: sid(1),
+      From: HOST,
+      To: host.proxyNumber,
+      Body: "Hi, door code?",
+      NumMedia: "0",
+    });
+    assert.equal(first.status, 200);
+    await twilio("/twilio/sms", {
+      MessageSid: sid(1),
+      From: HOST,
+      To: host.proxyNumber,
+      Body: "Hi, door code?",
+      NumMedia: "0",
+    });
+    const reply = await twilio("/twilio/sms", {
+      MessageSid: sid(2),
+      From: GUEST,
+      To: guest.proxyNumber,
+      Body: "4711",
+      NumMedia: "0",
+    });
+    assert.equal(reply.status, 200);
+
+    const sent = async () =>
+      (
+        (await (await fetch(`${stack.url}/sandbox/twilio/messages`)).json()) as {
+          messages: { from: string; to: string; body: string }[];
+        }
+      ).messages;
+    await until(async () => (await sent()).length >= 2, 20_000, "both messages at the Twilio sandbox");
+    await new Promise((r) => setTimeout(r, 1000));
+    const messages = await sent();
+    assert.equal(messages.length, 2, "each forwarded exactly once");
+    assert.deepEqual(
+      messages.map((m) => [m.from, m.to, m.body]).sort(),
+      [
+        [guest.proxyNumber, GUEST, "Hi, door code?"],
+        [host.proxyNumber, HOST, "4711"],
+      ].sort(),
+    );
+
+    const closed = await call("DELETE", `/sessions/${opened.json.sessionId}`);
+    assert.equal(closed.json.status, "closed");
+    const late = await twilio("/twilio/sms", {
+      MessageSid: sid(3),
+      From: HOST,
+      To: host.proxyNumber,
+      Body: "hello?",
+      NumMedia: "0",
+    });
+    assert.match(late.text, /<Message>/);
+
+    const status = await stack.stop();
+    assert.ok(status.code === 0 || status.signal === "SIGINT", `clean exit (${JSON.stringify(status)})`);
+    assert.match(stack.output(), /stopped\./);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(groupAlive(stack.pid), false, "no process of the stack is left");
+  });
+});
+
+describe("npm start against an outside Twilio (TWILIO_API_BASE_URL), as the black-box scenarios run it", () => {
+  const received: { path: string; form: URLSearchParams; auth: string | undefined }[] = [];
+  const fakeTwilio = createServer(async (req, res) => {
+    let body = "";
+    for await (const chunk of req) body += chunk;
+    received.push({ path: req.url ?? "", form: new URLSearchParams(body), auth: req.headers.authorization });
+    res.writeHead(201, { "content-type": "application/json" });
+    res.end(JSON.stringify({ sid: `SM${String(received.length).padStart(32, "f")}`, status: "queued" }));
+  });
+  let stack: NpmStart;
+  before(async () => {
+    fakeTwilio.listen(0, "127.0.0.1");
+    await once(fakeTwilio, "listening");
+    const address = fakeTwilio.address();
+    const port = typeof address === "object" && address ? address.port : 0;
+    stack = await startNpmStart({
+      MASKLINE_API_TOKEN: TOKEN,
+      TWILIO_AUTH_TOKEN: AUTH_TOKEN,
+      TWILIO_ACCOUNT_SID: ACCOUNT_SID,
+      TWILIO_API_BASE_URL: `http://127.0.0.1:${port}`,
+    });
+  });
+  after(async () => {
+    await stack?.stop();
+    fakeTwilio.close();
+  });
+
+  test("no seeded pool; sends reach the configured Twilio with Basic auth; pool exhaustion is a 409", async () => {
+    const call = api(stack);
+    assert.deepEqual(
+      (await call("GET", "/numbers")).json.numbers,
+      [],
+      "nothing seeded when Twilio is not the sandbox",
+    );
+    assert.equal((await call("POST", "/numbers", { phoneNumber: "+14155550177" })).status, 201);
+    const opened = await call("POST", "/sessions", {
+      participants: [{ phoneNumber: HOST }, { phoneNumber: GUEST }],
+    });
+    assert.equal(opened.status, 201);
+    const [host, guest] = opened.json.participants;
+    assert.equal(host.proxyNumber, "+14155550177");
+    assert.equal(guest.proxyNumber, "+14155550177");
+    const exhausted = await call("POST", "/sessions", {
+      participants: [{ phoneNumber: HOST }, { phoneNumber: "+12025550143" }],
+    });
+    assert.equal(exhausted.status, 409);
+    assert.equal(exhausted.json.type, "https://maskline.dev/problems/pool-exhausted");
+
+    const twilio = twilioPlayer(stack.url);
+    await twilio("/twilio/sms", {
+      MessageSid: `SM${"7".repeat(32)}`,
+      From: HOST,
+      To: host.proxyNumber,
+      Body: "checking in",
+      NumMedia: "0",
+    });
+    await until(async () => received.length >= 1, 20_000, "the send at the outside Twilio");
+    const [send] = received;
+    assert.equal(send?.path, `/2010-04-01/Accounts/${ACCOUNT_SID}/Messages.json`);
+    assert.equal(send?.auth, `Basic ${Buffer.from(`${ACCOUNT_SID}:${AUTH_TOKEN}`).toString("base64")}`);
+    assert.equal(send?.form.get("From"), guest.proxyNumber);
+    assert.equal(send?.form.get("To"), GUEST);
+    assert.equal(send?.form.get("Body"), "checking in");
+    assert.match(send?.form.get("StatusCallback") ?? "", /\/twilio\/status\?m=/);
+  });
+});
