@@ -55,12 +55,14 @@ export async function startDynamoLocal(
   const deadline = Date.now() + 30_000;
   try {
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`DynamoDB Local exited (is Java 17 installed?):\n${output}`);
+      if (child.exitCode !== null)
+        throw new Error(`DynamoDB Local exited (is Java 17 installed?):\n${output}`);
       try {
         await client.send(new ListTablesCommand({}));
         break;
       } catch (error) {
-        if (Date.now() > deadline) throw new Error(`DynamoDB Local did not start:\n${output}`, { cause: error });
+        if (Date.now() > deadline)
+          throw new Error(`DynamoDB Local did not start:\n${output}`, { cause: error });
         await new Promise((r) => setTimeout(r, 150));
       }
     }

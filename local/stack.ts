@@ -264,8 +264,7 @@ function sandboxApi({ sandbox, bus, store, callApi }: SandboxApiDeps) {
       return true;
     }
     if (method === "GET" && path === "/sandbox/state") {
-      const [pool, open] = await Promise.all([store.listPool(), store.openSessions(200)]);
-      const sessions = (await Promise.all(open.map((s) => store.getSession(s.sessionId)))).filter(Boolean);
+      const [pool, sessions] = await Promise.all([store.listPool(), store.openSessions(200)]);
       sendJson(res, 200, {
         pool,
         sessions,

@@ -40,12 +40,6 @@ export interface MessageRecord {
 
 export type ClaimResult = "claimed" | "stale-claim" | "busy" | "done";
 
-export interface SessionSummary {
-  sessionId: string;
-  expiresAt: string;
-  participantNumbers: E164[];
-}
-
 export interface MasklineStore {
   /** Appends events and updates their projections in ONE transaction; a failed guard throws ConcurrentWriteError. */
   append(events: readonly DomainEvent[], options?: AppendOptions): Promise<void>;
@@ -60,9 +54,9 @@ export interface MasklineStore {
   /** Claims the one Twilio send of a message; a claim older than `staleBefore` may be taken over. */
   claimSend(messageId: string, now: number, staleBefore: number): Promise<ClaimResult>;
   releaseClaim(messageId: string, claimedAt: number): Promise<void>;
-  /** Open sessions whose expiresAt has passed, oldest first, at most `limit`. */
-  expiredSessions(now: number, limit: number): Promise<SessionSummary[]>;
-  openSessions(limit: number): Promise<SessionSummary[]>;
+  /** Open sessions whose expiresAt has passed, oldest first, at most `limit` (from an index: may lag). */
+  expiredSessions(now: number, limit: number): Promise<Session[]>;
+  openSessions(limit: number): Promise<Session[]>;
 }
 
 /** The forward queue: FIFO, one group per session, deduplicated by message id. */

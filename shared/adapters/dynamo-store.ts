@@ -12,7 +12,7 @@ import { ConcurrentWriteError } from "../domain/errors.ts";
 import { type DomainEvent, domainEventSchema } from "../domain/events.ts";
 import type { E164 } from "../domain/phone.ts";
 import { assertNever, type Route, type Session } from "../domain/session.ts";
-import type { AppendOptions, ClaimResult, MasklineStore, MessageRecord, SessionSummary } from "../ports.ts";
+import type { AppendOptions, ClaimResult, MasklineStore, MessageRecord } from "../ports.ts";
 
 type TransactItem = NonNullable<TransactWriteCommandInput["TransactItems"]>[number];
 type Item = Record<string, unknown>;
@@ -75,6 +75,28 @@ export class DynamoStore implements MasklineStore {
   }
 
   async append(events: readonly DomainEvent[], options: AppendOptions = {}): Promise<void> {
+    const items = this.transactItems(events, options);
+    if (items.length === 0) return;
+    try {
+      await this.client.send(new TransactWriteCommand({ TransactItems: items.map((i) => i.item) }));
+    } catch (error) {
+      if (error instanceof TransactionCanceledException) {
+        const reasons = error.CancellationReasons ?? [];
+        const conflicts = items
+          .map((i, index) => ({ guard: i.guard, code: reasons[index]?.Code }))
+          .filter((r) => r.code && r.code !== "None")
+          .map((r) => (r.code === "ConditionalCheckFailed" ? r.guard : `contention:${r.guard}`));
+        throw new ConcurrentWriteError(conflicts.length ? conflicts : ["contention"], { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  /** The writes that append `events`: each event item plus the projection items it changes, guarded. */
+  transactItems(
+    events: readonly DomainEvent[],
+    options: AppendOptions = {},
+  ): { guard: string; item: TransactItem }[] {
     const items: { guard: string; item: TransactItem }[] = [];
     const loadDelta = new Map<string, number>();
     const put = (
@@ -403,38 +425,14 @@ export class DynamoStore implements MasklineStore {
       );
     }
 
-    if (items.length === 0) return;
-    try {
-      await this.client.send(new TransactWriteCommand({ TransactItems: items.map((i) => i.item) }));
-    } catch (error) {
-      if (error instanceof TransactionCanceledException) {
-        const reasons = error.CancellationReasons ?? [];
-        const conflicts = items
-          .map((i, index) => ({ guard: i.guard, code: reasons[index]?.Code }))
-          .filter((r) => r.code && r.code !== "None")
-          .map((r) => (r.code === "ConditionalCheckFailed" ? r.guard : `contention:${r.guard}`));
-        throw new ConcurrentWriteError(conflicts.length ? conflicts : ["contention"], { cause: error });
-      }
-      throw error;
-    }
+    return items;
   }
 
   async getSession(sessionId: string): Promise<Session | undefined> {
     const { Item } = await this.client.send(
       new GetCommand({ TableName: this.table, Key: keys.session(sessionId), ConsistentRead: true }),
     );
-    if (!Item) return undefined;
-    return {
-      sessionId: Item.sessionId,
-      status: Item.status,
-      mode: Item.mode,
-      ttlSeconds: Item.ttlSeconds,
-      ttlMode: Item.ttlMode,
-      createdAt: Item.createdAt,
-      expiresAt: Item.expiresAt,
-      closedAt: Item.closedAt ?? null,
-      participants: Item.participants,
-    };
+    return Item ? toSession(Item) : undefined;
   }
 
   async sessionEvents(sessionId: string): Promise<DomainEvent[]> {
@@ -572,7 +570,7 @@ export class DynamoStore implements MasklineStore {
     }
   }
 
-  async expiredSessions(now: number, limit: number): Promise<SessionSummary[]> {
+  async expiredSessions(now: number, limit: number): Promise<Session[]> {
     const cutoff = new Date(now).toISOString();
     const perShard = await Promise.all(
       Array.from({ length: OPEN_SHARDS }, (_, shard) =>
@@ -589,12 +587,12 @@ export class DynamoStore implements MasklineStore {
     );
     return perShard
       .flatMap((r) => r.Items ?? [])
-      .map(toSummary)
+      .map(toSession)
       .sort((a, b) => a.expiresAt.localeCompare(b.expiresAt))
       .slice(0, limit);
   }
 
-  async openSessions(limit: number): Promise<SessionSummary[]> {
+  async openSessions(limit: number): Promise<Session[]> {
     const perShard = await Promise.all(
       Array.from({ length: OPEN_SHARDS }, (_, shard) =>
         this.client.send(
@@ -610,7 +608,7 @@ export class DynamoStore implements MasklineStore {
     );
     return perShard
       .flatMap((r) => r.Items ?? [])
-      .map(toSummary)
+      .map(toSession)
       .sort((a, b) => a.expiresAt.localeCompare(b.expiresAt))
       .slice(0, limit);
   }
@@ -629,13 +627,18 @@ export class DynamoStore implements MasklineStore {
   }
 }
 
-function toSummary(item: Item): SessionSummary {
-  const participants = (item.participants as { phoneNumber: E164 }[] | undefined) ?? [];
+function toSession(item: Item): Session {
   return {
-    sessionId: String(item.sessionId),
-    expiresAt: String(item.expiresAt),
-    participantNumbers: participants.map((p) => p.phoneNumber),
-  };
+    sessionId: item.sessionId,
+    status: item.status,
+    mode: item.mode,
+    ttlSeconds: item.ttlSeconds,
+    ttlMode: item.ttlMode,
+    createdAt: item.createdAt,
+    expiresAt: item.expiresAt,
+    closedAt: item.closedAt ?? null,
+    participants: item.participants,
+  } as Session;
 }
 
 export function toDomainEvent(item: Item): DomainEvent {

@@ -2,7 +2,7 @@ import { busiestParticipantLoad } from "../domain/allocation.ts";
 import { ConcurrentWriteError } from "../domain/errors.ts";
 import { type DomainEvent, makeEvent } from "../domain/events.ts";
 import { callingCode, countryOf, type E164 } from "../domain/phone.ts";
-import { decide } from "../domain/session.ts";
+import { decide, type Session } from "../domain/session.ts";
 import type { Clock, MasklineStore, Metrics, NumberProvider } from "../ports.ts";
 
 export interface RecyclerDeps {
@@ -24,7 +24,7 @@ export interface RecycleReport {
   bought: E164[];
 }
 
-const CONCURRENCY = 8;
+const CONCURRENCY = 16;
 
 /**
  * The scheduled recycler: expires sessions past `expiresAt` (freeing their pairs into quarantine), reports
@@ -60,7 +60,7 @@ export class RecyclerService {
       if (due.length === 0) break;
       let progressed = 0;
       for (let i = 0; i < due.length; i += CONCURRENCY) {
-        const results = await Promise.all(due.slice(i, i + CONCURRENCY).map((s) => this.expire(s.sessionId)));
+        const results = await Promise.all(due.slice(i, i + CONCURRENCY).map((s) => this.expire(s)));
         progressed += results.filter(Boolean).length;
         if (this.deps.clock.now() >= deadline) break;
       }
@@ -72,9 +72,9 @@ export class RecyclerService {
     return { expired, more, health, bought };
   }
 
-  private async expire(sessionId: string): Promise<boolean> {
-    const state = await this.deps.store.getSession(sessionId);
-    const events = decide({ type: "ExpireSession" }, state ?? null, this.ctx());
+  /** Decided on the index's copy; the conditional write rejects it if the session changed meanwhile. */
+  private async expire(session: Session): Promise<boolean> {
+    const events = decide({ type: "ExpireSession" }, session, this.ctx());
     if (events.length === 0) return false;
     try {
       await this.deps.store.append(events);
@@ -89,7 +89,7 @@ export class RecyclerService {
     const [pool, open] = await Promise.all([this.deps.store.listPool(), this.deps.store.openSessions(5000)]);
     const active = pool.filter((n) => n.status === "active");
     const openPairs = pool.reduce((sum, n) => sum + n.load, 0);
-    const pairs = open.map((s) => s.participantNumbers as unknown as readonly [string, string]);
+    const pairs = open.map((s) => [s.participants[0].phoneNumber, s.participants[1].phoneNumber] as const);
     const busiest = busiestParticipantLoad(pairs);
     const headroom = active.length - busiest;
     const ctx = this.ctx();

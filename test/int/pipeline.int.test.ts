@@ -228,7 +228,10 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       assert.equal(p.sentTo(B).length, 1, "sent exactly once");
       const forwarded = (await p.scan()).filter((i) => i.kind === "event" && i.type === "MessageForwarded");
       assert.equal(forwarded.length, 1);
-      assert.equal((forwarded[0]?.detail as { twilioSid?: string } | undefined)?.twilioSid, p.sentTo(B)[0]?.sid);
+      assert.equal(
+        (forwarded[0]?.detail as { twilioSid?: string } | undefined)?.twilioSid,
+        p.sentTo(B)[0]?.sid,
+      );
     } finally {
       await p.stop();
     }
