@@ -26,12 +26,12 @@ function context(now: number) {
   return { now, newId: () => `evt_${String(++i).padStart(4, "0")}`, quarantineSeconds: 60 };
 }
 
-/** given(events).when(command, at).then(expected event types/details) */
+/** given(events).when(command, at).expect(check on the decided events) */
 function given(events: DomainEvent[]) {
   const state = events.reduce<SessionState>(evolve, initialState());
   return {
     when: (command: SessionCommand, now = T0) => ({
-      then: (check: (events: DomainEvent[]) => void) => check(decide(command, state, context(now))),
+      expect: (check: (events: DomainEvent[]) => void) => check(decide(command, state, context(now))),
     }),
   };
 }
@@ -67,7 +67,7 @@ describe("session decider", () => {
           { phoneNumber: B, proxyNumber: P1, id: null, name: null },
         ],
       })
-      .then((events) => {
+      .expect((events) => {
         assert.deepEqual(
           events.map((e) => e.type),
           ["SessionOpened"],
@@ -82,7 +82,7 @@ describe("session decider", () => {
   test("closing an open session closes it and releases both pairs into quarantine", () =>
     given(opened())
       .when({ type: "CloseSession" }, T0 + 1000)
-      .then((events) => {
+      .expect((events) => {
         assert.deepEqual(
           events.map((e) => e.type),
           ["SessionClosed", "PairReleased", "PairReleased"],
@@ -111,19 +111,19 @@ describe("session decider", () => {
     ];
     given(closed)
       .when({ type: "CloseSession" })
-      .then((events) => assert.deepEqual(events, []));
+      .expect((events) => assert.deepEqual(events, []));
     given(opened())
       .when({ type: "CloseSession" }, T0 + 60_000)
-      .then((events) => assert.equal(events[0]?.type, "SessionExpired"));
+      .expect((events) => assert.equal(events[0]?.type, "SessionExpired"));
   });
 
   test("the recycler expires only sessions past expiresAt", () => {
     given(opened())
       .when({ type: "ExpireSession" }, T0 + 59_999)
-      .then((events) => assert.deepEqual(events, []));
+      .expect((events) => assert.deepEqual(events, []));
     given(opened())
       .when({ type: "ExpireSession" }, T0 + 60_000)
-      .then((events) =>
+      .expect((events) =>
         assert.deepEqual(
           events.map((e) => e.type),
           ["SessionExpired", "PairReleased", "PairReleased"],
@@ -134,7 +134,7 @@ describe("session decider", () => {
   test("activity extends a sliding session, never an absolute one", () => {
     given(opened(60, "sliding"))
       .when({ type: "RecordActivity" }, T0 + 30_000)
-      .then((events) => {
+      .expect((events) => {
         assert.equal(events[0]?.type, "SessionExtended");
         assert.equal(
           (events[0] as Extract<DomainEvent, { type: "SessionExtended" }>).detail.expiresAt,
@@ -143,7 +143,7 @@ describe("session decider", () => {
       });
     given(opened(60, "absolute"))
       .when({ type: "RecordActivity" }, T0 + 30_000)
-      .then((events) => assert.deepEqual(events, []));
+      .expect((events) => assert.deepEqual(events, []));
   });
 });
 
@@ -251,10 +251,6 @@ describe("allocation ranking", () => {
 });
 
 describe("allocation properties (fast-check)", () => {
-  type Op =
-    | { kind: "open"; a: number; b: number }
-    | { kind: "close"; pick: number }
-    | { kind: "expire"; pick: number; advance: number };
   const op = fc.oneof(
     fc.record({ kind: fc.constant("open" as const), a: fc.nat(7), b: fc.nat(7) }),
     fc.record({ kind: fc.constant("close" as const), pick: fc.nat(50) }),
