@@ -9,6 +9,18 @@ export interface Clock {
   now(): number;
 }
 
+/** What every command needs to decide: the time, an id source and the quarantine policy. */
+export interface DecisionDeps {
+  clock: Clock;
+  newId: (prefix: string) => string;
+  quarantineSeconds: number;
+}
+
+/** The domain's SessionContext as of now. */
+export function decisionContext(deps: DecisionDeps) {
+  return { now: deps.clock.now(), newId: () => deps.newId("evt"), quarantineSeconds: deps.quarantineSeconds };
+}
+
 export interface MessageContent {
   body: string;
   mediaUrls: string[];

@@ -2,8 +2,10 @@ import { Logger } from "@aws-lambda-powertools/logger";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
-import { coreConfigSchema, parseConfig } from "../config.ts";
+import { coreConfigSchema, parseConfig, queueConfigSchema, webhookConfigSchema } from "../config.ts";
 import { DynamoStore } from "./dynamo-store.ts";
+import { newId } from "./ids.ts";
+import { SqsForwardQueue } from "./sqs-queue.ts";
 
 /**
  * Process-wide clients, built once per cold start and shared by invocations. Endpoints follow the SDK's own
@@ -34,4 +36,23 @@ export function storeFromEnv(env: NodeJS.ProcessEnv = process.env) {
     retentionSeconds: config.MESSAGE_RETENTION_HOURS * 3600,
   });
   return { config, store };
+}
+
+/** What the inbound and forward functions share: store, queue, clock, ids and the webhook settings. */
+export function messagingFromEnv(env: NodeJS.ProcessEnv = process.env) {
+  const { config, store } = storeFromEnv(env);
+  const queue = parseConfig(queueConfigSchema, env);
+  const webhooks = parseConfig(webhookConfigSchema, env);
+  return {
+    webhooks,
+    deps: {
+      store,
+      queue: new SqsForwardQueue({ queueUrl: queue.FORWARD_QUEUE_URL, client: sqsClient() }),
+      clock: { now: () => Date.now() },
+      newId,
+      quarantineSeconds: config.QUARANTINE_SECONDS,
+      outOfSessionReply: webhooks.OUT_OF_SESSION_REPLY,
+      outOfSessionVoice: webhooks.OUT_OF_SESSION_VOICE,
+    },
+  };
 }

@@ -4,6 +4,7 @@ import type { E164 } from "../domain/phone.ts";
 import { decide, effectiveStatus, routeInbound } from "../domain/session.ts";
 import {
   type Clock,
+  decisionContext,
   type ForwardJob,
   type ForwardQueue,
   type MasklineStore,
@@ -72,11 +73,7 @@ export class MessagingService {
   constructor(protected readonly deps: MessagingDeps) {}
 
   protected ctx() {
-    return {
-      now: this.deps.clock.now(),
-      newId: () => this.deps.newId("evt"),
-      quarantineSeconds: this.deps.quarantineSeconds,
-    };
+    return decisionContext(this.deps);
   }
 
   /** Stores the message (once per MessageSid) and enqueues it; returns the TwiML reply text, if any. */
@@ -236,12 +233,15 @@ export class ForwardService extends MessagingService {
     const claimedAt = ctx.now;
     if (claim === "stale-claim") {
       // A previous attempt claimed and may have sent before dying: ask Twilio before sending again.
-      const found = await gateway.findSent({
-        from: recipientProxy,
-        to: recipient,
-        since: (message.claimedAt ?? message.receivedAt) - 60_000,
-        body: message.body,
-      });
+      // A carrier that cannot list its messages leaves us blind: sending again is preferred to losing it.
+      const found = await gateway
+        .findSent({
+          from: recipientProxy,
+          to: recipient,
+          since: (message.claimedAt ?? message.receivedAt) - 60_000,
+          body: message.body,
+        })
+        .catch(() => undefined);
       if (found) {
         await this.complete(job, found.sid, recipient, recipientProxy, session);
         return "reconciled";

@@ -3,7 +3,13 @@ import { ConcurrentWriteError } from "../domain/errors.ts";
 import { type DomainEvent, makeEvent } from "../domain/events.ts";
 import { callingCode, countryOf, type E164 } from "../domain/phone.ts";
 import { decide, type Session } from "../domain/session.ts";
-import type { Clock, MasklineStore, Metrics, NumberProvider } from "../ports.ts";
+import {
+  type Clock,
+  decisionContext,
+  type MasklineStore,
+  type Metrics,
+  type NumberProvider,
+} from "../ports.ts";
 
 export interface RecyclerDeps {
   store: MasklineStore;
@@ -35,11 +41,7 @@ export class RecyclerService {
   constructor(private readonly deps: RecyclerDeps) {}
 
   private ctx() {
-    return {
-      now: this.deps.clock.now(),
-      newId: () => this.deps.newId("evt"),
-      quarantineSeconds: this.deps.quarantineSeconds,
-    };
+    return decisionContext(this.deps);
   }
 
   async run(options: {

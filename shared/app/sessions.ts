@@ -12,7 +12,7 @@ import {
 import { type DomainEvent, makeEvent, type SessionMode, type TtlMode } from "../domain/events.ts";
 import { callingCode, type E164 } from "../domain/phone.ts";
 import { decide, effectiveStatus, type Session } from "../domain/session.ts";
-import type { Clock, ForwardQueue, MasklineStore } from "../ports.ts";
+import { type Clock, decisionContext, type ForwardQueue, type MasklineStore } from "../ports.ts";
 
 export interface ParticipantInput {
   phoneNumber: E164;
@@ -46,11 +46,7 @@ export class SessionService {
   constructor(private readonly deps: SessionServiceDeps) {}
 
   private ctx() {
-    return {
-      now: this.deps.clock.now(),
-      newId: () => this.deps.newId("evt"),
-      quarantineSeconds: this.deps.quarantineSeconds,
-    };
+    return decisionContext(this.deps);
   }
 
   async openSession(
