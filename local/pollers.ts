@@ -56,8 +56,6 @@ export interface SqsPollerOptions {
   queueArn: string;
   handler: (event: SQSEvent, context: Context) => Promise<SQSBatchResponse | undefined>;
   batchSize?: number;
-  /** Long-poll wait; kept shorter than the visibility timeout (local-aws-sqs can hand a message out twice). */
-  waitSeconds?: number;
   timeoutMs?: number;
   /** The queue's visibility timeout: how long a failed record's message group stays blocked. */
   visibilityTimeoutSeconds: number;
@@ -81,6 +79,7 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
   // The local server's SequenceNumbers are not ordered; first-seen order is queue order within a group
   // (a message can only be hidden by being received, so an earlier one is always seen first).
   let seen = 0;
+  let idle = 0;
   const goneAfterMs = 2 * options.visibilityTimeoutSeconds * 1000 + 1000;
   const loop = (async () => {
     while (running) {
@@ -89,11 +88,15 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
           new ReceiveMessageCommand({
             QueueUrl: options.queueUrl,
             MaxNumberOfMessages: options.batchSize ?? 10,
-            WaitTimeSeconds: options.waitSeconds ?? 1,
+            // The local server's long poll does not wake when a message arrives, so it is replaced by short
+            // polls that back off while the queue is idle (10 ms to 100 ms).
+            WaitTimeSeconds: 0,
             AttributeNames: ["All"],
             MessageAttributeNames: ["All"],
           }),
         );
+        idle = received.Messages?.length ? 0 : Math.min(100, Math.max(10, idle * 2));
+        if (idle) await sleep(idle);
         const now = Date.now();
         for (const m of received.Messages ?? []) {
           const group = m.Attributes?.MessageGroupId ?? `single:${m.MessageId}`;

@@ -187,7 +187,6 @@ export async function startEmbeddedStack(
         queueArn: arn.Attributes?.QueueArn ?? "",
         handler: forward.handler,
         visibilityTimeoutSeconds: queue.visibilityTimeoutSeconds,
-        waitSeconds: Math.min(1, local.LOCAL_VISIBILITY_TIMEOUT_SECONDS - 1) || 0,
         timeoutMs: functions.forward.timeoutSeconds * 1000,
         onError: onError("forward poller"),
       }),

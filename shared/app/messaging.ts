@@ -212,11 +212,11 @@ export class ForwardService extends MessagingService {
 
   async forward(job: ForwardJob): Promise<ForwardOutcome> {
     const { store, gateway } = this.fdeps;
-    const message = await store.getMessage(job.messageId);
+    // The job names the session, so both reads go out together.
+    const [message, session] = await Promise.all([store.getMessage(job.messageId), store.getSession(job.sessionId)]);
     if (!message) return "missing";
     if (message.state !== "received" && message.state !== "sending") return "already-done";
     const { recipient, recipientProxy } = message;
-    const session = message.sessionId ? await store.getSession(message.sessionId) : undefined;
     let ctx = this.ctx();
     if (!session || effectiveStatus(session, ctx.now) !== "open" || !recipient || !recipientProxy) {
       await this.appendOnce([

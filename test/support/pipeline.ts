@@ -97,7 +97,6 @@ export async function startPipeline(
       queueUrl: queue.queueUrl,
       queueArn: arn.Attributes?.QueueArn ?? "",
       handler: forward,
-      waitSeconds: 1,
       visibilityTimeoutSeconds: queue.visibilityTimeoutSeconds,
     });
   };
