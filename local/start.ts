@@ -7,6 +7,8 @@ const { values } = parseArgs({
   options: { "data-dir": { type: "string" }, port: { type: "string" } },
   allowPositionals: false,
 });
+// Lambda runs Node 22; the SDK's notice about local Node 20 is noise in the console.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 if (values["data-dir"]) process.env.MASKLINE_DATA_DIR = values["data-dir"];
 if (values.port) process.env.PORT = values.port;
 
@@ -38,6 +40,10 @@ try {
       "",
     ].join("\n"),
   );
+  if (stack.apiToken.length < 16)
+    log(
+      "  warning: MASKLINE_API_TOKEN is shorter than 16 characters; fine for a demo, weak anywhere else.\n",
+    );
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;

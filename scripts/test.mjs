@@ -22,6 +22,14 @@ if (files.length === 0) {
 const result = spawnSync(
   process.execPath,
   ["--import", "tsx", "--test", "--test-concurrency=1", "--test-reporter=spec", ...files],
-  { stdio: "inherit", env: { POWERTOOLS_LOG_LEVEL: "WARN", ...process.env, NODE_ENV: "test" } },
+  {
+    stdio: "inherit",
+    env: {
+      POWERTOOLS_LOG_LEVEL: "WARN",
+      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true",
+      ...process.env,
+      NODE_ENV: "test",
+    },
+  },
 );
 process.exit(result.status ?? 1);

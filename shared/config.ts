@@ -44,7 +44,7 @@ export const twilioConfigSchema = z
       .string()
       .regex(/^AC\w+$/, "must start with AC")
       .optional(),
-    TWILIO_AUTH_TOKEN: z.string().min(8).optional(),
+    TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
     TWILIO_API_BASE_URL: z
       .string()
       .url()
@@ -59,7 +59,7 @@ export const twilioConfigSchema = z
 export const apiConfigSchema = z
   .object({
     MASKLINE_AUTH: z.enum(["token", "iam"]).default("token"),
-    MASKLINE_API_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
+    MASKLINE_API_TOKEN: z.string().min(1).optional(),
   })
   .refine((c) => c.MASKLINE_AUTH === "iam" || c.MASKLINE_API_TOKEN, {
     message: "required unless MASKLINE_AUTH=iam",
