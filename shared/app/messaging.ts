@@ -213,7 +213,10 @@ export class ForwardService extends MessagingService {
   async forward(job: ForwardJob): Promise<ForwardOutcome> {
     const { store, gateway } = this.fdeps;
     // The job names the session, so both reads go out together.
-    const [message, session] = await Promise.all([store.getMessage(job.messageId), store.getSession(job.sessionId)]);
+    const [message, session] = await Promise.all([
+      store.getMessage(job.messageId),
+      store.getSession(job.sessionId),
+    ]);
     if (!message) return "missing";
     if (message.state !== "received" && message.state !== "sending") return "already-done";
     const { recipient, recipientProxy } = message;

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { rankProxies } from "../domain/allocation.ts";
+import { type PoolNumber, rankProxies } from "../domain/allocation.ts";
 import {
   ConcurrentWriteError,
   IdempotencyConflictError,
@@ -71,7 +71,12 @@ export class SessionService {
         store.holdingsOf(b.phoneNumber),
       ]);
       const ctx = this.ctx();
-      const pick = (p: ParticipantInput, other: ParticipantInput, holdings: typeof holdingsA) => {
+      const pick = (
+        p: ParticipantInput,
+        other: ParticipantInput,
+        holdings: typeof holdingsA,
+        pool: readonly PoolNumber[],
+      ) => {
         const ranked = rankProxies({
           participant: p.phoneNumber,
           participantCallingCode: callingCode(p.phoneNumber),
@@ -85,8 +90,14 @@ export class SessionService {
         const spread = Math.min(ranked.length, 1 + Math.floor(attempt / 2));
         return ranked[Math.floor(Math.random() * spread)] as E164;
       };
-      const proxyA = pick(a, b, holdingsA);
-      const proxyB = pick(b, a, holdingsB);
+      const proxyA = pick(a, b, holdingsA, pool);
+      // B's choice counts A's new pair, so the two sides spread over numbers when the pool allows.
+      const proxyB = pick(
+        b,
+        a,
+        holdingsB,
+        pool.map((n) => (n.phoneNumber === proxyA ? { ...n, load: n.load + 1 } : n)),
+      );
       const events = decide(
         {
           type: "OpenSession",
