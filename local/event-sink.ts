@@ -34,9 +34,16 @@ export class LocalEventBus extends EventEmitter {
       res.end(JSON.stringify({ __type: "UnknownOperationException" }));
       return;
     }
-    const input = JSON.parse(body || "{}") as {
+    let input: {
       Entries?: { Source?: string; DetailType?: string; Detail?: string; Time?: number | string }[];
     };
+    try {
+      input = JSON.parse(body || "{}");
+    } catch {
+      res.writeHead(400);
+      res.end(JSON.stringify({ __type: "SerializationException" }));
+      return;
+    }
     let failed = 0;
     const entries = (input.Entries ?? []).map((entry) => {
       if (this.refuseNext > 0) {
@@ -44,7 +51,13 @@ export class LocalEventBus extends EventEmitter {
         failed++;
         return { ErrorCode: "InternalException", ErrorMessage: "refused by fault injection" };
       }
-      const detail = JSON.parse(entry.Detail ?? "{}");
+      let detail: unknown;
+      try {
+        detail = JSON.parse(entry.Detail ?? "{}");
+      } catch {
+        failed++;
+        return { ErrorCode: "MalformedDetail", ErrorMessage: "Detail is not JSON" };
+      }
       const event: BusEvent = {
         id: crypto.randomUUID(),
         source: entry.Source ?? "",

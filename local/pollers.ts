@@ -7,6 +7,7 @@ import {
   type _Record as StreamRecord,
 } from "@aws-sdk/client-dynamodb-streams";
 import {
+  ChangeMessageVisibilityCommand,
   DeleteMessageBatchCommand,
   type Message,
   ReceiveMessageCommand,
@@ -74,12 +75,13 @@ export interface SqsPollerOptions {
  */
 export function startSqsPoller(options: SqsPollerOptions): Poller {
   let running = true;
-  type Entry = { seq: number; message: Message | undefined; lastSeen: number };
+  type Entry = { seq: number; message: Message | undefined; lastSeen: number; fresh: boolean; held: boolean };
   const outstanding = new Map<string, Map<string, Entry>>();
   // The local server's SequenceNumbers are not ordered; first-seen order is queue order within a group
   // (a message can only be hidden by being received, so an earlier one is always seen first).
   let seen = 0;
   let idle = 0;
+  const holdSeconds = 6 * options.visibilityTimeoutSeconds;
   const goneAfterMs = 2 * options.visibilityTimeoutSeconds * 1000 + 1000;
   const loop = (async () => {
     while (running) {
@@ -103,25 +105,58 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
           const entries = outstanding.get(group) ?? new Map<string, Entry>();
           outstanding.set(group, entries);
           const entry = entries.get(m.MessageId ?? "");
-          if (entry) Object.assign(entry, { message: m, lastSeen: now });
-          else entries.set(m.MessageId ?? "", { seq: seen++, message: m, lastSeen: now });
+          if (entry) Object.assign(entry, { message: m, lastSeen: now, fresh: true });
+          else
+            entries.set(m.MessageId ?? "", {
+              seq: seen++,
+              message: m,
+              lastSeen: now,
+              fresh: true,
+              held: false,
+            });
         }
         const messages: Message[] = [];
+        const holds: Message[] = [];
+        const wasHeld = new Set<string>();
         for (const [group, entries] of outstanding) {
-          const ordered = [...entries].sort(([, x], [, y]) => (x.seq < y.seq ? -1 : x.seq > y.seq ? 1 : 0));
+          const ordered = [...entries].sort(([, x], [, y]) => x.seq - y.seq);
+          let blocked = false;
           for (const [id, entry] of ordered) {
             if (!entry.message) {
               if (now - entry.lastSeen > goneAfterMs) {
                 entries.delete(id);
                 continue;
               }
-              break; // an earlier message of the group is still in flight
+              blocked = true; // an earlier message of the group is still in flight
+              continue;
             }
+            if (blocked) {
+              // Kept in flight while it waits, so waiting does not count as a delivery attempt.
+              if (entry.fresh) holds.push(entry.message);
+              entry.fresh = false;
+              entry.held = true;
+              continue;
+            }
+            if (entry.held) wasHeld.add(id);
             messages.push(entry.message);
             entry.message = undefined;
+            entry.held = false;
           }
           if (entries.size === 0) outstanding.delete(group);
         }
+        await Promise.all(
+          holds.map((m) =>
+            options.client
+              .send(
+                new ChangeMessageVisibilityCommand({
+                  QueueUrl: options.queueUrl,
+                  ReceiptHandle: m.ReceiptHandle,
+                  VisibilityTimeout: holdSeconds,
+                }),
+              )
+              .catch(() => {}),
+          ),
+        );
         if (!running || messages.length === 0) continue;
         const records: SQSRecord[] = messages.map(toSqsRecord(options.queueArn));
         let failed = new Set<string>();
@@ -136,6 +171,22 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
           options.onError?.(error);
           failed = new Set(records.map((r) => r.messageId));
         }
+        // A failed message that had been held comes back after the usual timeout, not the hold's.
+        await Promise.all(
+          records
+            .filter((r) => failed.has(r.messageId) && wasHeld.has(r.messageId))
+            .map((r) =>
+              options.client
+                .send(
+                  new ChangeMessageVisibilityCommand({
+                    QueueUrl: options.queueUrl,
+                    ReceiptHandle: r.receiptHandle,
+                    VisibilityTimeout: options.visibilityTimeoutSeconds,
+                  }),
+                )
+                .catch(() => {}),
+            ),
+        );
         const done = records.filter((r) => !failed.has(r.messageId));
         for (const r of done) {
           const group = r.attributes.MessageGroupId ?? `single:${r.messageId}`;

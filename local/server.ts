@@ -18,6 +18,11 @@ export interface LocalServerOptions {
   bus: LocalEventBus;
   /** The sandbox page's own JSON API (/sandbox/...). */
   sandboxApi: (req: IncomingMessage, res: ServerResponse, url: URL, body: string) => Promise<boolean>;
+  /**
+   * Whether the sandbox (page, /sandbox API, Twilio stand-in) is served. Off when another Twilio is
+   * configured: those unauthenticated routes would expose numbers and sign webhooks with a real token.
+   */
+  sandboxEnabled: () => boolean;
 }
 
 const BODY_LIMIT = 1024 * 1024;
@@ -61,7 +66,8 @@ function write(res: ServerResponse, result: APIGatewayProxyStructuredResultV2) {
 
 async function serve(req: IncomingMessage, res: ServerResponse, options: LocalServerOptions) {
   const url = new URL(req.url ?? "/", "http://localhost");
-  const staticFile = req.method === "GET" ? STATIC[url.pathname] : undefined;
+  const sandboxOn = options.sandboxEnabled();
+  const staticFile = req.method === "GET" && sandboxOn ? STATIC[url.pathname] : undefined;
   if (staticFile) {
     const content = await readFile(join(webDir, staticFile));
     res.writeHead(200, {
@@ -73,9 +79,10 @@ async function serve(req: IncomingMessage, res: ServerResponse, options: LocalSe
   }
   const body = await readBody(req);
   if (body === undefined) return write(res, problemResponse(problems.payloadTooLarge(BODY_LIMIT)));
-  if (options.bus.handles(req)) return options.bus.handle(req, res, body);
-  if (options.sandbox.handles(url.pathname)) return options.sandbox.handle(req, res, url, body);
-  if (url.pathname.startsWith("/sandbox/") && (await options.sandboxApi(req, res, url, body))) return;
+  if (url.pathname === "/" && options.bus.handles(req)) return options.bus.handle(req, res, body);
+  if (sandboxOn && options.sandbox.handles(url.pathname)) return options.sandbox.handle(req, res, url, body);
+  if (sandboxOn && url.pathname.startsWith("/sandbox/") && (await options.sandboxApi(req, res, url, body)))
+    return;
 
   const match = matchRoute(req.method ?? "GET", url.pathname);
   const handler = match && options.handlers[match.route.function];

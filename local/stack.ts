@@ -93,7 +93,14 @@ export async function startEmbeddedStack(
         return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(s) : v;
       },
     });
-    server = createLocalServer({ handlers, sandbox: lazySandbox, bus, sandboxApi: (...a) => route(...a) });
+    let sandboxOn = false;
+    server = createLocalServer({
+      handlers,
+      sandbox: lazySandbox,
+      bus,
+      sandboxApi: (...a) => route(...a),
+      sandboxEnabled: () => sandboxOn,
+    });
     await new Promise<void>((resolve, reject) => {
       server?.once("error", reject);
       server?.listen(local.PORT, () => resolve());
@@ -124,6 +131,7 @@ export async function startEmbeddedStack(
       webhookTarget: `http://127.0.0.1:${port}`,
     });
     sandboxHolder.sandbox = sandbox;
+    sandboxOn = twilioMode === "sandbox";
 
     Object.assign(process.env, {
       AWS_REGION: LOCAL_REGION,

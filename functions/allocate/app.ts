@@ -74,6 +74,15 @@ const pathParam = (event: HttpEvent, name: string) => {
   return value;
 };
 
+/** Path parameters may arrive encoded or not (API Gateway vs. proxies); a stray "%" is just a character. */
+const safeDecode = (value: string) => {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+};
+
 const sessionIdParam = (event: HttpEvent) => {
   const id = pathParam(event, "id");
   if (!/^[\w-]{1,64}$/.test(id)) throw problems.notFound(`No session ${id.slice(0, 64)}`);
@@ -162,7 +171,7 @@ export function createAllocateHandler({ service, auth, logger, health }: Allocat
     },
     "GET /numbers": async () => json(200, { numbers: await service.listNumbers() }),
     "DELETE /numbers/{e164}": async (event) => {
-      const raw = decodeURIComponent(pathParam(event, "e164")).replace(/^ /, "+");
+      const raw = safeDecode(pathParam(event, "e164")).replace(/^ /, "+");
       const phoneNumber = toE164(raw.startsWith("+") ? raw : `+${raw}`);
       if (!phoneNumber) throw problems.validation("The path must end in an E.164 number");
       return json(200, await service.retireNumber(phoneNumber));

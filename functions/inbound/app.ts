@@ -6,7 +6,7 @@ import VoiceResponse from "twilio/lib/twiml/VoiceResponse.js";
 import { validateRequest } from "twilio/lib/webhooks/webhooks.js";
 import { z } from "zod";
 import type { MessagingService } from "../../shared/app/messaging.ts";
-import { e164Schema, maskNumber } from "../../shared/domain/phone.ts";
+import { e164Schema, maskNumber, toE164 } from "../../shared/domain/phone.ts";
 import {
   type HttpEvent,
   type HttpResult,
@@ -19,19 +19,28 @@ import { problems } from "../../shared/http/problem.ts";
 const FORM_LIMIT = 64 * 1024;
 const sid = z.string().regex(/^[A-Za-z0-9_-]{2,64}$/, "not a Twilio SID");
 
+/** Senders may be short codes, alphanumeric ids or "anonymous": answered, never an error. */
+const sender = z
+  .string()
+  .max(64)
+  .default("")
+  .transform((raw) => toE164(raw));
+
 const smsForm = z.object({
   MessageSid: sid,
-  From: e164Schema,
+  From: sender,
   To: e164Schema,
   Body: z.string().max(1600).default(""),
   NumMedia: z.coerce.number().int().min(0).max(10).default(0),
   OptOutType: z.string().max(16).optional(),
 });
 
-const voiceForm = z.object({ CallSid: sid, From: e164Schema, To: e164Schema });
+const voiceForm = z.object({ CallSid: sid, From: sender, To: e164Schema });
 
 const statusForm = z.object({
-  MessageSid: sid,
+  // Call status callbacks carry only a CallSid: accepted and ignored.
+  MessageSid: sid.optional(),
+  CallSid: sid.optional(),
   MessageStatus: z.string().max(32).optional(),
   SmsStatus: z.string().max(32).optional(),
   ErrorCode: z.string().max(16).optional(),
@@ -105,7 +114,7 @@ export function createInboundHandler({ service, logger, authToken, publicBaseUrl
       });
       logger.info("sms received", {
         messageSid: f.MessageSid,
-        from: maskNumber(f.From),
+        from: f.From ? maskNumber(f.From) : "not a phone number",
         to: maskNumber(f.To),
         duplicate,
         outOfSession: reply !== null,
@@ -120,7 +129,7 @@ export function createInboundHandler({ service, logger, authToken, publicBaseUrl
       const answer = await service.receiveCall({ callSid: f.CallSid, from: f.From, to: f.To });
       logger.info("call received", {
         callSid: f.CallSid,
-        from: maskNumber(f.From),
+        from: f.From ? maskNumber(f.From) : "not a phone number",
         bridged: answer.kind === "dial",
       });
       const response = new VoiceResponse();
@@ -134,6 +143,7 @@ export function createInboundHandler({ service, logger, authToken, publicBaseUrl
     },
     "POST /twilio/status": async (event) => {
       const f = form(event, statusForm);
+      if (!f.MessageSid) return { statusCode: 204, body: "" };
       const messageId = new URLSearchParams(event.rawQueryString ?? "").get("m") ?? undefined;
       await service.recordStatus({
         messageId,

@@ -1,4 +1,4 @@
-import { TransactionCanceledException } from "@aws-sdk/client-dynamodb";
+import { type AttributeValue, TransactionCanceledException } from "@aws-sdk/client-dynamodb";
 import {
   type DynamoDBDocumentClient,
   GetCommand,
@@ -7,6 +7,7 @@ import {
   type TransactWriteCommandInput,
   UpdateCommand,
 } from "@aws-sdk/lib-dynamodb";
+import { unmarshall } from "@aws-sdk/util-dynamodb";
 import type { Holding, PoolNumber } from "../domain/allocation.ts";
 import { ConcurrentWriteError } from "../domain/errors.ts";
 import { type DomainEvent, domainEventSchema } from "../domain/events.ts";
@@ -35,6 +36,7 @@ function eventPartition(event: DomainEvent): string {
   if (event.sessionId) return `SESSION#${event.sessionId}`;
   switch (event.type) {
     case "NumberAdded":
+    case "NumberDraining":
     case "NumberRetired":
       return `NUMBER#${event.detail.phoneNumber}`;
     case "OutOfSessionMessage":
@@ -362,7 +364,7 @@ export class DynamoStore implements MasklineStore {
           );
           break;
         case "NumberAdded":
-          // An update, not a put: re-adding a retired number that still drains keeps its load.
+          // An update, not a put: re-adding a number that still drains keeps its load.
           update(
             `number:${event.detail.phoneNumber}`,
             keys.number(event.detail.phoneNumber),
@@ -375,20 +377,35 @@ export class DynamoStore implements MasklineStore {
               ":active": "active",
               ":at": event.occurredAt,
               ":zero": 0,
-              ":retired": "retired",
+              ":draining": "draining",
             },
-            "attribute_not_exists(pk) OR #status = :retired",
+            "attribute_not_exists(pk) OR #status = :draining",
           );
           break;
-        case "NumberRetired":
+        case "NumberDraining":
           update(
             `number:${event.detail.phoneNumber}`,
             keys.number(event.detail.phoneNumber),
-            "SET #status = :retired, retiredAt = :at",
+            "SET #status = :draining, drainingSince = :at",
             { "#status": "status" },
-            { ":retired": "retired", ":at": event.occurredAt, ":active": "active" },
+            { ":draining": "draining", ":at": event.occurredAt, ":active": "active" },
             "#status = :active",
           );
+          break;
+        case "NumberRetired":
+          // Leaves the pool once nothing holds it; its history stays in its events.
+          items.push({
+            guard: `number:${event.detail.phoneNumber}`,
+            item: {
+              Delete: {
+                TableName: this.table,
+                Key: keys.number(event.detail.phoneNumber),
+                ConditionExpression: "#status IN (:active, :draining) AND #load = :zero",
+                ExpressionAttributeNames: { "#status": "status", "#load": "load" },
+                ExpressionAttributeValues: { ":active": "active", ":draining": "draining", ":zero": 0 },
+              },
+            },
+          });
           break;
         case "PoolHealthReported":
         case "PoolLow":
@@ -546,7 +563,9 @@ export class DynamoStore implements MasklineStore {
       return Attributes?.state === "sending" ? "stale-claim" : "claimed";
     } catch (error) {
       if (error instanceof Error && error.name === "ConditionalCheckFailedException") {
-        const item = (error as { Item?: Item }).Item;
+        // The document client leaves this item marshalled ({ S: "sending" }).
+        const raw = (error as { Item?: Record<string, AttributeValue> }).Item;
+        const item = raw ? unmarshall(raw) : undefined;
         return item?.state === "sending" ? "busy" : "done";
       }
       throw error;

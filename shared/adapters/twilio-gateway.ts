@@ -103,7 +103,8 @@ export class TwilioGateway implements SmsGateway {
       dateSentAfter: new Date(query.since),
       limit: 50,
     });
-    const match = recent.find((m) => m.body === query.body);
+    // The API filters by date; the instant is checked here.
+    const match = recent.find((m) => m.body === query.body && (m.dateCreated?.getTime() ?? 0) >= query.since);
     return match ? { sid: match.sid } : undefined;
   }
 }

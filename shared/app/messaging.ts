@@ -14,7 +14,8 @@ import {
 
 export interface InboundSms {
   messageSid: string;
-  from: E164;
+  /** Undefined when the sender is not a phone number (short code, alphanumeric id). */
+  from: E164 | undefined;
   to: E164;
   body: string;
   mediaUrls: string[];
@@ -23,7 +24,8 @@ export interface InboundSms {
 
 export interface InboundCall {
   callSid: string;
-  from: E164;
+  /** Undefined for withheld ("anonymous") callers. */
+  from: E164 | undefined;
   to: E164;
 }
 
@@ -80,7 +82,10 @@ export class MessagingService {
   async receiveSms(sms: InboundSms): Promise<{ reply: string | null; duplicate: boolean }> {
     const { store, queue } = this.deps;
     const ctx = this.ctx();
-    const route = routeInbound(await store.getRoute(sms.to, sms.from), "sms", ctx.now);
+    // No session can belong to a non-phone sender, and auto-replying to one could loop.
+    if (!sms.from) return { reply: null, duplicate: false };
+    const from = sms.from;
+    const route = routeInbound(await store.getRoute(sms.to, from), "sms", ctx.now);
     if (route.kind === "out-of-session") {
       const reply = this.deps.outOfSessionReply || null;
       const event = makeEvent(ctx, "OutOfSessionMessage", route.sessionId, {
@@ -90,8 +95,9 @@ export class MessagingService {
         to: sms.to,
         replied: reply !== null,
       });
+      // Answered again on a duplicate: Twilio retries only when it lost our first answer.
       const duplicate = !(await this.appendOnce([event]));
-      return { reply: duplicate ? null : reply, duplicate };
+      return { reply, duplicate };
     }
     if (sms.optOutType && OPT_OUT_TYPES.has(sms.optOutType.toUpperCase())) {
       // Twilio answers STOP/START/HELP itself; relaying the keyword to the counterpart would leak intent.
@@ -124,7 +130,9 @@ export class MessagingService {
 
   async receiveCall(call: InboundCall): Promise<CallAnswer> {
     const ctx = this.ctx();
-    const route = routeInbound(await this.deps.store.getRoute(call.to, call.from), "voice", ctx.now);
+    if (!call.from) return { kind: "reject", say: this.deps.outOfSessionVoice };
+    const from = call.from;
+    const route = routeInbound(await this.deps.store.getRoute(call.to, from), "voice", ctx.now);
     if (route.kind === "out-of-session") {
       await this.appendOnce([
         makeEvent(ctx, "OutOfSessionMessage", route.sessionId, {
@@ -174,19 +182,19 @@ export class MessagingService {
         reason: status,
       });
     }
-    const events = event ? [event] : [];
     if (message.state === "sending" && message.recipient && message.recipientProxy) {
-      // The forwarder sent but did not record it (crashed): Twilio's callback closes the gap.
-      events.unshift(
+      // The forwarder sent but did not record it (crashed): Twilio's callback closes the gap. Its own
+      // transaction, as both events change the message item.
+      await this.appendOnce([
         makeEvent(ctx, "MessageForwarded", message.sessionId, {
           messageId: message.messageId,
           twilioSid: report.twilioSid,
           from: message.recipientProxy,
           to: message.recipient,
         }),
-      );
+      ]);
     }
-    if (events.length) await this.appendOnce(events);
+    if (event) await this.appendOnce([event]);
   }
 
   /** Appends; false when a guard says it was already done (a duplicate webhook). */
@@ -241,7 +249,8 @@ export class ForwardService extends MessagingService {
         .findSent({
           from: recipientProxy,
           to: recipient,
-          since: (message.claimedAt ?? message.receivedAt) - 60_000,
+          // From the lost claim on (2 s of clock skew): earlier sends of the same text are not this one.
+          since: (message.claimedAt ?? message.receivedAt) - 2_000,
           body: message.body,
         })
         .catch(() => undefined);

@@ -89,6 +89,14 @@ export class RecyclerService {
 
   private async poolHealth(): Promise<{ health: DomainEvent; bought: E164[] }> {
     const [pool, open] = await Promise.all([this.deps.store.listPool(), this.deps.store.openSessions(5000)]);
+    // Drained numbers leave the pool (conditional on still being unheld; a lost race waits for next run).
+    for (const n of pool.filter((p) => p.status === "draining" && p.load === 0)) {
+      await this.deps.store
+        .append([makeEvent(this.ctx(), "NumberRetired", null, { phoneNumber: n.phoneNumber })])
+        .catch((error) => {
+          if (!(error instanceof ConcurrentWriteError)) throw error;
+        });
+    }
     const active = pool.filter((n) => n.status === "active");
     const openPairs = pool.reduce((sum, n) => sum + n.load, 0);
     const pairs = open.map((s) => [s.participants[0].phoneNumber, s.participants[1].phoneNumber] as const);

@@ -10,7 +10,7 @@ import {
   SessionNotOpenError,
 } from "../domain/errors.ts";
 import { type DomainEvent, makeEvent, type SessionMode, type TtlMode } from "../domain/events.ts";
-import { callingCode, type E164 } from "../domain/phone.ts";
+import { callingCode, type E164, toE164 } from "../domain/phone.ts";
 import { decide, effectiveStatus, type Session } from "../domain/session.ts";
 import { type Clock, decisionContext, type ForwardQueue, type MasklineStore } from "../ports.ts";
 
@@ -177,7 +177,8 @@ export class SessionService {
   ): Promise<{ messageId: string; replayed: boolean }> {
     const session = await this.getSession(sessionId);
     if (session.status !== "open") throw new SessionNotOpenError(sessionId, session.status);
-    const recipient = session.participants.find((p) => p.phoneNumber === input.to || p.id === input.to);
+    const toNumber = toE164(input.to);
+    const recipient = session.participants.find((p) => p.phoneNumber === toNumber || p.id === input.to);
     if (!recipient) throw new ParticipantNotInSessionError(sessionId);
     const idempotency = idempotencyKey
       ? { key: `messages:${sessionId}:${idempotencyKey}`, requestHash: hashOf(input) }
@@ -236,17 +237,35 @@ export class SessionService {
     return this.deps.store.listPool();
   }
 
-  /** Drains a number: no new sessions get it, open ones continue until they end. */
-  async retireNumber(phoneNumber: E164) {
-    const existing = (await this.deps.store.listPool()).find((n) => n.phoneNumber === phoneNumber);
-    if (!existing) throw new NumberNotFoundError(phoneNumber);
-    if (existing.status === "active") {
+  /**
+   * Retires a number: with no open pair it leaves the pool at once (NumberRetired); otherwise it drains
+   * (NumberDraining: no new sessions get it, open ones continue) and the recycler retires it when the last
+   * pair is released.
+   */
+  async retireNumber(
+    phoneNumber: E164,
+  ): Promise<{ phoneNumber: E164; status: "draining" | "retired"; load: number }> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const existing = (await this.deps.store.listPool()).find((n) => n.phoneNumber === phoneNumber);
+      if (!existing) throw new NumberNotFoundError(phoneNumber);
+      if (existing.status === "draining" && existing.load > 0)
+        return { phoneNumber, status: "draining", load: existing.load };
+      const event =
+        existing.load === 0
+          ? makeEvent(this.ctx(), "NumberRetired", null, { phoneNumber })
+          : makeEvent(this.ctx(), "NumberDraining", null, { phoneNumber, openPairs: existing.load });
       try {
-        await this.deps.store.append([makeEvent(this.ctx(), "NumberRetired", null, { phoneNumber })]);
+        await this.deps.store.append([event]);
+        return {
+          phoneNumber,
+          status: event.type === "NumberRetired" ? "retired" : "draining",
+          load: existing.load,
+        };
       } catch (error) {
+        // A session took or released a pair meanwhile: read again.
         if (!(error instanceof ConcurrentWriteError)) throw error;
       }
     }
-    return { ...existing, status: "retired" as const };
+    throw new ConcurrentWriteError(["number"]);
   }
 }

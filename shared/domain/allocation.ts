@@ -2,7 +2,8 @@ import type { E164 } from "./phone.ts";
 
 export interface PoolNumber {
   phoneNumber: E164;
-  status: "active" | "retired";
+  /** draining: retirement requested; open sessions keep it, no new pair may take it. */
+  status: "active" | "draining";
   callingCode: string;
   /** Open (proxy, participant) pairs on this number: a proxy for the per-number send rate. */
   load: number;

@@ -70,6 +70,7 @@ export const eventDetailSchemas = {
   }),
   CallBridged: z.object({ callSid: z.string(), from: phone, to: phone, callerId: phone }),
   NumberAdded: z.object({ phoneNumber: phone, callingCode: z.string() }),
+  NumberDraining: z.object({ phoneNumber: phone, openPairs: z.number().int().nonnegative() }),
   NumberRetired: z.object({ phoneNumber: phone }),
   PoolHealthReported: z.object({
     activeNumbers: z.number().int().nonnegative(),

@@ -139,6 +139,7 @@ export function evolve(state: SessionState, event: DomainEvent): SessionState {
     case "OutOfSessionMessage":
     case "CallBridged":
     case "NumberAdded":
+    case "NumberDraining":
     case "NumberRetired":
     case "PoolHealthReported":
     case "PoolLow":

@@ -265,7 +265,7 @@ describe("allocate API on DynamoDB Local", () => {
     const proxy = first.json.participants[0].proxyNumber;
     const retired = await call("DELETE", `/numbers/${encodeURIComponent(proxy)}`);
     assert.equal(retired.status, 200);
-    assert.equal(retired.json.status, "retired");
+    assert.equal(retired.json.status, "draining");
     const still = await call("GET", `/sessions/${first.json.sessionId}`);
     assert.equal(still.json.status, "open");
     for (let i = 0; i < 3; i++) {
@@ -275,8 +275,22 @@ describe("allocate API on DynamoDB Local", () => {
     }
     const list = await call("GET", "/numbers");
     const entry = list.json.numbers.find((n: { phoneNumber: string }) => n.phoneNumber === proxy);
-    assert.equal(entry.status, "retired");
-    const pairsOnIt = first.json.participants.filter((p: { proxyNumber: string }) => p.proxyNumber === proxy).length;
+    assert.equal(entry.status, "draining");
+    const pairsOnIt = first.json.participants.filter(
+      (p: { proxyNumber: string }) => p.proxyNumber === proxy,
+    ).length;
     assert.equal(entry.load, pairsOnIt, "its load is what still drains");
+
+    // A number nobody holds leaves the pool at once; its history stays in its events.
+    const unused = { phoneNumber: "+14155551999" };
+    assert.equal((await call("POST", "/numbers", { body: unused })).status, 201);
+    const gone = await call("DELETE", `/numbers/${encodeURIComponent(unused.phoneNumber)}`);
+    assert.equal(gone.json.status, "retired");
+    const after = (await call("GET", "/numbers")).json.numbers.map(
+      (n: { phoneNumber: string }) => n.phoneNumber,
+    );
+    assert.ok(!after.includes(unused.phoneNumber));
+    assert.equal((await call("DELETE", `/numbers/${encodeURIComponent(unused.phoneNumber)}`)).status, 404);
+    assert.equal((await call("DELETE", "/numbers/%25")).status, 400, "a stray % is a client error");
   });
 });

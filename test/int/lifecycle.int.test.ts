@@ -276,6 +276,31 @@ describe("session lifecycle: expiry, quarantine, recycling, events to the bus, p
     }
   });
 
+  test("a draining number leaves the pool with NumberRetired once its last session ends", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(2);
+      const { session, proxyA } = await p.open(A, B);
+      const draining = await p.sessions.retireNumber(proxyA as E164);
+      assert.equal(draining.status, "draining");
+      const { service } = recyclerFor(p);
+      await service.run({ budgetMs: 2000, batchSize: 10 });
+      assert.ok(
+        (await p.store.listPool()).some((n) => n.phoneNumber === proxyA),
+        "still draining while held",
+      );
+      await p.sessions.closeSession(session.sessionId);
+      await service.run({ budgetMs: 2000, batchSize: 10 });
+      assert.ok(!(await p.store.listPool()).some((n) => n.phoneNumber === proxyA), "gone once drained");
+      const types = (await p.scan())
+        .filter((i) => i.kind === "event" && i.pk === `NUMBER#${proxyA}`)
+        .map((i) => i.type);
+      assert.deepEqual(types.sort(), ["NumberAdded", "NumberDraining", "NumberRetired"]);
+    } finally {
+      await p.stop();
+    }
+  });
+
   test("a platform message is delivered once, from the recipient's proxy number, under Idempotency-Key replays", async () => {
     const p = await startPipeline(aws);
     try {

@@ -85,6 +85,7 @@ export async function startPipeline(
     sandbox,
     bus: new LocalEventBus(),
     sandboxApi: async () => false,
+    sandboxEnabled: () => true,
   });
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   const arn = await aws.sqsClient.send(

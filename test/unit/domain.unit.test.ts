@@ -245,7 +245,7 @@ describe("allocation ranking", () => {
       ["+14155550103", 9],
       ["+14155550104", 0],
     ]);
-    numbers[3] = { ...(numbers[3] as PoolNumber), status: "retired" };
+    numbers[3] = { ...(numbers[3] as PoolNumber), status: "draining" };
     assert.deepEqual(rankProxies({ ...base, pool: numbers, holdings }), ["+14155550103", "+14155550102"]);
   });
 });
