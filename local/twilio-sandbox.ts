@@ -57,6 +57,8 @@ export class TwilioSandbox extends EventEmitter {
   /** Recipients that answered STOP: sends to them fail with 21610, as on Twilio. */
   readonly unsubscribed = new Set<string>();
   faults: FaultPlan = { rate: 0, statuses: [] };
+  /** Accept the next N sends but answer only after `slowAnswerMs`: a client timeout after Twilio accepted. */
+  slowAnswers = { count: 0, slowAnswerMs: 0 };
   private nextAvailable = 200;
 
   constructor(private readonly options: SandboxOptions) {
@@ -118,6 +120,11 @@ export class TwilioSandbox extends EventEmitter {
     this.deliverToPhone(to, { direction: "in", counterpart: from, body: message.body, detail: message.sid });
     this.emit("message", message);
     setTimeout(() => void this.progress(message), this.options.statusCallbackDelayMs ?? 50);
+    if (this.slowAnswers.count > 0) {
+      this.slowAnswers.count--;
+      setTimeout(() => send(res, 201, toResource(message)), this.slowAnswers.slowAnswerMs);
+      return;
+    }
     return send(res, 201, toResource(message));
   }
 

@@ -237,6 +237,37 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
     }
   });
 
+  test("a Twilio timeout after Twilio accepted the send: the retry waits for the claim, reconciles, never sends twice", async () => {
+    const p = await startPipeline(aws, {
+      statusCallbacks: false,
+      twilioTimeoutMs: 300,
+      claimStaleMs: 2500,
+      visibilityTimeoutSeconds: 1,
+    });
+    try {
+      await p.pool(1);
+      const { session, proxyA } = await p.open(A, B);
+      p.sandbox.slowAnswers = { count: 1, slowAnswerMs: 1500 };
+      await p.sandbox.phoneSends(A, proxyA, "accepted but answered too late");
+      await p.sandbox.phoneSends(A, proxyA, "the next one waits its turn");
+      await p.waitFor(
+        async () =>
+          eventTypes(await p.scan(), session.sessionId).filter((t) => t === "MessageForwarded").length === 2,
+        20_000,
+        "both forwards recorded",
+      );
+      await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(
+        p.sentTo(B).map((m) => m.body),
+        ["accepted but answered too late", "the next one waits its turn"],
+        "each sent once, in order",
+      );
+      assert.equal((await p.dlqMessages()).length, 0);
+    } finally {
+      await p.stop();
+    }
+  });
+
   test("a stranger or an expired session gets the out-of-session reply and nothing is forwarded", async () => {
     const p = await startPipeline(aws);
     try {

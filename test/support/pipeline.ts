@@ -27,6 +27,8 @@ export interface PipelineOptions {
   wrapForwardStore?: (store: MasklineStore) => MasklineStore;
   statusCallbacks?: boolean;
   claimStaleMs?: number;
+  /** The twilio client's request timeout. */
+  twilioTimeoutMs?: number;
   visibilityTimeoutSeconds?: number;
 }
 
@@ -69,7 +71,12 @@ export async function startPipeline(
   const forwardService = new ForwardService({
     ...common,
     store: options.wrapForwardStore ? options.wrapForwardStore(store) : store,
-    gateway: new TwilioGateway({ accountSid: ACCOUNT_SID, authToken: AUTH_TOKEN, apiBaseUrl: baseUrl }),
+    gateway: new TwilioGateway({
+      accountSid: ACCOUNT_SID,
+      authToken: AUTH_TOKEN,
+      apiBaseUrl: baseUrl,
+      timeoutMs: options.twilioTimeoutMs,
+    }),
     statusCallbackUrl: (job) =>
       options.statusCallbacks === false
         ? undefined
