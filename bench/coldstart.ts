@@ -1,0 +1,290 @@
+/**
+ * Cold-start proxy: each production handler bundled the way CDK's NodejsFunction bundles it (esbuild, node
+ * platform, target node22, ESM, minified, source maps, module/main fields, the infra's createRequire
+ * banner, AWS SDK bundled), its size, and its module-initialisation time in a fresh Node process (median of
+ * N runs, NODE_OPTIONS=--enable-source-maps as deployed), against a bare handler bundled the same way that
+ * imports and constructs only the same AWS SDK clients. The esbuild metafile shows what each bundle holds:
+ * inbound must hold no Twilio REST client.
+ *
+ *   npm run bench:coldstart [-- --quick] [-- --runs 15]
+ */
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { gzipSync } from "node:zlib";
+import { type BuildOptions, build, type Metafile } from "esbuild";
+import { type FunctionName, functions } from "../shared/resources.ts";
+import { benchOptions, heading, log } from "./lib/cli.ts";
+import { main, onCleanup, repoRoot } from "./lib/processes.ts";
+import { kib, median, ms, ratio, table } from "./lib/stats.ts";
+
+const options = benchOptions({
+  runs: { full: 15, quick: 3, help: "fresh processes per bundle (median reported)" },
+});
+
+/** The banner the task brief documents, used only if the infra module cannot be loaded. */
+const DOCUMENTED_BANNER =
+  "import { createRequire } from 'module'; const require = createRequire(import.meta.url);";
+
+async function cdkBanner(): Promise<{ banner: string; source: string }> {
+  try {
+    const infra = (await import("../infra/constructs/maskline-function.ts")) as { ESM_BANNER?: unknown };
+    if (typeof infra.ESM_BANNER === "string")
+      return { banner: infra.ESM_BANNER, source: "infra/constructs/maskline-function.ts ESM_BANNER" };
+  } catch {
+    // fall through
+  }
+  return { banner: DOCUMENTED_BANNER, source: "documented banner (infra module not loadable)" };
+}
+
+/** Dummy configuration: enough for every handler's zod config to parse at import, no network at init. */
+const ENV: Record<string, string> = {
+  PATH: process.env.PATH ?? "",
+  AWS_REGION: "us-east-1",
+  AWS_ACCESS_KEY_ID: "AKIDBENCHCOLDSTART",
+  AWS_SECRET_ACCESS_KEY: "bench",
+  TABLE_NAME: "maskline-bench",
+  FORWARD_QUEUE_URL: "https://sqs.us-east-1.amazonaws.com/123456789012/maskline-forward.fifo",
+  PUBLIC_BASE_URL: "https://maskline.example.com",
+  TWILIO_ACCOUNT_SID: `AC${"0".repeat(32)}`,
+  TWILIO_AUTH_TOKEN: "0123456789abcdef0123456789abcdef",
+  MASKLINE_API_TOKEN: "bench-token-0123456789",
+  EVENT_BUS_NAME: "maskline",
+  POWERTOOLS_SERVICE_NAME: "maskline",
+  POWERTOOLS_METRICS_NAMESPACE: "Maskline",
+  LOG_LEVEL: "INFO",
+  NODE_OPTIONS: "--enable-source-maps",
+};
+
+/** How a bare handler constructs each SDK package's client. */
+const CLIENTS: Record<string, { imports: string; construct: string }> = {
+  "@aws-sdk/client-dynamodb": {
+    imports: 'import { DynamoDBClient } from "@aws-sdk/client-dynamodb";',
+    construct: "const dynamodb = new DynamoDBClient({});",
+  },
+  "@aws-sdk/lib-dynamodb": {
+    imports: 'import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";',
+    construct: "const doc = DynamoDBDocumentClient.from(dynamodb);",
+  },
+  "@aws-sdk/client-sqs": {
+    imports: 'import { SQSClient } from "@aws-sdk/client-sqs";',
+    construct: "const sqs = new SQSClient({});",
+  },
+  "@aws-sdk/client-eventbridge": {
+    imports: 'import { EventBridgeClient } from "@aws-sdk/client-eventbridge";',
+    construct: "const events = new EventBridgeClient({});",
+  },
+  "@aws-sdk/client-secrets-manager": {
+    imports: 'import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";',
+    construct: "const secrets = new SecretsManagerClient({});",
+  },
+  "@aws-sdk/client-dynamodb-streams": {
+    imports: 'import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";',
+    construct: "const streams = new DynamoDBStreamsClient({});",
+  },
+};
+
+const packageOf = (input: string) => {
+  const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(input);
+  return m?.[1] ?? "(maskline code)";
+};
+
+interface Bundle {
+  file: string;
+  bytes: number;
+  gzip: number;
+  mapBytes: number;
+  metafile: Metafile;
+}
+
+async function bundle(outfile: string, entry: BuildOptions, banner: string): Promise<Bundle> {
+  const result = await build({
+    ...entry,
+    bundle: true,
+    platform: "node",
+    target: "node22",
+    format: "esm",
+    mainFields: ["module", "main"],
+    minify: true,
+    sourcemap: true,
+    sourcesContent: false,
+    banner: { js: banner },
+    tsconfig: join(repoRoot, "tsconfig.json"),
+    logLevel: "warning",
+    outfile,
+    metafile: true,
+  });
+  const code = readFileSync(outfile);
+  return {
+    file: outfile,
+    bytes: code.byteLength,
+    gzip: gzipSync(code).byteLength,
+    mapBytes: statSync(`${outfile}.map`).size,
+    metafile: result.metafile,
+  };
+}
+
+/** Module initialisation of `file` in a fresh node process: the time `await import()` takes, in ms. */
+function initTime(probe: string, file: string, sourceMaps = true): number {
+  const env = sourceMaps ? ENV : { ...ENV, NODE_OPTIONS: "" };
+  const run = spawnSync(process.execPath, [probe, file], { env, encoding: "utf8", timeout: 60_000 });
+  if (run.status !== 0) throw new Error(`init of ${file} failed (${run.status}):\n${run.stderr}`);
+  const parsed = JSON.parse(run.stdout.trim().split("\n").pop() ?? "{}") as { ms?: number };
+  if (typeof parsed.ms !== "number") throw new Error(`no timing from ${file}: ${run.stdout}`);
+  return parsed.ms;
+}
+
+function inputsOf(b: Bundle) {
+  const output = Object.entries(b.metafile.outputs).find(([path]) => path.endsWith(".mjs"))?.[1];
+  return Object.entries(output?.inputs ?? {}).map(([path, i]) => ({ path, bytes: i.bytesInOutput }));
+}
+
+main(async () => {
+  heading(`bench:coldstart${options.quick ? " (quick)" : ""}`);
+  const dir = mkdtempSync(join(tmpdir(), "maskline-coldstart-"));
+  onCleanup(async () => rmSync(dir, { recursive: true, force: true }));
+  const { banner, source } = await cdkBanner();
+  log(
+    `esbuild like CDK NodejsFunction: node22 ESM, minify, sourcemap, mainFields module,main, AWS SDK bundled; banner from ${source}`,
+  );
+  const probe = join(dir, "probe.mjs");
+  writeFileSync(
+    probe,
+    [
+      'import { pathToFileURL } from "node:url";',
+      "const started = performance.now();",
+      "const mod = await import(pathToFileURL(process.argv[2]).href);",
+      "const ms = performance.now() - started;",
+      'if (typeof mod.handler !== "function") throw new Error("no handler export");',
+      'process.stdout.write("\\n" + JSON.stringify({ ms }) + "\\n");',
+    ].join("\n"),
+  );
+
+  const names = Object.keys(functions) as FunctionName[];
+  const built: { name: FunctionName; ours: Bundle; bare: Bundle; clients: string[] }[] = [];
+  for (const name of names) {
+    const fn = functions[name];
+    mkdirSync(join(dir, name));
+    const ours = await bundle(
+      join(dir, name, "index.mjs"),
+      { entryPoints: [join(repoRoot, fn.entry)] },
+      banner,
+    );
+    const clients = [...new Set(inputsOf(ours).map((i) => packageOf(i.path)))]
+      .filter((p) => p in CLIENTS)
+      .sort();
+    // The document client wraps a DynamoDB client: construct that first.
+    const ordered = clients.sort(
+      (a, b) => Number(b === "@aws-sdk/client-dynamodb") - Number(a === "@aws-sdk/client-dynamodb"),
+    );
+    const needsDynamo =
+      ordered.includes("@aws-sdk/lib-dynamodb") && !ordered.includes("@aws-sdk/client-dynamodb");
+    const parts = [...(needsDynamo ? ["@aws-sdk/client-dynamodb"] : []), ...ordered].map((p) => CLIENTS[p]);
+    const contents = [
+      ...parts.map((p) => p?.imports),
+      ...parts.map((p) => p?.construct),
+      `export const handler = async () => ({ statusCode: 200, body: String(${parts.length}) });`,
+    ].join("\n");
+    mkdirSync(join(dir, `bare-${name}`));
+    const bare = await bundle(
+      join(dir, `bare-${name}`, "index.mjs"),
+      { stdin: { contents, resolveDir: repoRoot, loader: "js", sourcefile: `bare-${name}.mjs` } },
+      banner,
+    );
+    built.push({ name, ours, bare, clients });
+  }
+
+  heading("Bundles");
+  log(
+    table([
+      ["function", "bundle", "gzip", "source map", "bare bundle", "ours / bare", "largest parts"],
+      ...built.map(({ name, ours, bare }) => {
+        const byPackage = new Map<string, number>();
+        for (const i of inputsOf(ours))
+          byPackage.set(packageOf(i.path), (byPackage.get(packageOf(i.path)) ?? 0) + i.bytes);
+        const top = [...byPackage]
+          .sort((a, b) => b[1] - a[1])
+          .slice(0, 3)
+          .map(([p, b]) => `${p} ${kib(b)}`)
+          .join(", ");
+        return [
+          name,
+          kib(ours.bytes),
+          kib(ours.gzip),
+          kib(ours.mapBytes),
+          kib(bare.bytes),
+          ratio(ours.bytes, bare.bytes),
+          top,
+        ];
+      }),
+    ]),
+  );
+  log(
+    `  bare handlers import and construct only these SDK clients: ${[...new Set(built.flatMap((b) => b.clients))].join(", ")}`,
+  );
+
+  heading("Twilio REST client in each bundle (esbuild metafile)");
+  for (const { name, ours } of built) {
+    const rest = inputsOf(ours).filter((i) => /node_modules\/twilio\/lib\/rest\//.test(i.path));
+    const axios = inputsOf(ours).filter((i) => packageOf(i.path) === "axios");
+    const twilioAll = inputsOf(ours).filter((i) => packageOf(i.path) === "twilio");
+    log(
+      `  ${name.padEnd(9)} twilio/lib/rest: ${String(rest.length).padStart(4)} inputs, ${kib(rest.reduce((s, i) => s + i.bytes, 0)).padStart(10)}; ` +
+        `axios: ${axios.length} inputs; all of twilio: ${kib(twilioAll.reduce((s, i) => s + i.bytes, 0))}`,
+    );
+  }
+  const inboundRest = inputsOf(built.find((b) => b.name === "inbound")?.ours as Bundle).filter((i) =>
+    /node_modules\/twilio\/lib\/rest\//.test(i.path),
+  );
+  log(
+    inboundRest.length === 0
+      ? "  inbound holds no twilio/lib/rest input: the REST client is not in its bundle, so it cannot load"
+      : `  ERROR: inbound bundles ${inboundRest.length} twilio/lib/rest inputs`,
+  );
+  if (inboundRest.length) process.exitCode = 1;
+
+  heading(`Module initialisation in a fresh node ${process.version} process (median of ${options.runs})`);
+  const times = new Map<string, number[]>();
+  for (let r = 0; r < options.runs; r++)
+    for (const { name, ours, bare } of built) {
+      for (const [key, file, sourceMaps] of [
+        [name, ours.file, true],
+        [`bare-${name}`, bare.file, true],
+        ...(options.quick ? [] : ([[`nomap-${name}`, ours.file, false]] as const)),
+      ] as const) {
+        const list = times.get(key) ?? [];
+        list.push(initTime(probe, file, sourceMaps));
+        times.set(key, list);
+      }
+    }
+  log(
+    table([
+      [
+        "function",
+        "init (ours)",
+        "init (bare SDK clients)",
+        "ours / bare",
+        "ours min–max",
+        ...(options.quick ? [] : ["ours without --enable-source-maps"]),
+      ],
+      ...built.map(({ name }) => {
+        const ours = times.get(name) ?? [];
+        const bare = times.get(`bare-${name}`) ?? [];
+        const nomap = times.get(`nomap-${name}`) ?? [];
+        return [
+          name,
+          ms(median(ours)),
+          ms(median(bare)),
+          ratio(median(ours), median(bare)),
+          `${ms(Math.min(...ours), 0)}–${ms(Math.max(...ours), 0)}`,
+          ...(options.quick ? [] : [ms(median(nomap))]),
+        ];
+      }),
+    ]),
+  );
+  log(
+    "  NODE_OPTIONS=--enable-source-maps as the functions are deployed; init = `await import(bundle)` including " +
+      "top-level await (config parse, client construction). In AWS, inbound/forward also fetch the Twilio secret at init.",
+  );
+});
