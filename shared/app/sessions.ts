@@ -11,7 +11,7 @@ import {
 } from "../domain/errors.ts";
 import { type DomainEvent, makeEvent, type SessionMode, type TtlMode } from "../domain/events.ts";
 import { callingCode, type E164, toE164 } from "../domain/phone.ts";
-import { decide, effectiveStatus, type Session } from "../domain/session.ts";
+import { decide, effectiveStatus, evolve, initialState, type Session } from "../domain/session.ts";
 import { type Clock, decisionContext, type ForwardQueue, type MasklineStore } from "../ports.ts";
 
 export interface ParticipantInput {
@@ -115,7 +115,9 @@ export class SessionService {
       );
       try {
         await store.append(events, { idempotency: idempotency && { ...idempotency, result: sessionId } });
-        return { session: await this.mustGet(sessionId), replayed: false };
+        // The projection is what the events say: no need to read back what was just written.
+        const session = events.reduce(evolve, initialState());
+        return { session: session ?? (await this.mustGet(sessionId)), replayed: false };
       } catch (error) {
         if (!(error instanceof ConcurrentWriteError)) throw error;
         lastError = error;
