@@ -10,7 +10,7 @@ import type { AppendOptions, MasklineStore } from "../../shared/ports.ts";
  * `SessionService` in seconds. It keeps exactly the projections allocation reads (pool numbers with their
  * load, per-participant holdings, sessions) with the same guards as `DynamoStore.append` (a pair is taken
  * only if free; a number gains load only while active; a session closes only once), all-or-nothing like a
- * transaction. Message, route and recycler queries are not part of allocation and are not implemented.
+ * transaction. Message, route and recycler queries lie outside allocation: calling them throws.
  */
 export class MemoryAllocationStore implements MasklineStore {
   private readonly pool = new Map<E164, PoolNumber>();
