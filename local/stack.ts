@@ -143,6 +143,7 @@ export async function startEmbeddedStack(
       TABLE_NAME: tableName,
       FORWARD_QUEUE_URL: queue.queueUrl,
       PUBLIC_BASE_URL: publicBaseUrl,
+      LOCAL_SIGNATURE_ACCEPT_REQUEST_HOST: local.PUBLIC_BASE_URL ? "false" : "true",
       MASKLINE_API_TOKEN: apiToken,
       MASKLINE_AUTH: "token",
       TWILIO_ACCOUNT_SID: accountSid,

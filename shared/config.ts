@@ -30,6 +30,11 @@ export const webhookConfigSchema = z.object({
     .string()
     .max(320)
     .default("This conversation has ended. Please use the app to get in touch."),
+  /** Set by the embedded stack only when PUBLIC_BASE_URL was not given (never in AWS). */
+  LOCAL_SIGNATURE_ACCEPT_REQUEST_HOST: z
+    .enum(["true", "false"])
+    .default("false")
+    .transform((v) => v === "true"),
   OUT_OF_SESSION_VOICE: z
     .string()
     .max(320)

@@ -55,6 +55,11 @@ type TwilioEvent = HttpEvent & { twilioParams?: Record<string, string> };
 export function twilioSignature(options: {
   authToken: string;
   publicBaseUrl: string;
+  /**
+   * Local only, when no PUBLIC_BASE_URL was configured: also accept a signature made for the URL the
+   * request actually came to (http://127.0.0.1:3000 as well as the default http://localhost:3000).
+   */
+  acceptRequestHost?: boolean;
 }): MiddlewareObj<TwilioEvent, HttpResult> {
   return {
     before: async (request) => {
@@ -65,9 +70,11 @@ export function twilioSignature(options: {
       const params: Record<string, string> = {};
       if (isForm) for (const [k, v] of new URLSearchParams(text)) params[k] = v;
       const query = event.rawQueryString ? `?${event.rawQueryString}` : "";
-      const url = `${options.publicBaseUrl}${event.rawPath}${query}`;
+      const urls = [`${options.publicBaseUrl}${event.rawPath}${query}`];
+      const host = headerOf(event, "host");
+      if (options.acceptRequestHost && host) urls.push(`http://${host}${event.rawPath}${query}`);
       const signature = headerOf(event, "x-twilio-signature");
-      if (!signature || !validateRequest(options.authToken, signature, url, params))
+      if (!signature || !urls.some((url) => validateRequest(options.authToken, signature, url, params)))
         throw problems.badSignature();
       if (!isForm) throw problems.unsupportedMediaType("application/x-www-form-urlencoded");
       event.twilioParams = params;
@@ -92,9 +99,16 @@ export interface InboundAppDeps {
   logger: Logger;
   authToken: string;
   publicBaseUrl: string;
+  acceptRequestHost?: boolean;
 }
 
-export function createInboundHandler({ service, logger, authToken, publicBaseUrl }: InboundAppDeps) {
+export function createInboundHandler({
+  service,
+  logger,
+  authToken,
+  publicBaseUrl,
+  acceptRequestHost,
+}: InboundAppDeps) {
   const routes: Record<string, (event: TwilioEvent) => Promise<HttpResult>> = {
     "POST /twilio/sms": async (event) => {
       const f = form(event, smsForm);
@@ -156,7 +170,7 @@ export function createInboundHandler({ service, logger, authToken, publicBaseUrl
   };
   return middy<TwilioEvent, HttpResult>()
     .use(problemJson(logger))
-    .use(twilioSignature({ authToken, publicBaseUrl }))
+    .use(twilioSignature({ authToken, publicBaseUrl, acceptRequestHost }))
     .handler(async (event) => {
       const route = routes[event.routeKey];
       if (!route) throw problems.routeNotFound();

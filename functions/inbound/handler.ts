@@ -11,4 +11,5 @@ export const handler = createInboundHandler({
   logger,
   authToken: await twilioAuthToken(),
   publicBaseUrl: webhooks.PUBLIC_BASE_URL,
+  acceptRequestHost: webhooks.LOCAL_SIGNATURE_ACCEPT_REQUEST_HOST,
 });
