@@ -2,7 +2,7 @@ import type { Holding, PoolNumber } from "../../shared/domain/allocation.ts";
 import { ConcurrentWriteError } from "../../shared/domain/errors.ts";
 import type { DomainEvent } from "../../shared/domain/events.ts";
 import type { E164 } from "../../shared/domain/phone.ts";
-import type { Session } from "../../shared/domain/session.ts";
+import { evolve, type Session } from "../../shared/domain/session.ts";
 import type { AppendOptions, MasklineStore } from "../../shared/ports.ts";
 
 /**
@@ -29,19 +29,11 @@ export class MemoryAllocationStore implements MasklineStore {
           const sessionId = event.sessionId ?? "";
           const d = event.detail;
           if (this.sessions.has(sessionId)) conflicts.push(`session:${sessionId}`);
-          writes.push(() =>
-            this.sessions.set(sessionId, {
-              sessionId,
-              status: "open",
-              mode: d.mode,
-              ttlSeconds: d.ttlSeconds,
-              ttlMode: d.ttlMode,
-              createdAt: event.occurredAt,
-              expiresAt: d.expiresAt,
-              closedAt: null,
-              participants: d.participants,
-            }),
-          );
+          // The session projection is what the domain derives from its events.
+          writes.push(() => {
+            const session = evolve(null, event);
+            if (session) this.sessions.set(sessionId, session);
+          });
           const [a, b] = d.participants;
           for (const [p, other] of [
             [a, b],
