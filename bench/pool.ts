@@ -13,14 +13,14 @@
  */
 import { TransactWriteCommand } from "@aws-sdk/lib-dynamodb";
 import { newId } from "../shared/adapters/ids.ts";
+import { MemoryStore } from "../shared/adapters/memory-store.ts";
+import type { SessionServiceDeps } from "../shared/app/sessions.ts";
 import { SessionService } from "../shared/app/sessions.ts";
 import { busiestParticipantLoad } from "../shared/domain/allocation.ts";
 import { PoolExhaustedError } from "../shared/domain/errors.ts";
 import type { E164 } from "../shared/domain/phone.ts";
-import type { MasklineStore } from "../shared/ports.ts";
 import { startLocalAws } from "../test/support/stack.ts";
 import { benchOptions, heading, log, quietNodeWarnings } from "./lib/cli.ts";
-import { MemoryAllocationStore } from "./lib/memory-store.ts";
 import { AwsMeter, type MeteredCall, sizeOf } from "./lib/meter.ts";
 import { main, onCleanup } from "./lib/processes.ts";
 import { int, ms, ratio, summarize, table, usd } from "./lib/stats.ts";
@@ -72,7 +72,7 @@ interface ReplayResult {
 
 /** Replays trace events through the real SessionService over `store`, on the trace's own clock. */
 async function replay(
-  store: MasklineStore,
+  store: SessionServiceDeps["store"],
   sessions: readonly TraceSession[],
   until: number,
   poolSize: number,
@@ -182,8 +182,8 @@ main(async () => {
 
   // ---- Full trace, real SessionService, in-memory store --------------------------------------------------
   heading("Full trace through SessionService (in-memory store, same allocator and guards)");
-  const atL = await replay(new MemoryAllocationStore(), trace.sessions, trace.length, c.L, c.peakAt);
-  const belowL = await replay(new MemoryAllocationStore(), trace.sessions, trace.length, c.L - 1, c.peakAt);
+  const atL = await replay(new MemoryStore(), trace.sessions, trace.length, c.L, c.peakAt);
+  const belowL = await replay(new MemoryStore(), trace.sessions, trace.length, c.L - 1, c.peakAt);
   const openCpu = summarize(atL.openMs);
   log(
     table([
@@ -267,7 +267,7 @@ main(async () => {
     meet.push({ id: meet.length, host: 1, guest: 10 + c.L + i, open: c.L + i, close: 1e9 });
   meet.push({ id: meet.length, host: 0, guest: 1, open: 2 * c.L, close: 1e9 });
   const meetShared = smallestSharedPool(meet, 1e9, c.L, 2 * c.L - 1, 0);
-  const meetOurs = await replay(new MemoryAllocationStore(), meet, 1e9, c.L, 0);
+  const meetOurs = await replay(new MemoryStore(), meet, 1e9, c.L, 0);
   log(
     `  two participants at ${c.L - 1} sessions each open one together: balanced shared numbers need ` +
       `${meetShared.poolSize} (2L-1), Maskline opens it with a pool of L = ${c.L} (${meetOurs.failures} failures)`,

@@ -1,5 +1,6 @@
 import type { Holding, PoolNumber } from "./domain/allocation.ts";
 import type { DomainEvent } from "./domain/events.ts";
+import type { MessageRecord } from "./domain/message.ts";
 import type { E164 } from "./domain/phone.ts";
 import type { Route, Session } from "./domain/session.ts";
 
@@ -27,46 +28,58 @@ export interface MessageContent {
 }
 
 export interface AppendOptions {
-  /** Written in the same transaction; a second writer with the same key loses with a conflict. */
+  /** Written in the same transaction; a second writer with the same key loses with an idempotency conflict. */
   idempotency?: { key: string; requestHash: string; result: string };
   /** Message bodies for MessageReceived events: stored with the message (retention-limited), never in the event. */
   content?: ReadonlyMap<string, MessageContent>;
 }
 
-export type MessageState = "received" | "sending" | "forwarded" | "failed" | "blocked" | "out-of-session";
+/*
+ * The store, split by use: each service and each fake implements only what it reads or writes. One adapter
+ * (DynamoStore) implements them all over one table; the in-memory store implements what allocation needs.
+ */
 
-export interface MessageRecord {
-  messageId: string;
-  sessionId: string | null;
-  state: MessageState;
-  source: "sms" | "platform";
-  from: E164 | null;
-  recipient: E164 | null;
-  recipientProxy: E164 | null;
-  body: string;
-  mediaUrls: string[];
-  receivedAt: number;
-  claimedAt: number | null;
-  twilioSid: string | null;
+/** Appends events and their projection changes in ONE transaction; a failed guard throws ConcurrentWriteError. */
+export interface EventStore {
+  append(events: readonly DomainEvent[], options?: AppendOptions): Promise<void>;
+}
+
+export interface SessionReader {
+  getSession(sessionId: string): Promise<Session | undefined>;
+  sessionEvents(sessionId: string): Promise<DomainEvent[]>;
+}
+
+/** The hot-path lookup `(proxy, sender) → session, counterpart, counterpart's proxy`: one GetItem. */
+export interface RouteLookup {
+  getRoute(proxyNumber: E164, senderNumber: E164): Promise<Route | undefined>;
+}
+
+/** What allocation reads: the pool with its load, and what a participant holds. */
+export interface PoolView {
+  holdingsOf(participant: E164): Promise<Holding[]>;
+  listPool(): Promise<PoolNumber[]>;
+}
+
+export interface IdempotencyRecords {
+  getIdempotency(key: string): Promise<{ requestHash: string; result: string } | undefined>;
+}
+
+export interface MessageLog {
+  getMessage(messageId: string): Promise<MessageRecord | undefined>;
 }
 
 export type ClaimResult = "claimed" | "stale-claim" | "busy" | "done";
 
-export interface MasklineStore {
-  /** Appends events and updates their projections in ONE transaction; a failed guard throws ConcurrentWriteError. */
-  append(events: readonly DomainEvent[], options?: AppendOptions): Promise<void>;
-  getSession(sessionId: string): Promise<Session | undefined>;
-  sessionEvents(sessionId: string): Promise<DomainEvent[]>;
-  /** The hot-path lookup `(proxy, sender) → session, counterpart, counterpart's proxy`: one GetItem. */
-  getRoute(proxyNumber: E164, senderNumber: E164): Promise<Route | undefined>;
-  holdingsOf(participant: E164): Promise<Holding[]>;
-  listPool(): Promise<PoolNumber[]>;
-  getIdempotency(key: string): Promise<{ requestHash: string; result: string } | undefined>;
-  getMessage(messageId: string): Promise<MessageRecord | undefined>;
-  /** Claims the one Twilio send of a message; a claim older than `staleBefore` may be taken over. */
+/** The one Twilio send of a message is claimed first; operational state, not an event. */
+export interface SendClaims {
+  /** A claim older than `staleBefore` may be taken over. */
   claimSend(messageId: string, now: number, staleBefore: number): Promise<ClaimResult>;
   releaseClaim(messageId: string, claimedAt: number): Promise<void>;
-  /** Open sessions whose expiresAt has passed, oldest first, at most `limit` (from an index: may lag). */
+}
+
+/** Open sessions by expiry, from an index: may lag behind the session items. */
+export interface SessionIndex {
+  /** Open sessions whose expiresAt has passed, oldest first, at most `limit`. */
   expiredSessions(now: number, limit: number): Promise<Session[]>;
   openSessions(limit: number): Promise<Session[]>;
 }

@@ -2,7 +2,7 @@ import { processPartialResponse, SqsFifoPartialProcessorAsync } from "@aws-lambd
 import type { Logger } from "@aws-lambda-powertools/logger";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
 import { z } from "zod";
-import type { ForwardService } from "../../shared/app/messaging.ts";
+import type { ForwardService } from "../../shared/app/forward.ts";
 
 const forwardJob = z.object({ messageId: z.string().min(1), sessionId: z.string().min(1) });
 

@@ -1,7 +1,7 @@
 import { logger, messagingFromEnv } from "../../shared/adapters/aws.ts";
 import { twilioCredentials } from "../../shared/adapters/secrets.ts";
 import { TwilioGateway } from "../../shared/adapters/twilio-gateway.ts";
-import { ForwardService } from "../../shared/app/messaging.ts";
+import { ForwardService } from "../../shared/app/forward.ts";
 import { forwardConfigSchema, parseConfig } from "../../shared/config.ts";
 import { createForwardHandler } from "./app.ts";
 

@@ -5,7 +5,7 @@ import MessagingResponse from "twilio/lib/twiml/MessagingResponse.js";
 import VoiceResponse from "twilio/lib/twiml/VoiceResponse.js";
 import { validateRequest } from "twilio/lib/webhooks/webhooks.js";
 import { z } from "zod";
-import type { MessagingService } from "../../shared/app/messaging.ts";
+import type { InboundService } from "../../shared/app/inbound.ts";
 import { e164Schema, maskNumber, toE164 } from "../../shared/domain/phone.ts";
 import {
   type HttpEvent,
@@ -95,7 +95,7 @@ const twiml = (xml: string): HttpResult => ({
 });
 
 export interface InboundAppDeps {
-  service: MessagingService;
+  service: InboundService;
   logger: Logger;
   authToken: string;
   publicBaseUrl: string;

@@ -1,13 +1,13 @@
 import { logger, messagingFromEnv } from "../../shared/adapters/aws.ts";
 import { twilioAuthToken } from "../../shared/adapters/secrets.ts";
-import { MessagingService } from "../../shared/app/messaging.ts";
+import { InboundService } from "../../shared/app/inbound.ts";
 import { createInboundHandler } from "./app.ts";
 
 // Composition root: configuration and the Twilio secret are read once, at cold start.
 const { deps, webhooks } = messagingFromEnv();
 
 export const handler = createInboundHandler({
-  service: new MessagingService(deps),
+  service: new InboundService(deps),
   logger,
   authToken: await twilioAuthToken(),
   publicBaseUrl: webhooks.PUBLIC_BASE_URL,

@@ -1,18 +1,21 @@
 import { busiestParticipantLoad } from "../domain/allocation.ts";
-import { ConcurrentWriteError } from "../domain/errors.ts";
-import { type DomainEvent, makeEvent } from "../domain/events.ts";
-import { callingCode, countryOf, type E164 } from "../domain/phone.ts";
+import type { DomainEvent } from "../domain/events.ts";
+import { countryOf, type E164 } from "../domain/phone.ts";
+import { decideNumber, decidePoolHealth } from "../domain/pool.ts";
 import { decide, type Session } from "../domain/session.ts";
 import {
   type Clock,
   decisionContext,
-  type MasklineStore,
+  type EventStore,
   type Metrics,
   type NumberProvider,
+  type PoolView,
+  type SessionIndex,
 } from "../ports.ts";
+import { alreadyDone, handleCommand } from "./command.ts";
 
 export interface RecyclerDeps {
-  store: MasklineStore;
+  store: EventStore & PoolView & SessionIndex;
   clock: Clock;
   newId: (prefix: string) => string;
   quarantineSeconds: number;
@@ -74,64 +77,59 @@ export class RecyclerService {
     return { expired, more, health, bought };
   }
 
-  /** Decided on the index's copy; the conditional write rejects it if the session changed meanwhile. */
+  /**
+   * Decided on the index's copy, which may lag: SessionExpired names the expiresAt it saw, and its guard
+   * refuses it if the session was extended (or closed) since. The loser of a race skips the session.
+   */
   private async expire(session: Session): Promise<boolean> {
-    const events = decide({ type: "ExpireSession" }, session, this.ctx());
-    if (events.length === 0) return false;
-    try {
-      await this.deps.store.append(events);
-      return true;
-    } catch (error) {
-      if (error instanceof ConcurrentWriteError) return false; // another run (or a DELETE) got there first
-      throw error;
-    }
+    const result = await handleCommand(this.deps, {
+      load: async () => session,
+      decide: (state, ctx) => decide({ type: "ExpireSession" }, state, ctx),
+      settles: () => true,
+    });
+    return result.outcome === "appended";
   }
 
   private async poolHealth(): Promise<{ health: DomainEvent; bought: E164[] }> {
     const [pool, open] = await Promise.all([this.deps.store.listPool(), this.deps.store.openSessions(5000)]);
     // Drained numbers leave the pool (conditional on still being unheld; a lost race waits for next run).
     for (const n of pool.filter((p) => p.status === "draining" && p.load === 0)) {
-      await this.deps.store
-        .append([makeEvent(this.ctx(), "NumberRetired", null, { phoneNumber: n.phoneNumber })])
-        .catch((error) => {
-          if (!(error instanceof ConcurrentWriteError)) throw error;
-        });
+      await handleCommand(this.deps, {
+        load: async () => n,
+        decide: (state, ctx) =>
+          decideNumber({ type: "RetireIfDrained", phoneNumber: n.phoneNumber }, state, ctx),
+        settles: alreadyDone,
+      });
     }
     const active = pool.filter((n) => n.status === "active");
     const openPairs = pool.reduce((sum, n) => sum + n.load, 0);
     const pairs = open.map((s) => [s.participants[0].phoneNumber, s.participants[1].phoneNumber] as const);
     const busiest = busiestParticipantLoad(pairs);
-    const headroom = active.length - busiest;
+    const busiestNumber = busiestParticipant(pairs);
     const ctx = this.ctx();
-    const health = makeEvent(ctx, "PoolHealthReported", null, {
-      activeNumbers: active.length,
-      openPairs,
-      pairsPerNumber: active.length ? openPairs / active.length : 0,
-      busiestParticipantSessions: busiest,
-      headroom,
-    });
-    const events: DomainEvent[] = [health];
+    const events = decidePoolHealth(
+      {
+        activeNumbers: active.length,
+        openPairs,
+        busiestParticipantSessions: busiest,
+        busiestParticipant: busiestNumber,
+        lowHeadroom: this.deps.poolLowHeadroom,
+      },
+      ctx,
+    );
+    const health = events[0] as DomainEvent;
+    const headroom = active.length - busiest;
     const bought: E164[] = [];
-    if (headroom < this.deps.poolLowHeadroom) {
-      const busiestNumber = busiestParticipant(pairs);
-      events.push(
-        makeEvent(ctx, "PoolLow", null, {
-          headroom,
-          threshold: this.deps.poolLowHeadroom,
-          callingCode: busiestNumber ? callingCode(busiestNumber) : null,
-        }),
-      );
-      const topUp = this.deps.topUp;
-      const wanted = Math.min(this.deps.poolLowHeadroom - headroom, (topUp?.maxPoolSize ?? 0) - pool.length);
-      for (let i = 0; topUp && i < wanted; i++) {
+    const topUp = this.deps.topUp;
+    if (topUp && events.some((e) => e.type === "PoolLow")) {
+      const wanted = Math.min(this.deps.poolLowHeadroom - headroom, topUp.maxPoolSize - pool.length);
+      for (let i = 0; i < wanted; i++) {
         const number = await topUp.provider.buy({
           country: (busiestNumber && countryOf(busiestNumber)) ?? "US",
         });
         if (!number) break;
         bought.push(number);
-        events.push(
-          makeEvent(ctx, "NumberAdded", null, { phoneNumber: number, callingCode: callingCode(number) }),
-        );
+        events.push(...decideNumber({ type: "AddNumber", phoneNumber: number }, null, ctx));
       }
     }
     await this.deps.store.append(events);

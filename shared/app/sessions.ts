@@ -1,18 +1,28 @@
 import { createHash } from "node:crypto";
-import { type PoolNumber, rankProxies } from "../domain/allocation.ts";
+import { type Holding, type PoolNumber, rankProxies } from "../domain/allocation.ts";
 import {
   ConcurrentWriteError,
   IdempotencyConflictError,
-  NumberNotFoundError,
   ParticipantNotInSessionError,
   PoolExhaustedError,
   SessionNotFoundError,
   SessionNotOpenError,
 } from "../domain/errors.ts";
-import { type DomainEvent, makeEvent, type SessionMode, type TtlMode } from "../domain/events.ts";
+import type { DomainEvent, SessionMode, TtlMode } from "../domain/events.ts";
+import { decideMessage } from "../domain/message.ts";
 import { callingCode, type E164, toE164 } from "../domain/phone.ts";
+import { decideNumber } from "../domain/pool.ts";
 import { decide, effectiveStatus, evolve, initialState, type Session } from "../domain/session.ts";
-import { type Clock, decisionContext, type ForwardQueue, type MasklineStore } from "../ports.ts";
+import type {
+  Clock,
+  EventStore,
+  ForwardQueue,
+  IdempotencyRecords,
+  MessageLog,
+  PoolView,
+  SessionReader,
+} from "../ports.ts";
+import { alreadyDone, handleCommand } from "./command.ts";
 
 export interface ParticipantInput {
   phoneNumber: E164;
@@ -28,7 +38,7 @@ export interface OpenSessionInput {
 }
 
 export interface SessionServiceDeps {
-  store: MasklineStore;
+  store: EventStore & SessionReader & PoolView & IdempotencyRecords & MessageLog;
   queue: ForwardQueue;
   clock: Clock;
   newId: (prefix: string) => string;
@@ -39,15 +49,10 @@ export interface SessionServiceDeps {
 const MAX_ALLOCATION_ATTEMPTS = 40;
 
 const hashOf = (value: unknown) => createHash("sha256").update(JSON.stringify(value)).digest("hex");
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Application service behind the product API: sessions, platform messages and the number pool. */
 export class SessionService {
   constructor(private readonly deps: SessionServiceDeps) {}
-
-  private ctx() {
-    return decisionContext(this.deps);
-  }
 
   async openSession(
     input: OpenSessionInput,
@@ -63,72 +68,66 @@ export class SessionService {
     }
     const sessionId = this.deps.newId("ses");
     const [a, b] = input.participants;
-    let lastError: unknown;
-    for (let attempt = 0; attempt < MAX_ALLOCATION_ATTEMPTS; attempt++) {
-      const [pool, holdingsA, holdingsB] = await Promise.all([
-        store.listPool(),
-        store.holdingsOf(a.phoneNumber),
-        store.holdingsOf(b.phoneNumber),
-      ]);
-      const ctx = this.ctx();
-      const pick = (
-        p: ParticipantInput,
-        other: ParticipantInput,
-        holdings: typeof holdingsA,
-        pool: readonly PoolNumber[],
-      ) => {
-        const ranked = rankProxies({
-          participant: p.phoneNumber,
-          participantCallingCode: callingCode(p.phoneNumber),
-          counterpart: other.phoneNumber,
-          pool,
-          holdings,
-          now: ctx.now,
-        });
-        if (ranked.length === 0) throw new PoolExhaustedError(p.phoneNumber);
-        // After a lost race, spread retries over the best few so concurrent requests stop colliding.
-        const spread = Math.min(ranked.length, 1 + Math.floor(attempt / 2));
-        return ranked[Math.floor(Math.random() * spread)] as E164;
-      };
-      const proxyA = pick(a, b, holdingsA, pool);
-      // B's choice counts A's new pair, so the two sides spread over numbers when the pool allows.
-      const proxyB = pick(
-        b,
-        a,
-        holdingsB,
-        pool.map((n) => (n.phoneNumber === proxyA ? { ...n, load: n.load + 1 } : n)),
-      );
-      const events = decide(
-        {
-          type: "OpenSession",
-          sessionId,
-          mode: input.mode,
-          ttlSeconds: input.ttlSeconds,
-          ttlMode: input.ttlMode,
-          participants: [
-            { phoneNumber: a.phoneNumber, id: a.id ?? null, name: a.name ?? null, proxyNumber: proxyA },
-            { phoneNumber: b.phoneNumber, id: b.id ?? null, name: b.name ?? null, proxyNumber: proxyB },
-          ],
-        },
-        null,
-        ctx,
-      );
-      try {
-        await store.append(events, { idempotency: idempotency && { ...idempotency, result: sessionId } });
-        // The projection is what the events say: no need to read back what was just written.
-        const session = events.reduce(evolve, initialState());
-        return { session: session ?? (await this.mustGet(sessionId)), replayed: false };
-      } catch (error) {
-        if (!(error instanceof ConcurrentWriteError)) throw error;
-        lastError = error;
-        if (idempotency && error.conflicts.some((c) => c.startsWith("idempotency:"))) {
-          const replay = await this.replay(idempotency.key, idempotency.requestHash);
-          if (replay) return { session: await this.mustGet(replay), replayed: true };
-        }
-        await sleep(2 + Math.random() * 8 * Math.min(attempt + 1, 5));
-      }
+    const result = await handleCommand(this.deps, {
+      load: () =>
+        Promise.all([store.listPool(), store.holdingsOf(a.phoneNumber), store.holdingsOf(b.phoneNumber)]),
+      decide: ([pool, holdingsA, holdingsB], ctx, attempt) => {
+        const pick = (
+          p: ParticipantInput,
+          other: ParticipantInput,
+          holdings: Holding[],
+          pool: readonly PoolNumber[],
+        ) => {
+          const ranked = rankProxies({
+            participant: p.phoneNumber,
+            participantCallingCode: callingCode(p.phoneNumber),
+            counterpart: other.phoneNumber,
+            pool,
+            holdings,
+            now: ctx.now,
+          });
+          if (ranked.length === 0) throw new PoolExhaustedError(p.phoneNumber);
+          // After a lost race, spread retries over the best few so concurrent requests stop colliding.
+          const spread = Math.min(ranked.length, 1 + Math.floor(attempt / 2));
+          return ranked[Math.floor(Math.random() * spread)] as E164;
+        };
+        const proxyA = pick(a, b, holdingsA, pool);
+        // B's choice counts A's new pair, so the two sides spread over numbers when the pool allows.
+        const proxyB = pick(
+          b,
+          a,
+          holdingsB,
+          pool.map((n) => (n.phoneNumber === proxyA ? { ...n, load: n.load + 1 } : n)),
+        );
+        return decide(
+          {
+            type: "OpenSession",
+            sessionId,
+            mode: input.mode,
+            ttlSeconds: input.ttlSeconds,
+            ttlMode: input.ttlMode,
+            participants: [
+              { phoneNumber: a.phoneNumber, id: a.id ?? null, name: a.name ?? null, proxyNumber: proxyA },
+              { phoneNumber: b.phoneNumber, id: b.id ?? null, name: b.name ?? null, proxyNumber: proxyB },
+            ],
+          },
+          null,
+          ctx,
+        );
+      },
+      options: { idempotency: idempotency && { ...idempotency, result: sessionId } },
+      settles: (conflicts) => conflicts.some((c) => c.kind === "idempotency"),
+      attempts: MAX_ALLOCATION_ATTEMPTS,
+    });
+    if (result.outcome === "settled" && idempotency) {
+      // A concurrent request with the same key won: answer what it stored.
+      const replay = await this.replay(idempotency.key, idempotency.requestHash);
+      if (replay) return { session: await this.mustGet(replay), replayed: true };
+      throw new ConcurrentWriteError(result.conflicts);
     }
-    throw lastError;
+    // The projection is what the events say: no need to read back what was just written.
+    const session = result.events.reduce(evolve, initialState());
+    return { session: session ?? (await this.mustGet(sessionId)), replayed: false };
   }
 
   private async replay(key: string, requestHash: string): Promise<string | undefined> {
@@ -151,18 +150,13 @@ export class SessionService {
   }
 
   async closeSession(sessionId: string): Promise<Session> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const state = await this.mustGet(sessionId);
-      const events = decide({ type: "CloseSession" }, state, this.ctx());
-      if (events.length === 0) return this.getSession(sessionId);
-      try {
-        await this.deps.store.append(events);
-        return this.getSession(sessionId);
-      } catch (error) {
-        // Closed or expired concurrently (another DELETE or the recycler): read again, the answer is the same.
-        if (!(error instanceof ConcurrentWriteError)) throw error;
-      }
-    }
+    // Closed or expired concurrently (another DELETE or the recycler): the guard fails, read again.
+    await handleCommand(this.deps, {
+      load: () => this.mustGet(sessionId),
+      decide: (state, ctx) => decide({ type: "CloseSession" }, state, ctx),
+    }).catch((error) => {
+      if (!(error instanceof ConcurrentWriteError)) throw error;
+    });
     return this.getSession(sessionId);
   }
 
@@ -189,26 +183,30 @@ export class SessionService {
     let messageId = replay ?? this.deps.newId("msg");
     let replayed = Boolean(replay);
     if (!replay) {
-      const event = makeEvent(this.ctx(), "MessageReceived", sessionId, {
-        messageId,
-        source: "platform",
-        from: null,
-        to: recipient.phoneNumber,
-        proxyNumber: recipient.proxyNumber,
-        bodyLength: input.body.length,
-        numMedia: 0,
-      });
-      try {
-        await this.deps.store.append([event], {
+      const result = await handleCommand(this.deps, {
+        load: async () => null,
+        decide: (_, ctx) =>
+          decideMessage(
+            {
+              type: "ReceivePlatform",
+              messageId,
+              sessionId,
+              to: recipient.phoneNumber as E164,
+              proxyNumber: recipient.proxyNumber as E164,
+              bodyLength: input.body.length,
+            },
+            null,
+            ctx,
+          ),
+        options: {
           idempotency: idempotency && { ...idempotency, result: messageId },
           content: new Map([[messageId, { body: input.body, mediaUrls: [] }]]),
-        });
-      } catch (error) {
-        const raced =
-          error instanceof ConcurrentWriteError && idempotency
-            ? await this.replay(idempotency.key, idempotency.requestHash)
-            : undefined;
-        if (!raced) throw error;
+        },
+        settles: (conflicts) => conflicts.some((c) => c.kind === "idempotency"),
+      });
+      if (result.outcome === "settled") {
+        const raced = idempotency && (await this.replay(idempotency.key, idempotency.requestHash));
+        if (!raced) throw new ConcurrentWriteError(result.conflicts);
         messageId = raced;
         replayed = true;
       }
@@ -220,19 +218,12 @@ export class SessionService {
   }
 
   async addNumber(phoneNumber: E164): Promise<{ created: boolean }> {
-    const existing = (await this.deps.store.listPool()).find((n) => n.phoneNumber === phoneNumber);
-    if (existing?.status === "active") return { created: false };
-    const event = makeEvent(this.ctx(), "NumberAdded", null, {
-      phoneNumber,
-      callingCode: callingCode(phoneNumber),
+    const result = await handleCommand(this.deps, {
+      load: () => this.poolNumber(phoneNumber),
+      decide: (state, ctx) => decideNumber({ type: "AddNumber", phoneNumber }, state, ctx),
+      settles: alreadyDone,
     });
-    try {
-      await this.deps.store.append([event]);
-    } catch (error) {
-      if (!(error instanceof ConcurrentWriteError)) throw error;
-      return { created: false };
-    }
-    return { created: true };
+    return { created: result.outcome === "appended" };
   }
 
   async listNumbers() {
@@ -242,32 +233,21 @@ export class SessionService {
   /**
    * Retires a number: with no open pair it leaves the pool at once (NumberRetired); otherwise it drains
    * (NumberDraining: no new sessions get it, open ones continue) and the recycler retires it when the last
-   * pair is released.
+   * pair is released. A session that took or released a pair meanwhile makes the guard fail: read again.
    */
   async retireNumber(
     phoneNumber: E164,
   ): Promise<{ phoneNumber: E164; status: "draining" | "retired"; load: number }> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const existing = (await this.deps.store.listPool()).find((n) => n.phoneNumber === phoneNumber);
-      if (!existing) throw new NumberNotFoundError(phoneNumber);
-      if (existing.status === "draining" && existing.load > 0)
-        return { phoneNumber, status: "draining", load: existing.load };
-      const event =
-        existing.load === 0
-          ? makeEvent(this.ctx(), "NumberRetired", null, { phoneNumber })
-          : makeEvent(this.ctx(), "NumberDraining", null, { phoneNumber, openPairs: existing.load });
-      try {
-        await this.deps.store.append([event]);
-        return {
-          phoneNumber,
-          status: event.type === "NumberRetired" ? "retired" : "draining",
-          load: existing.load,
-        };
-      } catch (error) {
-        // A session took or released a pair meanwhile: read again.
-        if (!(error instanceof ConcurrentWriteError)) throw error;
-      }
-    }
-    throw new ConcurrentWriteError(["number"]);
+    const result = await handleCommand(this.deps, {
+      load: () => this.poolNumber(phoneNumber),
+      decide: (state, ctx) => decideNumber({ type: "RetireNumber", phoneNumber }, state, ctx),
+    });
+    const load = result.state?.load ?? 0;
+    const retired = result.events.some((e) => e.type === "NumberRetired");
+    return { phoneNumber, status: retired ? "retired" : "draining", load };
+  }
+
+  private async poolNumber(phoneNumber: E164): Promise<PoolNumber | null> {
+    return (await this.deps.store.listPool()).find((n) => n.phoneNumber === phoneNumber) ?? null;
   }
 }

@@ -45,10 +45,19 @@ export class IdempotencyConflictError extends DomainError {
   }
 }
 
+/** What a failed guard says: which kind of item, which one. A typed value the command can act on. */
+export type ConflictKind = "event" | "session" | "pair" | "number" | "message" | "call" | "idempotency";
+export interface Conflict {
+  kind: ConflictKind;
+  key: string;
+  /** True when the store cancelled for a concurrent write rather than a failed guard. */
+  contention?: boolean;
+}
+
 /** A conditional write lost a race; the command re-reads and retries. */
 export class ConcurrentWriteError extends DomainError {
   constructor(
-    readonly conflicts: readonly string[],
+    readonly conflicts: readonly Conflict[],
     options?: ErrorOptions,
   ) {
     super("A concurrent write changed the state this command read", options);

@@ -13,8 +13,10 @@ import { SqsForwardQueue } from "../../shared/adapters/sqs-queue.ts";
 import { TwilioNumberProvider, twilioClient } from "../../shared/adapters/twilio-gateway.ts";
 import { EventPublisher } from "../../shared/app/publisher.ts";
 import { RecyclerService } from "../../shared/app/recycler.ts";
+import { SessionService } from "../../shared/app/sessions.ts";
 import { domainEventSchema } from "../../shared/domain/events.ts";
 import type { E164 } from "../../shared/domain/phone.ts";
+import { projectEvents } from "../../shared/domain/projection.ts";
 import { decide } from "../../shared/domain/session.ts";
 import { ACCOUNT_SID, AUTH_TOKEN, startPipeline } from "../support/pipeline.ts";
 import { startLocalAws } from "../support/stack.ts";
@@ -79,6 +81,56 @@ describe("session lifecycle: expiry, quarantine, recycling, events to the bus, p
     } finally {
       await p.stop();
     }
+  });
+
+  test("an extension that lands after the recycler read its (lagging) index copy is not expired", async () => {
+    const { store } = await aws.fresh();
+    let now = Date.parse("2026-03-01T12:00:00Z");
+    const deps = {
+      store,
+      queue: { enqueue: async () => {} },
+      clock: { now: () => now },
+      newId,
+      quarantineSeconds: 60,
+    };
+    const sessions = new SessionService(deps);
+    await sessions.addNumber("+14155550100" as E164);
+    await sessions.addNumber("+14155550101" as E164);
+    const { session } = await sessions.openSession({
+      participants: [{ phoneNumber: "+13035550100" as E164 }, { phoneNumber: "+17205550100" as E164 }],
+      mode: "sms",
+      ttlSeconds: 60,
+      ttlMode: "sliding",
+    });
+    // The index copy the recycler will read: expiresAt still the first one.
+    const stale = { ...session };
+    now += 50_000;
+    await store.append(
+      decide({ type: "RecordActivity" }, session, { now, newId: () => newId("evt"), quarantineSeconds: 60 }),
+    );
+    now += 20_000; // past the old expiresAt, before the new one
+    const lagging = new Proxy(store, {
+      get: (target, prop, receiver) =>
+        prop === "expiredSessions" ? async () => [stale] : Reflect.get(target, prop, receiver),
+    });
+    const recycler = new RecyclerService({
+      ...deps,
+      store: lagging,
+      poolLowHeadroom: 0,
+      topUp: undefined,
+      metrics: { poolHealth: () => {} },
+    });
+    const report = await recycler.run({ budgetMs: 1000, batchSize: 10, reportHealth: false });
+    assert.equal(report.expired, 0);
+    const after = await store.getSession(session.sessionId);
+    assert.equal(after?.status, "open");
+    assert.equal(after?.expiresAt, new Date(now - 20_000 + 60_000).toISOString());
+    const [a] = session.participants;
+    assert.equal((await store.getRoute(a.proxyNumber as E164, a.phoneNumber as E164))?.state, "held");
+    assert.deepEqual(
+      (await store.sessionEvents(session.sessionId)).map((e) => e.type),
+      ["SessionOpened", "SessionExtended"],
+    );
   });
 
   test("quarantine: a new counterpart gets another number while one is free; a pool of one reuses it; late texts never reach the new counterpart", async () => {
@@ -153,8 +205,8 @@ describe("session lifecycle: expiry, quarantine, recycling, events to the bus, p
           null,
           { now: now - 60_000, newId: () => newId("evt"), quarantineSeconds: 60 },
         );
-        for (const { item } of p.store.transactItems(events))
-          if (item.Put) writes.push(item.Put.Item as Record<string, unknown>);
+        for (const change of projectEvents(events, { retentionSeconds: 3600 }))
+          if (change.type === "put") writes.push({ ...change.key, ...change.item });
       }
       for (let i = 0; i < writes.length; i += 25) {
         const chunk = writes.slice(i, i + 25).map((Item) => ({ PutRequest: { Item } }));

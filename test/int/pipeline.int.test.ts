@@ -4,8 +4,8 @@ import middy from "@middy/core";
 import { getExpectedTwilioSignature } from "twilio/lib/webhooks/webhooks.js";
 import { twilioSignature } from "../../functions/inbound/app.ts";
 import { logger } from "../../shared/adapters/aws.ts";
+import type { ForwardDeps } from "../../shared/app/forward.ts";
 import { problemJson } from "../../shared/http/middleware.ts";
-import type { MasklineStore } from "../../shared/ports.ts";
 import { lambdaContext } from "../support/http.ts";
 import { AUTH_TOKEN, OUT_OF_SESSION, startPipeline } from "../support/pipeline.ts";
 import { startLocalAws } from "../support/stack.ts";
@@ -196,11 +196,12 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
 
   test("a crash after the Twilio send and before the completion write does not send twice", async () => {
     let crashes = 0;
-    const crashOnce = (store: MasklineStore): MasklineStore =>
+    type Store = ForwardDeps["store"];
+    const crashOnce = (store: Store): Store =>
       new Proxy(store, {
         get(target, prop, receiver) {
           if (prop !== "append") return Reflect.get(target, prop, receiver);
-          return async (...args: Parameters<MasklineStore["append"]>) => {
+          return async (...args: Parameters<Store["append"]>) => {
             if (crashes === 0 && args[0].some((e) => e.type === "MessageForwarded")) {
               crashes++;
               throw new Error("injected crash between send and completion");

@@ -12,10 +12,11 @@ import { logger } from "../../shared/adapters/aws.ts";
 import { newId } from "../../shared/adapters/ids.ts";
 import { SqsForwardQueue } from "../../shared/adapters/sqs-queue.ts";
 import { TwilioGateway } from "../../shared/adapters/twilio-gateway.ts";
-import { ForwardService, MessagingService } from "../../shared/app/messaging.ts";
+import { type ForwardDeps, ForwardService } from "../../shared/app/forward.ts";
+import { InboundService } from "../../shared/app/inbound.ts";
 import { SessionService } from "../../shared/app/sessions.ts";
 import type { E164 } from "../../shared/domain/phone.ts";
-import type { MasklineStore } from "../../shared/ports.ts";
+
 import type { startLocalAws } from "./stack.ts";
 
 export const ACCOUNT_SID = `AC${"0123456789abcdef".repeat(2)}`;
@@ -24,7 +25,7 @@ export const OUT_OF_SESSION = "This conversation has ended.";
 
 export interface PipelineOptions {
   /** Wraps the forwarder's store, for fault injection (crashes between steps). */
-  wrapForwardStore?: (store: MasklineStore) => MasklineStore;
+  wrapForwardStore?: (store: ForwardDeps["store"]) => ForwardDeps["store"];
   statusCallbacks?: boolean;
   claimStaleMs?: number;
   /** The twilio client's request timeout. */
@@ -63,7 +64,7 @@ export async function startPipeline(
     outOfSessionVoice: "Goodbye.",
   };
   const inbound = createInboundHandler({
-    service: new MessagingService({ ...common, store }),
+    service: new InboundService({ ...common, store }),
     logger,
     authToken: AUTH_TOKEN,
     publicBaseUrl,

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { MemoryAllocationStore } from "../../bench/lib/memory-store.ts";
 import { sizeOf } from "../../bench/lib/meter.ts";
 import { seededRandom, zipfSampler, zipfTopShare } from "../../bench/lib/rng.ts";
 import { percentile, summarize } from "../../bench/lib/stats.ts";
@@ -15,6 +14,7 @@ import {
   traceEvents,
 } from "../../bench/lib/trace.ts";
 import { newId } from "../../shared/adapters/ids.ts";
+import { MemoryStore } from "../../shared/adapters/memory-store.ts";
 import { SessionService } from "../../shared/app/sessions.ts";
 import { busiestParticipantLoad } from "../../shared/domain/allocation.ts";
 import { PoolExhaustedError } from "../../shared/domain/errors.ts";
@@ -146,7 +146,7 @@ describe("bench in-memory store under the real SessionService", () => {
   async function replay(sessions: TraceSession[], until: number, hosts: number, poolSize: number) {
     let now = Date.parse("2025-03-03T00:00:00Z");
     const start = now;
-    const store = new MemoryAllocationStore();
+    const store = new MemoryStore();
     const service = new SessionService({
       store,
       queue: { enqueue: async () => {} },

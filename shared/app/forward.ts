@@ -1,0 +1,141 @@
+import type { DomainEvent } from "../domain/events.ts";
+import { decideMessage, type MessageCommand, type MessageRecord } from "../domain/message.ts";
+import { decide, effectiveStatus, type Session } from "../domain/session.ts";
+import {
+  type Clock,
+  decisionContext,
+  type EventStore,
+  type ForwardJob,
+  type MessageLog,
+  type SendClaims,
+  type SessionReader,
+  type SmsGateway,
+  SmsSendError,
+} from "../ports.ts";
+import { alreadyDone, handleCommand } from "./command.ts";
+
+export interface ForwardDeps {
+  store: EventStore & MessageLog & SendClaims & Pick<SessionReader, "getSession">;
+  gateway: SmsGateway;
+  clock: Clock;
+  newId: (prefix: string) => string;
+  quarantineSeconds: number;
+  /** Where Twilio posts status callbacks; undefined to ask for none. */
+  statusCallbackUrl: (job: ForwardJob) => string | undefined;
+  /** A claim older than this is taken over after reconciling with Twilio. */
+  claimStaleMs: number;
+  /** In-process retries of a retryable Twilio answer before the record goes back to the queue. */
+  maxInlineRetries: number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/** A record that must go back to the queue and be retried (in order, for its session). */
+export class RetryLaterError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "RetryLaterError";
+  }
+}
+
+export type ForwardOutcome = "forwarded" | "reconciled" | "already-done" | "blocked" | "failed" | "missing";
+
+/** The queue side of the hot path: exactly one Twilio send per stored message, outcomes recorded as events. */
+export class ForwardService {
+  constructor(private readonly deps: ForwardDeps) {}
+
+  async forward(job: ForwardJob): Promise<ForwardOutcome> {
+    const { store, gateway } = this.deps;
+    // The job names the session, so both reads go out together.
+    const [message, session] = await Promise.all([
+      store.getMessage(job.messageId),
+      store.getSession(job.sessionId),
+    ]);
+    if (!message) return "missing";
+    if (message.state !== "received" && message.state !== "sending") return "already-done";
+    const { recipient, recipientProxy } = message;
+    const now = this.deps.clock.now();
+    if (!session || effectiveStatus(session, now) !== "open" || !recipient || !recipientProxy) {
+      await this.record(message, { type: "Block", reason: "session-ended" });
+      return "blocked";
+    }
+    const claim = await store.claimSend(job.messageId, now, now - this.deps.claimStaleMs);
+    if (claim === "done") return "already-done";
+    if (claim === "busy") throw new RetryLaterError("another delivery of this message holds the send claim");
+    const claimedAt = now;
+    if (claim === "stale-claim") {
+      // A previous attempt claimed and may have sent before dying: ask Twilio before sending again.
+      // A carrier that cannot list its messages leaves us blind: sending again is preferred to losing it.
+      const found = await gateway
+        .findSent({
+          from: recipientProxy,
+          to: recipient,
+          // From the lost claim on (2 s of clock skew): earlier sends of the same text are not this one.
+          since: (message.claimedAt ?? message.receivedAt) - 2_000,
+          body: message.body,
+        })
+        .catch(() => undefined);
+      if (found) {
+        await this.complete(message, found.sid, session);
+        return "reconciled";
+      }
+    }
+    const sleep = this.deps.sleep ?? ((ms: number) => new Promise((r) => setTimeout(r, ms)));
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const sent = await gateway.send({
+          from: recipientProxy,
+          to: recipient,
+          body: message.body,
+          mediaUrls: message.mediaUrls,
+          statusCallback: this.deps.statusCallbackUrl(job),
+        });
+        await this.complete(message, sent.sid, session);
+        return "forwarded";
+      } catch (error) {
+        if (!(error instanceof SmsSendError)) throw error;
+        if (error.kind === "permanent") {
+          await this.record(message, {
+            type: "RecordSendFailure",
+            errorCode: error.errorCode,
+            reason: `rejected by Twilio (HTTP ${error.status ?? "?"})`,
+          });
+          return "failed";
+        }
+        if (error.kind === "ambiguous") {
+          // Twilio may have accepted it: keep the claim so the redelivery reconciles instead of resending.
+          throw new RetryLaterError("send outcome unknown; will reconcile", { cause: error });
+        }
+        if (attempt >= this.deps.maxInlineRetries) {
+          await store.releaseClaim(job.messageId, claimedAt);
+          throw new RetryLaterError("Twilio kept answering with a retryable error", { cause: error });
+        }
+        const backoff = Math.min(2000, error.retryAfterMs ?? 100 * 2 ** attempt + Math.random() * 100);
+        await sleep(backoff);
+      }
+    }
+  }
+
+  /** Records the send; the session's sliding expiry moves with it (alone if that part lost a race). */
+  private async complete(message: MessageRecord, twilioSid: string, session: Session): Promise<void> {
+    const claimed: MessageRecord = { ...message, state: "sending" };
+    const result = await handleCommand(this.deps, {
+      load: async () => session,
+      decide: (state, ctx) => [
+        ...decideMessage({ type: "RecordSend", twilioSid }, claimed, ctx),
+        ...decide({ type: "RecordActivity" }, state, ctx),
+      ],
+      settles: alreadyDone,
+    });
+    const forwarded = result.events[0];
+    if (result.outcome === "settled" && forwarded && result.events.length > 1)
+      await this.appendEvents([forwarded]);
+  }
+
+  private async record(message: MessageRecord, command: MessageCommand): Promise<void> {
+    await this.appendEvents(decideMessage(command, message, decisionContext(this.deps)));
+  }
+
+  private async appendEvents(events: DomainEvent[]) {
+    await handleCommand(this.deps, { load: async () => null, decide: () => events, settles: alreadyDone });
+  }
+}

@@ -1,0 +1,202 @@
+import { type DomainEvent, type EventContext, makeEvent } from "./events.ts";
+import type { E164 } from "./phone.ts";
+import { assertNever, type RouteDecision } from "./session.ts";
+
+/**
+ * The message aggregate: one inbound text, platform message or call, from acceptance to its outcome.
+ * received → (sending: the operational send claim) → forwarded → delivered | failed; or blocked / out of
+ * session at the door. Its state is the message projection; this decider is where the transitions live.
+ */
+export type MessageState = "received" | "sending" | "forwarded" | "failed" | "blocked" | "out-of-session";
+
+export interface MessageRecord {
+  messageId: string;
+  sessionId: string | null;
+  state: MessageState;
+  source: "sms" | "platform";
+  from: E164 | null;
+  recipient: E164 | null;
+  recipientProxy: E164 | null;
+  body: string;
+  mediaUrls: string[];
+  receivedAt: number;
+  claimedAt: number | null;
+  twilioSid: string | null;
+}
+
+export type MessageCommand =
+  | {
+      type: "ReceiveSms";
+      messageId: string;
+      from: E164;
+      to: E164;
+      route: RouteDecision;
+      bodyLength: number;
+      numMedia: number;
+      optOutType: string | undefined;
+      /** The out-of-session auto-reply will be sent (recorded in the event). */
+      replying: boolean;
+    }
+  | {
+      type: "ReceivePlatform";
+      messageId: string;
+      sessionId: string;
+      to: E164;
+      proxyNumber: E164;
+      bodyLength: number;
+    }
+  | { type: "ReceiveCall"; callSid: string; from: E164; to: E164; route: RouteDecision }
+  | { type: "RecordSend"; twilioSid: string }
+  | { type: "RecordSendFailure"; errorCode: string | null; reason: string }
+  | { type: "RecordStatus"; twilioSid: string; status: string; errorCode: string | null }
+  | { type: "Block"; reason: "session-ended" };
+
+/** Twilio's own keyword classes: it answers them itself, so they are never relayed. */
+const OPT_OUT_TYPES = new Set(["STOP", "START", "HELP"]);
+
+const isOpen = (m: MessageRecord | null) => m?.state === "received" || m?.state === "sending";
+
+/**
+ * Decides the events of a message command. Receive commands take `null` for a message not yet stored (the
+ * hot path does not read it: the store's guard refuses a second MessageReceived for the same id).
+ */
+export function decideMessage(
+  command: MessageCommand,
+  state: MessageRecord | null,
+  ctx: EventContext,
+): DomainEvent[] {
+  switch (command.type) {
+    case "ReceiveSms": {
+      if (state) return [];
+      const { route } = command;
+      if (route.kind === "out-of-session")
+        return [
+          makeEvent(ctx, "OutOfSessionMessage", route.sessionId, {
+            messageId: command.messageId,
+            channel: "sms",
+            from: command.from,
+            to: command.to,
+            replied: command.replying,
+          }),
+        ];
+      if (command.optOutType && OPT_OUT_TYPES.has(command.optOutType.toUpperCase()))
+        return [
+          makeEvent(ctx, "MessageBlocked", route.sessionId, {
+            messageId: command.messageId,
+            reason: "opt-out",
+          }),
+        ];
+      return [
+        makeEvent(ctx, "MessageReceived", route.sessionId, {
+          messageId: command.messageId,
+          source: "sms",
+          from: command.from,
+          to: route.recipient,
+          proxyNumber: route.recipientProxy,
+          bodyLength: command.bodyLength,
+          numMedia: command.numMedia,
+        }),
+      ];
+    }
+    case "ReceivePlatform":
+      if (state) return [];
+      return [
+        makeEvent(ctx, "MessageReceived", command.sessionId, {
+          messageId: command.messageId,
+          source: "platform",
+          from: null,
+          to: command.to,
+          proxyNumber: command.proxyNumber,
+          bodyLength: command.bodyLength,
+          numMedia: 0,
+        }),
+      ];
+    case "ReceiveCall": {
+      const { route } = command;
+      if (route.kind === "out-of-session")
+        return [
+          makeEvent(ctx, "OutOfSessionMessage", route.sessionId, {
+            messageId: command.callSid,
+            channel: "voice",
+            from: command.from,
+            to: command.to,
+            replied: true,
+          }),
+        ];
+      return [
+        makeEvent(ctx, "CallBridged", route.sessionId, {
+          callSid: command.callSid,
+          from: command.from,
+          to: route.recipient,
+          callerId: route.recipientProxy,
+        }),
+      ];
+    }
+    case "RecordSend":
+      if (!state || !isOpen(state) || !state.recipient || !state.recipientProxy) return [];
+      return [
+        makeEvent(ctx, "MessageForwarded", state.sessionId, {
+          messageId: state.messageId,
+          twilioSid: command.twilioSid,
+          from: state.recipientProxy,
+          to: state.recipient,
+        }),
+      ];
+    case "RecordSendFailure":
+      if (!state || !isOpen(state)) return [];
+      return [
+        makeEvent(ctx, "MessageFailed", state.sessionId, {
+          messageId: state.messageId,
+          twilioSid: null,
+          errorCode: command.errorCode,
+          reason: command.reason,
+        }),
+      ];
+    case "RecordStatus":
+      return recordStatus(command, state, ctx);
+    case "Block":
+      if (!state || !isOpen(state)) return [];
+      return [
+        makeEvent(ctx, "MessageBlocked", state.sessionId, {
+          messageId: state.messageId,
+          reason: command.reason,
+        }),
+      ];
+    default:
+      return assertNever(command);
+  }
+}
+
+/**
+ * A status callback: delivered / failed outcomes. A "sent" (or any status) for a message still claimed means
+ * the forwarder sent but did not record it (crashed): the callback completes the forward first.
+ */
+function recordStatus(
+  command: Extract<MessageCommand, { type: "RecordStatus" }>,
+  state: MessageRecord | null,
+  ctx: EventContext,
+): DomainEvent[] {
+  if (!state?.sessionId) return [];
+  const events: DomainEvent[] = [];
+  if (state.state === "sending")
+    events.push(...decideMessage({ type: "RecordSend", twilioSid: command.twilioSid }, state, ctx));
+  const status = command.status.toLowerCase();
+  if (status === "delivered" || status === "read")
+    events.push(
+      makeEvent(ctx, "MessageDelivered", state.sessionId, {
+        messageId: state.messageId,
+        twilioSid: command.twilioSid,
+        status,
+      }),
+    );
+  else if (status === "failed" || status === "undelivered")
+    events.push(
+      makeEvent(ctx, "MessageFailed", state.sessionId, {
+        messageId: state.messageId,
+        twilioSid: command.twilioSid,
+        errorCode: command.errorCode,
+        reason: status,
+      }),
+    );
+  return events;
+}

@@ -1,0 +1,479 @@
+import type { Conflict } from "./errors.ts";
+import type { DomainEvent } from "./events.ts";
+import { assertNever } from "./session.ts";
+
+/**
+ * The one definition of what each event does to the stored projections. `projectEvents` turns the events
+ * of one append into item changes, each with the guard that must hold for the append to succeed. Every store
+ * runs these changes: the DynamoDB adapter translates them into one TransactWriteItems, the in-memory store
+ * applies them to a map, and rebuild folds the whole event history through them. No store decides what an
+ * event means on its own.
+ */
+
+/** Where an item lives: one table, partition key + sort key. */
+export interface ItemKey {
+  pk: string;
+  sk: string;
+}
+
+export type Item = Record<string, unknown>;
+
+export const itemKeys = {
+  session: (id: string): ItemKey => ({ pk: `SESSION#${id}`, sk: "META" }),
+  pair: (participant: string, proxy: string): ItemKey => ({
+    pk: `PARTICIPANT#${participant}`,
+    sk: `PROXY#${proxy}`,
+  }),
+  number: (phone: string): ItemKey => ({ pk: "POOL", sk: `NUMBER#${phone}` }),
+  message: (id: string): ItemKey => ({ pk: `MESSAGE#${id}`, sk: "MESSAGE" }),
+  call: (sid: string): ItemKey => ({ pk: `CALL#${sid}`, sk: "CALL" }),
+  idempotency: (key: string): ItemKey => ({ pk: `IDEMPOTENCY#${key}`, sk: "IDEMPOTENCY" }),
+  event: (event: DomainEvent): ItemKey => ({
+    pk: eventPartition(event),
+    sk: `EVENT#${event.occurredAt}#${event.id}`,
+  }),
+};
+
+/** The partition of an event: its session's, else the aggregate it is about. */
+export function eventPartition(event: DomainEvent): string {
+  if (event.sessionId) return `SESSION#${event.sessionId}`;
+  switch (event.type) {
+    case "NumberAdded":
+    case "NumberDraining":
+    case "NumberRetired":
+      return `NUMBER#${event.detail.phoneNumber}`;
+    case "OutOfSessionMessage":
+      return `NUMBER#${event.detail.to}`;
+    case "PoolHealthReported":
+    case "PoolLow":
+      return POOL_HEALTH_PARTITION;
+    default:
+      return "EVENTS#unscoped";
+  }
+}
+
+export const POOL_HEALTH_PARTITION = "POOLHEALTH";
+/** Open sessions are indexed over this many index partitions (by expiry) so the recycler can read them. */
+export const OPEN_SHARDS = 8;
+const IDEMPOTENCY_TTL_SECONDS = 24 * 3600;
+/** Released pairs are remembered this long after quarantine so the next session of the same pair is sticky. */
+const STICKY_MEMORY_SECONDS = 90 * 24 * 3600;
+const HEALTH_TTL_SECONDS = 7 * 24 * 3600;
+
+export function openShardOf(id: string): number {
+  let h = 0;
+  for (const c of id) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return h % OPEN_SHARDS;
+}
+
+const epochSeconds = (ms: number) => Math.floor(ms / 1000);
+
+/** A condition on the current item; evaluated by DynamoDB or by the in-memory store, same meaning. */
+export type Guard =
+  | { op: "absent" }
+  | { op: "present" }
+  | { op: "missing"; field: string }
+  | { op: "eq"; field: string; value: unknown }
+  | { op: "ne"; field: string; value: unknown }
+  | { op: "in"; field: string; values: readonly unknown[] }
+  | { op: "and"; guards: readonly Guard[] }
+  | { op: "or"; guards: readonly Guard[] };
+
+export const guard = {
+  absent: { op: "absent" } as Guard,
+  present: { op: "present" } as Guard,
+  missing: (field: string): Guard => ({ op: "missing", field }),
+  eq: (field: string, value: unknown): Guard => ({ op: "eq", field, value }),
+  ne: (field: string, value: unknown): Guard => ({ op: "ne", field, value }),
+  in: (field: string, values: readonly unknown[]): Guard => ({ op: "in", field, values }),
+  and: (...guards: Guard[]): Guard => ({ op: "and", guards }),
+  or: (...guards: Guard[]): Guard => ({ op: "or", guards }),
+};
+
+interface ChangeBase {
+  key: ItemKey;
+  guard?: Guard;
+  /** Named in the conflict when the guard fails. */
+  conflict: Conflict;
+}
+
+export type Change =
+  | (ChangeBase & { type: "put"; item: Item })
+  | (ChangeBase & {
+      type: "update";
+      set?: Item;
+      /** Set only where the field is absent (`if_not_exists`). */
+      setIfAbsent?: Item;
+      add?: Record<string, number>;
+      remove?: readonly string[];
+    })
+  | (ChangeBase & { type: "delete" });
+
+export interface ProjectionOptions {
+  /** How long message and call items are kept (bodies are retention-limited). */
+  retentionSeconds: number;
+  /** Bodies of MessageReceived events: stored with the message item, never in the event. */
+  content?: ReadonlyMap<string, { body: string; mediaUrls: string[] }>;
+  /** Written in the same append; a second writer with the same key loses with an idempotency conflict. */
+  idempotency?: { key: string; requestHash: string; result: string };
+}
+
+/** The changes that appending `events` (in one transaction) makes, in order; load deltas are summed. */
+export function projectEvents(events: readonly DomainEvent[], options: ProjectionOptions): Change[] {
+  const changes: Change[] = [];
+  const loadDelta = new Map<string, number>();
+  const addLoad = (phone: string, delta: number) => loadDelta.set(phone, (loadDelta.get(phone) ?? 0) + delta);
+  for (const event of events) {
+    changes.push(eventItem(event));
+    changes.push(...projectEvent(event, options, addLoad));
+  }
+  for (const [phone, delta] of loadDelta) {
+    if (delta === 0) continue;
+    changes.push({
+      type: "update",
+      key: itemKeys.number(phone),
+      add: { load: delta },
+      // A draining number keeps its open pairs, but no new pair may take it.
+      guard: delta > 0 ? guard.eq("status", "active") : guard.present,
+      conflict: { kind: "number", key: phone },
+    });
+  }
+  const idem = options.idempotency;
+  if (idem) {
+    const at = events[0] ? Date.parse(events[0].occurredAt) : 0;
+    changes.push({
+      type: "put",
+      key: itemKeys.idempotency(idem.key),
+      item: {
+        kind: "idempotency",
+        requestHash: idem.requestHash,
+        result: idem.result,
+        ttl: epochSeconds(at) + IDEMPOTENCY_TTL_SECONDS,
+      },
+      guard: guard.absent,
+      conflict: { kind: "idempotency", key: idem.key },
+    });
+  }
+  return changes;
+}
+
+function eventItem(event: DomainEvent): Change {
+  const key = itemKeys.event(event);
+  const health = key.pk === POOL_HEALTH_PARTITION;
+  return {
+    type: "put",
+    key,
+    item: {
+      kind: "event",
+      ...event,
+      // Health reports are telemetry: kept a week, not forever.
+      ...(health ? { ttl: epochSeconds(Date.parse(event.occurredAt)) + HEALTH_TTL_SECONDS } : {}),
+    },
+    conflict: { kind: "event", key: event.id },
+  };
+}
+
+function projectEvent(
+  event: DomainEvent,
+  options: ProjectionOptions,
+  addLoad: (phone: string, delta: number) => void,
+): Change[] {
+  const now = Date.parse(event.occurredAt);
+  const sessionId = event.sessionId ?? "";
+  const retainUntil = epochSeconds(now) + options.retentionSeconds;
+  switch (event.type) {
+    case "SessionOpened": {
+      const d = event.detail;
+      const [a, b] = d.participants;
+      const changes: Change[] = [
+        {
+          type: "put",
+          key: itemKeys.session(sessionId),
+          item: {
+            kind: "session",
+            sessionId,
+            status: "open",
+            mode: d.mode,
+            ttlSeconds: d.ttlSeconds,
+            ttlMode: d.ttlMode,
+            createdAt: event.occurredAt,
+            expiresAt: d.expiresAt,
+            closedAt: null,
+            participants: d.participants,
+            gsi1pk: `OPEN#${openShardOf(sessionId)}`,
+            gsi1sk: `${d.expiresAt}#${sessionId}`,
+          },
+          guard: guard.absent,
+          conflict: { kind: "session", key: sessionId },
+        },
+      ];
+      for (const [p, other] of [
+        [a, b],
+        [b, a],
+      ] as const) {
+        changes.push({
+          type: "put",
+          key: itemKeys.pair(p.phoneNumber, p.proxyNumber),
+          item: {
+            kind: "pair",
+            participantNumber: p.phoneNumber,
+            proxyNumber: p.proxyNumber,
+            state: "held",
+            sessionId,
+            counterpartNumber: other.phoneNumber,
+            counterpartProxy: other.proxyNumber,
+            mode: d.mode,
+            expiresAt: Date.parse(d.expiresAt),
+            quarantineUntil: null,
+          },
+          // What makes concurrent allocations safe: a pair is taken only if free.
+          guard: guard.or(guard.absent, guard.eq("state", "released")),
+          conflict: { kind: "pair", key: `${p.proxyNumber}:${p.phoneNumber}` },
+        });
+        addLoad(p.proxyNumber, 1);
+      }
+      return changes;
+    }
+    case "SessionClosed":
+    case "SessionExpired":
+      return [
+        {
+          type: "update",
+          key: itemKeys.session(sessionId),
+          set: { status: event.type === "SessionClosed" ? "closed" : "expired", closedAt: event.occurredAt },
+          remove: ["gsi1pk", "gsi1sk"],
+          // An expiry names the expiresAt it was decided on: a sliding extension since then wins.
+          guard:
+            event.type === "SessionExpired"
+              ? guard.and(guard.eq("status", "open"), guard.eq("expiresAt", event.detail.expiresAt))
+              : guard.eq("status", "open"),
+          conflict: { kind: "session", key: sessionId },
+        },
+      ];
+    case "SessionExtended": {
+      const at = Date.parse(event.detail.expiresAt);
+      return [
+        {
+          type: "update",
+          key: itemKeys.session(sessionId),
+          set: { expiresAt: event.detail.expiresAt, gsi1sk: `${event.detail.expiresAt}#${sessionId}` },
+          guard: guard.eq("status", "open"),
+          conflict: { kind: "session", key: sessionId },
+        },
+        ...event.detail.pairs.map(
+          (p): Change => ({
+            type: "update",
+            key: itemKeys.pair(p.phoneNumber, p.proxyNumber),
+            set: { expiresAt: at },
+            guard: guard.eq("sessionId", sessionId),
+            conflict: { kind: "pair", key: `${p.proxyNumber}:${p.phoneNumber}` },
+          }),
+        ),
+      ];
+    }
+    case "PairReleased": {
+      const d = event.detail;
+      const until = Date.parse(d.quarantineUntil);
+      addLoad(d.proxyNumber, -1);
+      return [
+        {
+          type: "update",
+          key: itemKeys.pair(d.participantNumber, d.proxyNumber),
+          set: {
+            state: "released",
+            quarantineUntil: until,
+            releasedAt: now,
+            lastSessionId: sessionId,
+            ttl: epochSeconds(until) + STICKY_MEMORY_SECONDS,
+          },
+          remove: ["sessionId", "counterpartProxy", "expiresAt"],
+          guard: guard.eq("sessionId", sessionId),
+          conflict: { kind: "pair", key: `${d.proxyNumber}:${d.participantNumber}` },
+        },
+      ];
+    }
+    case "MessageReceived": {
+      const d = event.detail;
+      const content = options.content?.get(d.messageId);
+      return [
+        {
+          type: "put",
+          key: itemKeys.message(d.messageId),
+          item: {
+            kind: "message",
+            messageId: d.messageId,
+            sessionId: event.sessionId,
+            state: "received",
+            source: d.source,
+            from: d.from,
+            recipient: d.to,
+            recipientProxy: d.proxyNumber,
+            body: content?.body ?? "",
+            mediaUrls: content?.mediaUrls ?? [],
+            receivedAt: now,
+            claimedAt: null,
+            twilioSid: null,
+            ttl: retainUntil,
+          },
+          guard: guard.absent,
+          conflict: { kind: "message", key: d.messageId },
+        },
+      ];
+    }
+    case "MessageForwarded":
+      return [
+        {
+          type: "update",
+          key: itemKeys.message(event.detail.messageId),
+          set: { state: "forwarded", twilioSid: event.detail.twilioSid, forwardedAt: now },
+          // Sending (claimed) in a live run; received when rebuilt from events (claims are not events).
+          guard: guard.in("state", ["received", "sending"]),
+          conflict: { kind: "message", key: event.detail.messageId },
+        },
+      ];
+    case "MessageFailed":
+      return [
+        {
+          type: "update",
+          key: itemKeys.message(event.detail.messageId),
+          set: { state: "failed", errorCode: event.detail.errorCode, twilioSid: event.detail.twilioSid },
+          // A delivery failure reported by a status callback follows a forward; a send failure follows a claim.
+          guard: guard.in("state", ["received", "sending", "forwarded"]),
+          conflict: { kind: "message", key: event.detail.messageId },
+        },
+      ];
+    case "MessageDelivered":
+      return [
+        {
+          type: "update",
+          key: itemKeys.message(event.detail.messageId),
+          set: { deliveryStatus: event.detail.status },
+          guard: guard.and(
+            guard.present,
+            guard.or(guard.missing("deliveryStatus"), guard.ne("deliveryStatus", event.detail.status)),
+          ),
+          conflict: { kind: "message", key: event.detail.messageId },
+        },
+      ];
+    case "MessageBlocked":
+    case "OutOfSessionMessage": {
+      const id = event.detail.messageId;
+      return [
+        {
+          type: "update",
+          key: itemKeys.message(id),
+          set: {
+            kind: "message",
+            messageId: id,
+            sessionId: event.sessionId,
+            state: event.type === "MessageBlocked" ? "blocked" : "out-of-session",
+            ttl: retainUntil,
+          },
+          // New (blocked at the door, or out of session) or a received message blocked before sending.
+          guard: guard.or(guard.absent, guard.in("state", ["received", "sending"])),
+          conflict: { kind: "message", key: id },
+        },
+      ];
+    }
+    case "CallBridged":
+      return [
+        {
+          type: "put",
+          key: itemKeys.call(event.detail.callSid),
+          item: { kind: "call", sessionId: event.sessionId, ttl: retainUntil },
+          guard: guard.absent,
+          conflict: { kind: "call", key: event.detail.callSid },
+        },
+      ];
+    case "NumberAdded":
+      return [
+        {
+          // An update, not a put: re-adding a number that still drains keeps its load.
+          type: "update",
+          key: itemKeys.number(event.detail.phoneNumber),
+          set: {
+            kind: "number",
+            phoneNumber: event.detail.phoneNumber,
+            callingCode: event.detail.callingCode,
+            status: "active",
+            addedAt: event.occurredAt,
+          },
+          setIfAbsent: { load: 0 },
+          guard: guard.or(guard.absent, guard.eq("status", "draining")),
+          conflict: { kind: "number", key: event.detail.phoneNumber },
+        },
+      ];
+    case "NumberDraining":
+      return [
+        {
+          type: "update",
+          key: itemKeys.number(event.detail.phoneNumber),
+          set: { status: "draining", drainingSince: event.occurredAt },
+          guard: guard.eq("status", "active"),
+          conflict: { kind: "number", key: event.detail.phoneNumber },
+        },
+      ];
+    case "NumberRetired":
+      // Leaves the pool once nothing holds it; its history stays in its events.
+      return [
+        {
+          type: "delete",
+          key: itemKeys.number(event.detail.phoneNumber),
+          guard: guard.and(guard.in("status", ["active", "draining"]), guard.eq("load", 0)),
+          conflict: { kind: "number", key: event.detail.phoneNumber },
+        },
+      ];
+    case "PoolHealthReported":
+    case "PoolLow":
+      return [];
+    default:
+      return assertNever(event);
+  }
+}
+
+/** Evaluates a guard against an item (undefined: the item does not exist), as DynamoDB would. */
+export function guardHolds(g: Guard, item: Item | undefined): boolean {
+  switch (g.op) {
+    case "absent":
+      return item === undefined;
+    case "present":
+      return item !== undefined;
+    case "missing":
+      return item?.[g.field] === undefined;
+    case "eq":
+      return item !== undefined && item[g.field] !== undefined && sameValue(item[g.field], g.value);
+    case "ne":
+      return item !== undefined && item[g.field] !== undefined && !sameValue(item[g.field], g.value);
+    case "in":
+      return item !== undefined && g.values.some((v) => sameValue(item[g.field], v));
+    case "and":
+      return g.guards.every((x) => guardHolds(x, item));
+    case "or":
+      return g.guards.some((x) => guardHolds(x, item));
+    default:
+      return assertNever(g);
+  }
+}
+
+const sameValue = (a: unknown, b: unknown) => a === b;
+
+/** Applies one change to an item (undefined: absent); returns the new item, undefined when deleted. */
+export function applyChange(change: Change, item: Item | undefined): Item | undefined {
+  switch (change.type) {
+    case "put":
+      return { ...change.key, ...change.item };
+    case "delete":
+      return undefined;
+    case "update": {
+      const next: Item = { ...(item ?? change.key), ...change.set };
+      for (const [field, value] of Object.entries(change.setIfAbsent ?? {}))
+        if (next[field] === undefined) next[field] = value;
+      for (const [field, delta] of Object.entries(change.add ?? {}))
+        next[field] = Number(next[field] ?? 0) + delta;
+      for (const field of change.remove ?? []) delete next[field];
+      return next;
+    }
+    default:
+      return assertNever(change);
+  }
+}
