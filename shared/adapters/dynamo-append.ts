@@ -4,9 +4,10 @@ import {
   TransactWriteCommand,
   type TransactWriteCommandInput,
 } from "@aws-sdk/lib-dynamodb";
+import type { Change, Guard } from "../domain/changes.ts";
 import { ConcurrentWriteError } from "../domain/errors.ts";
 import type { DomainEvent } from "../domain/events.ts";
-import { type Change, type Guard, type ProjectionOptions, projectEvents } from "../domain/projection.ts";
+import { type ProjectionOptions, projectEvents } from "../domain/projection.ts";
 import { assertNever } from "../domain/session.ts";
 
 type TransactItem = NonNullable<TransactWriteCommandInput["TransactItems"]>[number];

@@ -1,16 +1,10 @@
 import type { Holding, PoolNumber } from "../domain/allocation.ts";
+import { applyChange, guardHolds, type Item, type ItemKey } from "../domain/changes.ts";
 import { ConcurrentWriteError, type Conflict } from "../domain/errors.ts";
 import { type DomainEvent, domainEventSchema } from "../domain/events.ts";
 import type { MessageRecord } from "../domain/message.ts";
 import type { E164 } from "../domain/phone.ts";
-import {
-  applyChange,
-  guardHolds,
-  type Item,
-  type ItemKey,
-  itemKeys,
-  projectEvents,
-} from "../domain/projection.ts";
+import { itemKeys, projectEvents } from "../domain/projection.ts";
 import type { Session } from "../domain/session.ts";
 import type {
   AppendOptions,

@@ -3,19 +3,13 @@ import { describe, test } from "node:test";
 import { MemoryStore } from "../../shared/adapters/memory-store.ts";
 import { alreadyDone, handleCommand } from "../../shared/app/command.ts";
 import type { PoolNumber } from "../../shared/domain/allocation.ts";
+import { applyChange, type Change, guard, guardHolds } from "../../shared/domain/changes.ts";
 import { ConcurrentWriteError, NumberNotFoundError } from "../../shared/domain/errors.ts";
 import type { DomainEvent } from "../../shared/domain/events.ts";
 import { decideMessage, type MessageCommand, type MessageRecord } from "../../shared/domain/message.ts";
 import type { E164 } from "../../shared/domain/phone.ts";
 import { decideNumber, decidePoolHealth } from "../../shared/domain/pool.ts";
-import {
-  applyChange,
-  type Change,
-  guard,
-  guardHolds,
-  itemKeys,
-  projectEvents,
-} from "../../shared/domain/projection.ts";
+import { itemKeys, projectEvents } from "../../shared/domain/projection.ts";
 import { decide, type RouteDecision } from "../../shared/domain/session.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00.000Z");
