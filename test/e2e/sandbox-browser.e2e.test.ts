@@ -80,7 +80,7 @@ async function send(phone: Locator, to: string, body: string) {
 }
 
 test("two virtual phones text each other through their proxy numbers on the sandbox page", {
-  timeout: 60_000,
+  timeout: 90_000,
   skip: process.env.CI ? false : unavailable,
 }, async () => {
   assert.ok(stack && browser);
@@ -161,6 +161,20 @@ test("two virtual phones text each other through their proxy numbers on the sand
   await page.locator('[data-testid="feed-item"][data-type="SessionOpened"]').waitFor();
   await mkdir(artifacts, { recursive: true });
   await page.screenshot({ path: join(artifacts, "sandbox-session-open.png"), fullPage: true });
+
+  // At a phone's width the page reflows instead of scrolling sideways.
+  await page.setViewportSize({ width: 390, height: 844 });
+  // The page script is a string: the project compiles without the DOM's types.
+  const fit = (await page.evaluate(`(() => {
+    const root = document.documentElement;
+    const outside = [...document.querySelectorAll("body *")]
+      .filter((el) => el.getBoundingClientRect().right > root.clientWidth + 0.5)
+      .map((el) => el.tagName.toLowerCase() + (el.className ? "." + String(el.className).split(" ").join(".") : ""));
+    return { scrollWidth: root.scrollWidth, clientWidth: root.clientWidth, outside: outside.slice(0, 12) };
+  })()`)) as { scrollWidth: number; clientWidth: number; outside: string[] };
+  await page.screenshot({ path: join(artifacts, "sandbox-390px.png"), fullPage: true });
+  assert.ok(fit.scrollWidth <= fit.clientWidth, `the page overflows at 390 px: ${JSON.stringify(fit)}`);
+  await page.setViewportSize({ width: 1440, height: 1000 });
 
   // Close the session: its row goes, the compose form offers no proxy any more.
   await sessionRow.getByTestId("close-session").click();
