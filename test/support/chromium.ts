@@ -23,8 +23,6 @@ export interface ChromiumBinary {
   executablePath: string;
   /** The environment to launch it with (playwright's `env`). */
   env: Record<string, string>;
-  /** Where it came from, for messages. */
-  source: string;
 }
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -35,7 +33,7 @@ export async function findChromium(): Promise<ChromiumBinary | { unavailable: st
   const override = process.env.CHROMIUM_PATH;
   if (override) {
     if (!existsSync(override)) throw new Error(`CHROMIUM_PATH=${override} does not exist`);
-    return { executablePath: override, env: environment(), source: `CHROMIUM_PATH=${override}` };
+    return { executablePath: override, env: environment() };
   }
   if (process.platform !== "linux" || process.arch !== "x64") {
     return {
@@ -55,7 +53,6 @@ export async function findChromium(): Promise<ChromiumBinary | { unavailable: st
       FONTCONFIG_FILE: join(dir, "fonts.conf"),
       FONTCONFIG_PATH: dir,
     },
-    source: `${PACKAGE}@${version} (${dir})`,
   };
 }
 
