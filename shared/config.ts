@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseRateLimit } from "./domain/traffic.ts";
 
 /**
  * Configuration, validated once at cold start. Each function parses only the part it needs; a bad value
@@ -39,6 +40,30 @@ export const webhookConfigSchema = z.object({
     .string()
     .max(320)
     .default("This number is no longer in use for your booking. Goodbye."),
+  /** At most one out-of-session auto-reply per sender and proxy number within this many seconds. */
+  OUT_OF_SESSION_REPLY_INTERVAL_SECONDS: z.coerce.number().int().min(0).default(86_400),
+  /** `<count>/<seconds>` per sender across every proxy and session, or `off`. */
+  SENDER_RATE_LIMIT: z
+    .string()
+    .default("30/60")
+    .transform((text, ctx) => {
+      const limit = parseRateLimit(text);
+      if (limit === undefined) {
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          message: "must be <count>/<seconds> (e.g. 30/60) or off",
+        });
+        return z.NEVER;
+      }
+      return limit === "off" ? undefined : limit;
+    }),
+  /** The notice a sender gets, once per rate-limit window, when texts are held back. */
+  RATE_LIMIT_REPLY: z
+    .string()
+    .max(320)
+    .default("You are sending messages too quickly; some were not delivered. Please wait a minute."),
+  /** A MessageSid is accepted once for at least this long, whatever the body retention. */
+  REPLAY_WINDOW_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
 });
 
 /** Twilio credentials: from Secrets Manager in AWS (TWILIO_SECRET_ARN), from the environment locally. */

@@ -3,6 +3,7 @@ import type { DomainEvent } from "./domain/events.ts";
 import type { MessageRecord } from "./domain/message.ts";
 import type { E164 } from "./domain/phone.ts";
 import type { Route, Session } from "./domain/session.ts";
+import type { Marker } from "./domain/traffic.ts";
 
 /** Ports the application services need. Adapters implement them; the composition root injects them. */
 
@@ -32,6 +33,8 @@ export interface AppendOptions {
   idempotency?: { key: string; requestHash: string; result: string };
   /** Message bodies for MessageReceived events: stored with the message (retention-limited), never in the event. */
   content?: ReadonlyMap<string, MessageContent>;
+  /** Operational markers written under their own guards in the same transaction. */
+  markers?: readonly Marker[];
 }
 
 /*
@@ -75,6 +78,12 @@ export interface SendClaims {
   /** A claim older than `staleBefore` may be taken over. */
   claimSend(messageId: string, now: number, staleBefore: number): Promise<ClaimResult>;
   releaseClaim(messageId: string, claimedAt: number): Promise<void>;
+}
+
+/** What the webhook reads only when a text is out of session: is the sender ours, when did we last reply. */
+export interface TrafficReads {
+  ownsNumber(phoneNumber: E164): Promise<boolean>;
+  lastAutoReply(proxyNumber: E164, senderNumber: E164): Promise<number | undefined>;
 }
 
 /** Open sessions by expiry, from an index: may lag behind the session items. */

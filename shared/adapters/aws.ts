@@ -53,6 +53,12 @@ export function messagingFromEnv(env: NodeJS.ProcessEnv = process.env) {
       quarantineSeconds: config.QUARANTINE_SECONDS,
       outOfSessionReply: webhooks.OUT_OF_SESSION_REPLY,
       outOfSessionVoice: webhooks.OUT_OF_SESSION_VOICE,
+      traffic: {
+        autoReplyIntervalSeconds: webhooks.OUT_OF_SESSION_REPLY_INTERVAL_SECONDS,
+        senderRateLimit: webhooks.SENDER_RATE_LIMIT,
+        rateLimitReply: webhooks.RATE_LIMIT_REPLY,
+        replayWindowDays: webhooks.REPLAY_WINDOW_DAYS,
+      },
     },
   };
 }

@@ -5,8 +5,9 @@ import type { Holding, PoolNumber } from "../domain/allocation.ts";
 import { type DomainEvent, domainEventSchema } from "../domain/events.ts";
 import type { MessageRecord } from "../domain/message.ts";
 import type { E164 } from "../domain/phone.ts";
-import { itemKeys, OPEN_SHARDS } from "../domain/projection.ts";
+import { type ItemKey, itemKeys, OPEN_SHARDS } from "../domain/projection.ts";
 import type { Route, Session } from "../domain/session.ts";
+import { trafficKeys } from "../domain/traffic.ts";
 import type {
   AppendOptions,
   ClaimResult,
@@ -18,6 +19,7 @@ import type {
   SendClaims,
   SessionIndex,
   SessionReader,
+  TrafficReads,
 } from "../ports.ts";
 import { appendToDynamo } from "./dynamo-append.ts";
 
@@ -44,7 +46,8 @@ export class DynamoStore
     IdempotencyRecords,
     MessageLog,
     SendClaims,
-    SessionIndex
+    SessionIndex,
+    TrafficReads
 {
   private readonly table: string;
   private readonly client: DynamoDBDocumentClient;
@@ -127,6 +130,22 @@ export class DynamoStore
       callingCode: i.callingCode as string,
       load: Number(i.load ?? 0),
     }));
+  }
+
+  async ownsNumber(phoneNumber: E164): Promise<boolean> {
+    return (await this.getItem(keys.number(phoneNumber))) !== undefined;
+  }
+
+  async lastAutoReply(proxyNumber: E164, senderNumber: E164): Promise<number | undefined> {
+    const item = await this.getItem(trafficKeys.autoReply(proxyNumber, senderNumber));
+    return typeof item?.lastReplyAt === "number" ? item.lastReplyAt : undefined;
+  }
+
+  private async getItem(key: ItemKey) {
+    const { Item } = await this.client.send(
+      new GetCommand({ TableName: this.table, Key: { ...key }, ConsistentRead: true }),
+    );
+    return Item;
   }
 
   async getIdempotency(key: string) {

@@ -1,6 +1,6 @@
 import type { DomainEvent } from "../domain/events.ts";
 import { decideMessage, type MessageCommand, type MessageRecord } from "../domain/message.ts";
-import { decide, effectiveStatus, type Session } from "../domain/session.ts";
+import { decide, type Session } from "../domain/session.ts";
 import {
   type Clock,
   decisionContext,
@@ -54,7 +54,9 @@ export class ForwardService {
     if (message.state !== "received" && message.state !== "sending") return "already-done";
     const { recipient, recipientProxy } = message;
     const now = this.deps.clock.now();
-    if (!session || effectiveStatus(session, now) !== "open" || !recipient || !recipientProxy) {
+    // The session was decided on at acceptance: a text accepted while it was open is sent even if the
+    // session has ended since (a webhook racing a close or the expiry instant is not silently dropped).
+    if (!recipient || !recipientProxy) {
       await this.record(message, { type: "Block", reason: "session-ended" });
       return "blocked";
     }
@@ -116,10 +118,14 @@ export class ForwardService {
   }
 
   /** Records the send; the session's sliding expiry moves with it (alone if that part lost a race). */
-  private async complete(message: MessageRecord, twilioSid: string, session: Session): Promise<void> {
+  private async complete(
+    message: MessageRecord,
+    twilioSid: string,
+    session: Session | undefined,
+  ): Promise<void> {
     const claimed: MessageRecord = { ...message, state: "sending" };
     const result = await handleCommand(this.deps, {
-      load: async () => session,
+      load: async () => session ?? null,
       decide: (state, ctx) => [
         ...decideMessage({ type: "RecordSend", twilioSid }, claimed, ctx),
         ...decide({ type: "RecordActivity" }, state, ctx),

@@ -1,8 +1,17 @@
 import type { DomainEvent } from "../domain/events.ts";
 import { decideMessage } from "../domain/message.ts";
 import type { E164 } from "../domain/phone.ts";
-import { decide, routeInbound } from "../domain/session.ts";
-import type { Clock, EventStore, ForwardQueue, MessageLog, RouteLookup, SessionReader } from "../ports.ts";
+import { decide, type Route, routeInbound } from "../domain/session.ts";
+import { autoReplyDue, type Marker, type RateLimit } from "../domain/traffic.ts";
+import type {
+  Clock,
+  EventStore,
+  ForwardQueue,
+  MessageLog,
+  RouteLookup,
+  SessionReader,
+  TrafficReads,
+} from "../ports.ts";
 import { alreadyDone, handleCommand } from "./command.ts";
 
 export interface InboundSms {
@@ -31,8 +40,19 @@ export interface StatusReport {
   errorCode: string | undefined;
 }
 
+/** The hostile-traffic settings of the webhook side. */
+export interface TrafficPolicy {
+  /** At most one out-of-session auto-reply per sender and proxy within this many seconds. */
+  autoReplyIntervalSeconds: number;
+  /** Per sender across every proxy and session; undefined: off. */
+  senderRateLimit: RateLimit | undefined;
+  /** TwiML notice, once per rate-limit window. */
+  rateLimitReply: string;
+  replayWindowDays: number;
+}
+
 export interface InboundDeps {
-  store: EventStore & RouteLookup & MessageLog & Pick<SessionReader, "getSession">;
+  store: EventStore & RouteLookup & MessageLog & TrafficReads & Pick<SessionReader, "getSession">;
   queue: ForwardQueue;
   clock: Clock;
   newId: (prefix: string) => string;
@@ -40,44 +60,113 @@ export interface InboundDeps {
   /** Sent as TwiML to a sender with no open session; empty for none. */
   outOfSessionReply: string;
   outOfSessionVoice: string;
+  traffic: TrafficPolicy;
+}
+
+/** What a text's decision reads: the route, and only when out of session, whether and when we replied. */
+interface SmsState {
+  route: Route | undefined;
+  /** The sender is a number of the pool (a reply could loop between our own numbers). */
+  senderIsOurs: boolean;
+  lastAutoReply: number | undefined;
 }
 
 /** The webhook side of the hot path: Twilio's texts, calls and status callbacks in, decisions stored. */
 export class InboundService {
   constructor(private readonly deps: InboundDeps) {}
 
-  /** Stores the message (once per MessageSid) and enqueues it; returns the TwiML reply text, if any. */
+  /**
+   * Stores the decision on a text once per MessageSid (a replay marker outlives the body's retention) and
+   * enqueues what is to be forwarded. The session decision is taken here, once: what is accepted while the
+   * session is open is forwarded. Returns the TwiML reply text, if any.
+   */
   async receiveSms(sms: InboundSms): Promise<{ reply: string | null; duplicate: boolean }> {
-    const { store, queue } = this.deps;
+    const { store, queue, traffic } = this.deps;
     // No session can belong to a non-phone sender, and auto-replying to one could loop.
     if (!sms.from) return { reply: null, duplicate: false };
     const from = sms.from;
-    const replyText = this.deps.outOfSessionReply || null;
+    const autoReply = this.deps.outOfSessionReply || null;
+    const limit = traffic.senderRateLimit;
+    // Learned from lost races: the window is full / its notice was given.
+    let overLimit = false;
+    let noticeGiven = false;
+    const load = async (): Promise<SmsState> => {
+      const route = await store.getRoute(sms.to, from);
+      if (routeInbound(route, "sms", this.deps.clock.now()).kind === "in-session")
+        return { route, senderIsOurs: false, lastAutoReply: undefined };
+      const [senderIsOurs, lastAutoReply] = await Promise.all([
+        store.ownsNumber(from),
+        store.lastAutoReply(sms.to, from),
+      ]);
+      return { route, senderIsOurs, lastAutoReply };
+    };
+    let markers: Marker[] = [];
     const result = await handleCommand(this.deps, {
-      load: () => store.getRoute(sms.to, from),
-      decide: (route, ctx) =>
-        decideMessage(
+      load,
+      decide: (state, ctx) => {
+        const route = routeInbound(state.route, "sms", ctx.now);
+        const replying =
+          autoReply !== null &&
+          !state.senderIsOurs &&
+          autoReplyDue(state.lastAutoReply, ctx.now, traffic.autoReplyIntervalSeconds);
+        const events = decideMessage(
           {
             type: "ReceiveSms",
             messageId: sms.messageSid,
             from,
             to: sms.to,
-            route: routeInbound(route, "sms", ctx.now),
+            route,
             bodyLength: sms.body.length,
             numMedia: sms.mediaUrls.length,
             optOutType: sms.optOutType,
-            replying: replyText !== null,
+            replying,
+            rateLimited: overLimit,
           },
           null,
           ctx,
-        ),
-      options: { content: new Map([[sms.messageSid, { body: sms.body, mediaUrls: sms.mediaUrls }]]) },
-      settles: alreadyDone,
+        );
+        const event = events[0];
+        markers = [
+          { kind: "replay", messageSid: sms.messageSid, at: ctx.now, windowDays: traffic.replayWindowDays },
+        ];
+        if (event?.type === "OutOfSessionMessage" && event.detail.replied)
+          markers.push({
+            kind: "auto-reply",
+            proxy: sms.to,
+            sender: from,
+            at: ctx.now,
+            intervalSeconds: traffic.autoReplyIntervalSeconds,
+          });
+        if (limit && event?.type === "MessageReceived")
+          markers.push({ kind: "sender-count", sender: from, at: ctx.now, limit });
+        if (limit && event?.type === "MessageBlocked" && event.detail.reason === "rate-limit" && !noticeGiven)
+          markers.push({ kind: "sender-notice", sender: from, at: ctx.now, limit });
+        return events;
+      },
+      options: {
+        content: new Map([[sms.messageSid, { body: sms.body, mediaUrls: sms.mediaUrls }]]),
+        get markers() {
+          return markers;
+        },
+      },
+      settles: (conflicts) => {
+        overLimit ||= conflicts.some((c) => c.kind === "sender-count" && !c.contention);
+        noticeGiven ||= conflicts.some((c) => c.kind === "sender-notice" && !c.contention);
+        // The same MessageSid again: a Twilio retry or a replay.
+        return conflicts.some((c) => (c.kind === "replay" || c.kind === "message") && !c.contention);
+      },
+      // A burst from one sender contends on its rate window: retry longer than a usual command.
+      attempts: 25,
     });
     const duplicate = result.outcome === "settled";
     const event = result.events[0];
-    // Answered again on a duplicate: Twilio retries only when it lost our first answer.
-    if (event?.type === "OutOfSessionMessage") return { reply: replyText, duplicate };
+    if (event?.type === "OutOfSessionMessage")
+      return { reply: event.detail.replied && !duplicate ? autoReply : null, duplicate };
+    if (event?.type === "MessageBlocked" && event.detail.reason === "rate-limit")
+      return {
+        reply: markers.some((m) => m.kind === "sender-notice") && !duplicate ? traffic.rateLimitReply : null,
+        duplicate,
+      };
     if (event?.type !== "MessageReceived" || !event.sessionId) return { reply: null, duplicate };
     if (duplicate) {
       // A retry of a webhook whose first delivery stored the message but may have died before enqueueing.

@@ -3,6 +3,8 @@ import { type Holding, type PoolNumber, rankProxies } from "../domain/allocation
 import {
   ConcurrentWriteError,
   IdempotencyConflictError,
+  NumberIsParticipantError,
+  ParticipantIsPoolNumberError,
   ParticipantNotInSessionError,
   PoolExhaustedError,
   SessionNotFoundError,
@@ -72,6 +74,10 @@ export class SessionService {
       load: () =>
         Promise.all([store.listPool(), store.holdingsOf(a.phoneNumber), store.holdingsOf(b.phoneNumber)]),
       decide: ([pool, holdingsA, holdingsB], ctx, attempt) => {
+        // A number we own (active or draining) is never a participant: its texts would loop through us.
+        for (const p of input.participants)
+          if (pool.some((n) => n.phoneNumber === p.phoneNumber))
+            throw new ParticipantIsPoolNumberError(p.phoneNumber);
         const pick = (
           p: ParticipantInput,
           other: ParticipantInput,
@@ -219,8 +225,11 @@ export class SessionService {
 
   async addNumber(phoneNumber: E164): Promise<{ created: boolean }> {
     const result = await handleCommand(this.deps, {
-      load: () => this.poolNumber(phoneNumber),
-      decide: (state, ctx) => decideNumber({ type: "AddNumber", phoneNumber }, state, ctx),
+      load: () => Promise.all([this.poolNumber(phoneNumber), this.deps.store.holdingsOf(phoneNumber)]),
+      decide: ([state, holdings], ctx) => {
+        if (holdings.some((h) => h.state === "held")) throw new NumberIsParticipantError(phoneNumber);
+        return decideNumber({ type: "AddNumber", phoneNumber }, state, ctx);
+      },
       settles: alreadyDone,
     });
     return { created: result.outcome === "appended" };

@@ -39,6 +39,18 @@ export class NumberNotFoundError extends DomainError {
   }
 }
 
+export class ParticipantIsPoolNumberError extends DomainError {
+  constructor(readonly phoneNumber: string) {
+    super("A number of the pool cannot be a participant");
+  }
+}
+
+export class NumberIsParticipantError extends DomainError {
+  constructor(readonly phoneNumber: string) {
+    super("This number is a participant in an open session");
+  }
+}
+
 export class IdempotencyConflictError extends DomainError {
   constructor(readonly key: string) {
     super("This Idempotency-Key was already used with a different request");
@@ -46,7 +58,18 @@ export class IdempotencyConflictError extends DomainError {
 }
 
 /** What a failed guard says: which kind of item, which one. A typed value the command can act on. */
-export type ConflictKind = "event" | "session" | "pair" | "number" | "message" | "call" | "idempotency";
+export type ConflictKind =
+  | "event"
+  | "session"
+  | "pair"
+  | "number"
+  | "message"
+  | "call"
+  | "idempotency"
+  | "replay"
+  | "auto-reply"
+  | "sender-count"
+  | "sender-notice";
 export interface Conflict {
   kind: ConflictKind;
   key: string;

@@ -36,6 +36,8 @@ export type MessageCommand =
       optOutType: string | undefined;
       /** The out-of-session auto-reply will be sent (recorded in the event). */
       replying: boolean;
+      /** The sender's rate-limit window is full: an in-session text is held back. */
+      rateLimited: boolean;
     }
   | {
       type: "ReceivePlatform";
@@ -84,6 +86,13 @@ export function decideMessage(
           makeEvent(ctx, "MessageBlocked", route.sessionId, {
             messageId: command.messageId,
             reason: "opt-out",
+          }),
+        ];
+      if (command.rateLimited)
+        return [
+          makeEvent(ctx, "MessageBlocked", route.sessionId, {
+            messageId: command.messageId,
+            reason: "rate-limit",
           }),
         ];
       return [

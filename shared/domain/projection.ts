@@ -1,6 +1,7 @@
 import { type Change, guard, type Item, type ItemKey } from "./changes.ts";
 import type { DomainEvent } from "./events.ts";
 import { assertNever } from "./session.ts";
+import { type Marker, markerChange } from "./traffic.ts";
 
 /**
  * The one definition of what each event does to the stored projections. `projectEvents` turns the events
@@ -69,6 +70,8 @@ export interface ProjectionOptions {
   content?: ReadonlyMap<string, { body: string; mediaUrls: string[] }>;
   /** Written in the same append; a second writer with the same key loses with an idempotency conflict. */
   idempotency?: { key: string; requestHash: string; result: string };
+  /** Operational markers guarded in the same transaction (replay, auto-reply throttle, rate window). */
+  markers?: readonly Marker[];
 }
 
 /** The changes that appending `events` (in one transaction) makes, in order; load deltas are summed. */
@@ -91,6 +94,7 @@ export function projectEvents(events: readonly DomainEvent[], options: Projectio
       conflict: { kind: "number", key: phone },
     });
   }
+  for (const marker of options.markers ?? []) changes.push(markerChange(marker));
   const idem = options.idempotency;
   if (idem) {
     const at = events[0] ? Date.parse(events[0].occurredAt) : 0;

@@ -3,7 +3,9 @@ import type { ZodError } from "zod";
 import {
   ConcurrentWriteError,
   IdempotencyConflictError,
+  NumberIsParticipantError,
   NumberNotFoundError,
+  ParticipantIsPoolNumberError,
   ParticipantNotInSessionError,
   PoolExhaustedError,
   SessionNotFoundError,
@@ -97,6 +99,20 @@ export function toProblem(error: unknown): HttpProblem {
     });
   if (error instanceof ParticipantNotInSessionError)
     return new HttpProblem(422, "unknown-recipient", "The recipient is not in this session", error.message);
+  if (error instanceof ParticipantIsPoolNumberError)
+    return new HttpProblem(
+      422,
+      "participant-is-pool-number",
+      "A pool number cannot be a participant",
+      "Texts between a participant and their own proxy would loop; use the person's own phone number",
+    );
+  if (error instanceof NumberIsParticipantError)
+    return new HttpProblem(
+      409,
+      "number-is-participant",
+      "This number is a participant in an open session",
+      "Close the sessions this number takes part in before adding it to the pool",
+    );
   if (error instanceof IdempotencyConflictError)
     return new HttpProblem(
       422,

@@ -259,6 +259,41 @@ describe("allocate API on DynamoDB Local", () => {
     assert.equal(exhausted.json.participant, guest(1));
   });
 
+  test("a pool number is never a participant (422), and a participant in an open session is not added to the pool (409)", async () => {
+    const { call, scan } = await fixture(2);
+    const before = (await scan()).length;
+    for (const pair of [
+      [number(0), guest(1)],
+      [guest(2), number(1)],
+    ] as const) {
+      const res = await call("POST", "/sessions", { body: session(pair[0], pair[1]) });
+      assert.equal(res.status, 422, res.text);
+      assert.equal(res.headers["content-type"], "application/problem+json");
+      assert.match(String(res.json.type), /participant-is-pool-number$/);
+    }
+    // A draining number is still ours.
+    const opened = await call("POST", "/sessions", { body: session(guest(3), guest(4)) });
+    assert.equal(opened.status, 201);
+    const draining = (opened.json.participants as { proxyNumber: string }[])[0]?.proxyNumber ?? "";
+    assert.equal((await call("DELETE", `/numbers/${encodeURIComponent(draining)}`)).json.status, "draining");
+    const viaDraining = await call("POST", "/sessions", { body: session(draining, guest(5)) });
+    assert.equal(viaDraining.status, 422, viaDraining.text);
+    assert.equal((await scan()).length - before > 0, true);
+    // The other way round: a participant of an open session cannot join the pool.
+    const added = await call("POST", "/numbers", { body: { phoneNumber: guest(3) } });
+    assert.equal(added.status, 409, added.text);
+    assert.match(String(added.json.type), /number-is-participant$/);
+    assert.equal(
+      (await call("GET", "/numbers")).json.numbers.some(
+        (n: { phoneNumber: string }) => n.phoneNumber === guest(3),
+      ),
+      false,
+    );
+    // Once the session is closed the number may be added.
+    await call("DELETE", `/sessions/${opened.json.sessionId}`);
+    assert.equal((await call("POST", "/numbers", { body: { phoneNumber: guest(3) } })).status, 201);
+  });
+
   test("a retired number drains: open sessions keep it, new sessions never get it", async () => {
     const { call } = await fixture(2);
     const first = await call("POST", "/sessions", { body: session(guest(1), guest(2)) });

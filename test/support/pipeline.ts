@@ -13,7 +13,7 @@ import { newId } from "../../shared/adapters/ids.ts";
 import { SqsForwardQueue } from "../../shared/adapters/sqs-queue.ts";
 import { TwilioGateway } from "../../shared/adapters/twilio-gateway.ts";
 import { type ForwardDeps, ForwardService } from "../../shared/app/forward.ts";
-import { InboundService } from "../../shared/app/inbound.ts";
+import { InboundService, type TrafficPolicy } from "../../shared/app/inbound.ts";
 import { SessionService } from "../../shared/app/sessions.ts";
 import type { E164 } from "../../shared/domain/phone.ts";
 
@@ -22,6 +22,7 @@ import type { startLocalAws } from "./stack.ts";
 export const ACCOUNT_SID = `AC${"0123456789abcdef".repeat(2)}`;
 export const AUTH_TOKEN = "sandbox-auth-token-for-tests";
 export const OUT_OF_SESSION = "This conversation has ended.";
+export const RATE_LIMIT_NOTICE = "Slow down.";
 
 export interface PipelineOptions {
   /** Wraps the forwarder's store, for fault injection (crashes between steps). */
@@ -31,6 +32,8 @@ export interface PipelineOptions {
   /** The twilio client's request timeout. */
   twilioTimeoutMs?: number;
   visibilityTimeoutSeconds?: number;
+  /** Hostile-traffic settings; by default the rate limit is off so volume tests are not held back. */
+  traffic?: Partial<TrafficPolicy>;
 }
 
 /**
@@ -62,6 +65,13 @@ export async function startPipeline(
     quarantineSeconds: 3600,
     outOfSessionReply: OUT_OF_SESSION,
     outOfSessionVoice: "Goodbye.",
+    traffic: {
+      autoReplyIntervalSeconds: 86_400,
+      senderRateLimit: undefined,
+      rateLimitReply: RATE_LIMIT_NOTICE,
+      replayWindowDays: 30,
+      ...options.traffic,
+    },
   };
   const inbound = createInboundHandler({
     service: new InboundService({ ...common, store }),

@@ -54,6 +54,7 @@ const sms = (route: RouteDecision, optOutType?: string): MessageCommand => ({
   numMedia: 0,
   optOutType,
   replying: true,
+  rateLimited: false,
 });
 
 describe("message decider", () => {
@@ -74,6 +75,14 @@ describe("message decider", () => {
     for (const kind of ["STOP", "start", "Help"])
       assert.deepEqual(types(decideMessage(sms(inSession, kind), null, ctx())), ["MessageBlocked"]);
     assert.deepEqual(types(decideMessage(sms(inSession, "OTHER"), null, ctx())), ["MessageReceived"]);
+  });
+  test("a full rate-limit window holds an in-session text back; keywords and out-of-session are unaffected", () => {
+    const limited = (route: RouteDecision, optOutType?: string) =>
+      types(decideMessage({ ...sms(route, optOutType), rateLimited: true } as MessageCommand, null, ctx()));
+    const [blocked] = decideMessage({ ...sms(inSession), rateLimited: true } as MessageCommand, null, ctx());
+    assert.equal(blocked?.type === "MessageBlocked" && blocked.detail.reason, "rate-limit");
+    assert.deepEqual(limited(inSession, "STOP"), ["MessageBlocked"]);
+    assert.deepEqual(limited(outOfSession), ["OutOfSessionMessage"]);
   });
   test("a message already stored is not received again", () => {
     assert.deepEqual(decideMessage(sms(inSession), message("received"), ctx()), []);
