@@ -1,4 +1,5 @@
-import { eventOf, MemoryStore } from "./adapters/memory-store.ts";
+import { eventOf } from "./adapters/item-views.ts";
+import { MemoryStore } from "./adapters/memory-store.ts";
 import { ConcurrentWriteError, type Conflict } from "./domain/errors.ts";
 import { type DomainEvent, domainEventSchema } from "./domain/events.ts";
 import { maskNumber } from "./domain/phone.ts";

@@ -2,7 +2,7 @@ import type { Logger } from "@aws-lambda-powertools/logger";
 import type { AttributeValue } from "@aws-sdk/client-dynamodb";
 import { unmarshall } from "@aws-sdk/util-dynamodb";
 import type { DynamoDBBatchResponse, DynamoDBStreamEvent } from "aws-lambda";
-import { toDomainEvent } from "../../shared/adapters/dynamo-store.ts";
+import { toDomainEvent } from "../../shared/adapters/item-views.ts";
 import type { EventPublisher, StreamedEvent } from "../../shared/app/publisher.ts";
 
 /**

@@ -4,7 +4,7 @@ import {
   TransactWriteCommand,
   type TransactWriteCommandInput,
 } from "@aws-sdk/lib-dynamodb";
-import type { Change, Guard } from "../domain/changes.ts";
+import type { Change, Guard, UpdateChange } from "../domain/changes.ts";
 import { ConcurrentWriteError } from "../domain/errors.ts";
 import type { DomainEvent } from "../domain/events.ts";
 import { type ProjectionOptions, projectEvents } from "../domain/projection.ts";
@@ -64,6 +64,13 @@ class Expressions {
       ...(Object.keys(this.values).length ? { ExpressionAttributeValues: this.values } : {}),
     };
   }
+}
+
+/** One change as a single conditional UpdateItem (operational writes outside a transaction). */
+export function toUpdateInput(change: UpdateChange, tableName: string) {
+  const item = toTransactItem(change, tableName).Update;
+  if (!item) throw new Error("not an update");
+  return item;
 }
 
 /** One projection change as a TransactWriteItems entry: the translation, and nothing else. */

@@ -2,8 +2,8 @@ import type { AttributeValue } from "@aws-sdk/client-dynamodb";
 import { type DynamoDBDocumentClient, GetCommand, QueryCommand, UpdateCommand } from "@aws-sdk/lib-dynamodb";
 import { unmarshall } from "@aws-sdk/util-dynamodb";
 import type { Holding, PoolNumber } from "../domain/allocation.ts";
-import { type DomainEvent, domainEventSchema } from "../domain/events.ts";
-import type { MessageRecord } from "../domain/message.ts";
+import type { DomainEvent } from "../domain/events.ts";
+import { claimChange, claimOutcome, type MessageRecord, releaseChange } from "../domain/message.ts";
 import type { E164 } from "../domain/phone.ts";
 import { type ItemKey, itemKeys, OPEN_SHARDS } from "../domain/projection.ts";
 import type { Route, Session } from "../domain/session.ts";
@@ -21,7 +21,16 @@ import type {
   SessionReader,
   TrafficReads,
 } from "../ports.ts";
-import { appendToDynamo } from "./dynamo-append.ts";
+import { appendToDynamo, toUpdateInput } from "./dynamo-append.ts";
+import {
+  mergeByExpiry,
+  toDomainEvent,
+  toHolding,
+  toMessage,
+  toPoolNumber,
+  toRoute,
+  toSession,
+} from "./item-views.ts";
 
 type Item = Record<string, unknown>;
 const keys = itemKeys;
@@ -67,10 +76,8 @@ export class DynamoStore
   }
 
   async getSession(sessionId: string): Promise<Session | undefined> {
-    const { Item } = await this.client.send(
-      new GetCommand({ TableName: this.table, Key: keys.session(sessionId), ConsistentRead: true }),
-    );
-    return Item ? toSession(Item) : undefined;
+    const item = await this.getItem(keys.session(sessionId));
+    return item && toSession(item);
   }
 
   async sessionEvents(sessionId: string): Promise<DomainEvent[]> {
@@ -83,24 +90,8 @@ export class DynamoStore
   }
 
   async getRoute(proxyNumber: E164, senderNumber: E164): Promise<Route | undefined> {
-    const { Item } = await this.client.send(
-      new GetCommand({
-        TableName: this.table,
-        Key: keys.pair(senderNumber, proxyNumber),
-        ConsistentRead: true,
-      }),
-    );
-    if (!Item) return undefined;
-    return {
-      proxyNumber,
-      senderNumber,
-      state: Item.state,
-      sessionId: Item.sessionId ?? null,
-      counterpartNumber: Item.counterpartNumber ?? null,
-      counterpartProxy: Item.counterpartProxy ?? null,
-      mode: Item.mode ?? null,
-      expiresAt: Item.expiresAt ?? null,
-    };
+    const item = await this.getItem(keys.pair(senderNumber, proxyNumber));
+    return item && toRoute(item, proxyNumber, senderNumber);
   }
 
   async holdingsOf(participant: E164): Promise<Holding[]> {
@@ -109,13 +100,7 @@ export class DynamoStore
       ExpressionAttributeValues: { ":pk": `PARTICIPANT#${participant}` },
       ConsistentRead: true,
     });
-    return items.map((i) => ({
-      proxyNumber: i.proxyNumber as E164,
-      state: i.state as Holding["state"],
-      sessionId: (i.sessionId as string | undefined) ?? null,
-      counterpartNumber: (i.counterpartNumber as E164 | undefined) ?? null,
-      quarantineUntil: (i.quarantineUntil as number | undefined) ?? null,
-    }));
+    return items.map(toHolding);
   }
 
   async listPool(): Promise<PoolNumber[]> {
@@ -124,12 +109,7 @@ export class DynamoStore
       ExpressionAttributeValues: { ":pk": "POOL", ":prefix": "NUMBER#" },
       ConsistentRead: true,
     });
-    return items.map((i) => ({
-      phoneNumber: i.phoneNumber as E164,
-      status: i.status as PoolNumber["status"],
-      callingCode: i.callingCode as string,
-      load: Number(i.load ?? 0),
-    }));
+    return items.map(toPoolNumber);
   }
 
   async ownsNumber(phoneNumber: E164): Promise<boolean> {
@@ -149,124 +129,67 @@ export class DynamoStore
   }
 
   async getIdempotency(key: string) {
-    const { Item } = await this.client.send(
-      new GetCommand({ TableName: this.table, Key: keys.idempotency(key), ConsistentRead: true }),
-    );
-    return Item ? { requestHash: String(Item.requestHash), result: String(Item.result) } : undefined;
+    const item = await this.getItem(keys.idempotency(key));
+    return item && { requestHash: String(item.requestHash), result: String(item.result) };
   }
 
   async getMessage(messageId: string): Promise<MessageRecord | undefined> {
-    const { Item } = await this.client.send(
-      new GetCommand({ TableName: this.table, Key: keys.message(messageId), ConsistentRead: true }),
-    );
-    if (!Item) return undefined;
-    return {
-      messageId,
-      sessionId: Item.sessionId ?? null,
-      state: Item.state,
-      source: Item.source ?? "sms",
-      from: Item.from ?? null,
-      recipient: Item.recipient ?? null,
-      recipientProxy: Item.recipientProxy ?? null,
-      body: Item.body ?? "",
-      mediaUrls: Item.mediaUrls ?? [],
-      receivedAt: Item.receivedAt ?? 0,
-      claimedAt: Item.claimedAt ?? null,
-      twilioSid: Item.twilioSid ?? null,
-    };
+    const item = await this.getItem(keys.message(messageId));
+    return item && toMessage(item, messageId);
   }
 
   async claimSend(messageId: string, now: number, staleBefore: number): Promise<ClaimResult> {
+    const change = claimChange(messageId, now, staleBefore);
     try {
       const { Attributes } = await this.client.send(
         new UpdateCommand({
-          TableName: this.table,
-          Key: keys.message(messageId),
-          UpdateExpression:
-            "SET #state = :sending, claimedAt = :now, previousClaim = claimedAt ADD attempts :one",
-          ConditionExpression: "#state = :received OR (#state = :sending AND claimedAt < :stale)",
-          ExpressionAttributeNames: { "#state": "state" },
-          ExpressionAttributeValues: {
-            ":sending": "sending",
-            ":received": "received",
-            ":now": now,
-            ":stale": staleBefore,
-            ":one": 1,
-          },
+          ...toUpdateInput(change, this.table),
           ReturnValues: "UPDATED_OLD",
           ReturnValuesOnConditionCheckFailure: "ALL_OLD",
         }),
       );
-      return Attributes?.state === "sending" ? "stale-claim" : "claimed";
+      return claimOutcome(Attributes?.state, true);
     } catch (error) {
-      if (error instanceof Error && error.name === "ConditionalCheckFailedException") {
-        // The document client leaves this item marshalled ({ S: "sending" }).
-        const raw = (error as { Item?: Record<string, AttributeValue> }).Item;
-        const item = raw ? unmarshall(raw) : undefined;
-        return item?.state === "sending" ? "busy" : "done";
-      }
-      throw error;
+      if (!isConditionFailure(error)) throw error;
+      // The document client leaves this item marshalled ({ S: "sending" }).
+      const raw = (error as { Item?: Record<string, AttributeValue> }).Item;
+      return claimOutcome(raw ? unmarshall(raw).state : undefined, false);
     }
   }
 
   async releaseClaim(messageId: string, claimedAt: number): Promise<void> {
-    try {
-      await this.client.send(
-        new UpdateCommand({
-          TableName: this.table,
-          Key: keys.message(messageId),
-          UpdateExpression: "SET #state = :received",
-          ConditionExpression: "#state = :sending AND claimedAt = :at",
-          ExpressionAttributeNames: { "#state": "state" },
-          ExpressionAttributeValues: { ":sending": "sending", ":received": "received", ":at": claimedAt },
-        }),
-      );
-    } catch (error) {
-      if (!(error instanceof Error && error.name === "ConditionalCheckFailedException")) throw error;
-    }
+    await this.client
+      .send(new UpdateCommand(toUpdateInput(releaseChange(messageId, claimedAt), this.table)))
+      .catch((error) => {
+        if (!isConditionFailure(error)) throw error;
+      });
   }
 
   async expiredSessions(now: number, limit: number): Promise<Session[]> {
-    const cutoff = new Date(now).toISOString();
-    const perShard = await Promise.all(
-      Array.from({ length: OPEN_SHARDS }, (_, shard) =>
-        this.client.send(
-          new QueryCommand({
-            TableName: this.table,
-            IndexName: "gsi1",
-            KeyConditionExpression: "gsi1pk = :pk AND gsi1sk < :cutoff",
-            ExpressionAttributeValues: { ":pk": `OPEN#${shard}`, ":cutoff": cutoff },
-            Limit: limit,
-          }),
-        ),
-      ),
-    );
-    return perShard
-      .flatMap((r) => r.Items ?? [])
-      .map(toSession)
-      .sort((a, b) => a.expiresAt.localeCompare(b.expiresAt))
-      .slice(0, limit);
+    return this.openIndex(limit, new Date(now).toISOString());
   }
 
   async openSessions(limit: number): Promise<Session[]> {
+    return this.openIndex(limit);
+  }
+
+  /** The sparse open-session index, sharded; below `cutoff` (expiresAt) when given. */
+  private async openIndex(limit: number, cutoff?: string): Promise<Session[]> {
     const perShard = await Promise.all(
-      Array.from({ length: OPEN_SHARDS }, (_, shard) =>
-        this.client.send(
+      Array.from({ length: OPEN_SHARDS }, async (_, shard) => {
+        const page = await this.client.send(
           new QueryCommand({
             TableName: this.table,
             IndexName: "gsi1",
-            KeyConditionExpression: "gsi1pk = :pk",
-            ExpressionAttributeValues: { ":pk": `OPEN#${shard}` },
+            KeyConditionExpression: cutoff ? "gsi1pk = :pk AND gsi1sk < :cutoff" : "gsi1pk = :pk",
+            ExpressionAttributeValues: { ":pk": `OPEN#${shard}`, ...(cutoff ? { ":cutoff": cutoff } : {}) },
             Limit: limit,
           }),
-        ),
-      ),
+        );
+        return page.Items ?? [];
+      }),
     );
-    return perShard
-      .flatMap((r) => r.Items ?? [])
-      .map(toSession)
-      .sort((a, b) => a.expiresAt.localeCompare(b.expiresAt))
-      .slice(0, limit);
+    return mergeByExpiry(perShard, limit);
   }
 
   private async queryAll(input: Omit<ConstructorParameters<typeof QueryCommand>[0], "TableName">) {
@@ -283,28 +206,5 @@ export class DynamoStore
   }
 }
 
-function toSession(item: Item): Session {
-  return {
-    sessionId: item.sessionId,
-    status: item.status,
-    mode: item.mode,
-    ttlSeconds: item.ttlSeconds,
-    ttlMode: item.ttlMode,
-    createdAt: item.createdAt,
-    expiresAt: item.expiresAt,
-    closedAt: item.closedAt ?? null,
-    participants: item.participants,
-  } as Session;
-}
-
-export function toDomainEvent(item: Item): DomainEvent {
-  const { id, type, occurredAt, sessionId, detailVersion, detail } = item;
-  return domainEventSchema.parse({
-    id,
-    type,
-    occurredAt,
-    sessionId: sessionId ?? null,
-    detailVersion,
-    detail,
-  });
-}
+const isConditionFailure = (error: unknown) =>
+  error instanceof Error && error.name === "ConditionalCheckFailedException";

@@ -1,26 +1,52 @@
 import type { Holding, PoolNumber } from "../domain/allocation.ts";
 import { applyChange, guardHolds, type Item, type ItemKey } from "../domain/changes.ts";
 import { ConcurrentWriteError, type Conflict } from "../domain/errors.ts";
-import { type DomainEvent, domainEventSchema } from "../domain/events.ts";
-import type { MessageRecord } from "../domain/message.ts";
+import type { DomainEvent } from "../domain/events.ts";
+import { claimChange, claimOutcome, type MessageRecord, releaseChange } from "../domain/message.ts";
 import type { E164 } from "../domain/phone.ts";
-import { itemKeys, projectEvents } from "../domain/projection.ts";
-import type { Session } from "../domain/session.ts";
+import { itemKeys, OPEN_SHARDS, projectEvents } from "../domain/projection.ts";
+import type { Route, Session } from "../domain/session.ts";
+import { trafficKeys } from "../domain/traffic.ts";
 import type {
   AppendOptions,
+  ClaimResult,
   EventStore,
   IdempotencyRecords,
   MessageLog,
   PoolView,
+  RouteLookup,
+  SendClaims,
+  SessionIndex,
   SessionReader,
+  TrafficReads,
 } from "../ports.ts";
+import {
+  mergeByExpiry,
+  toDomainEvent,
+  toHolding,
+  toMessage,
+  toPoolNumber,
+  toRoute,
+  toSession,
+} from "./item-views.ts";
 
 /**
  * The store in memory: a table of items (partition → sort key → item) that runs the same projection changes
  * as DynamoDB, guards included, all-or-nothing like a transaction. The pool bench replays a month of
  * sessions through the real SessionService on it in seconds; rebuild folds an event history through it.
  */
-export class MemoryStore implements EventStore, SessionReader, PoolView, IdempotencyRecords, MessageLog {
+export class MemoryStore
+  implements
+    EventStore,
+    SessionReader,
+    RouteLookup,
+    PoolView,
+    IdempotencyRecords,
+    MessageLog,
+    SendClaims,
+    SessionIndex,
+    TrafficReads
+{
   private readonly partitions = new Map<string, Map<string, Item>>();
   private poolCache: PoolNumber[] | undefined;
   /** Transactions that committed. */
@@ -79,57 +105,81 @@ export class MemoryStore implements EventStore, SessionReader, PoolView, Idempot
 
   async getSession(sessionId: string): Promise<Session | undefined> {
     const item = this.get(itemKeys.session(sessionId));
-    return item && (toSessionView(item) as Session);
+    return item && toSession(item);
   }
 
   async sessionEvents(sessionId: string): Promise<DomainEvent[]> {
     return this.partition(itemKeys.session(sessionId).pk)
       .filter((i) => i.kind === "event")
-      .map((i) => domainEventSchema.parse(eventOf(i)));
+      .map(toDomainEvent);
+  }
+
+  async getRoute(proxyNumber: E164, senderNumber: E164): Promise<Route | undefined> {
+    const item = this.get(itemKeys.pair(senderNumber, proxyNumber));
+    return item && toRoute(item, proxyNumber, senderNumber);
   }
 
   async holdingsOf(participant: E164): Promise<Holding[]> {
-    return this.partition(itemKeys.pair(participant, "").pk).map((i) => ({
-      proxyNumber: i.proxyNumber as E164,
-      state: i.state as Holding["state"],
-      sessionId: (i.sessionId as string | undefined) ?? null,
-      counterpartNumber: (i.counterpartNumber as E164 | undefined) ?? null,
-      quarantineUntil: (i.quarantineUntil as number | undefined) ?? null,
-    }));
+    return this.partition(itemKeys.pair(participant, "").pk).map(toHolding);
   }
 
   /** Sorted by number as the DynamoDB query returns it; rebuilt only after the pool changed. */
   async listPool(): Promise<PoolNumber[]> {
-    this.poolCache ??= this.partition("POOL").map((i) => ({
-      phoneNumber: i.phoneNumber as E164,
-      status: i.status as PoolNumber["status"],
-      callingCode: i.callingCode as string,
-      load: Number(i.load ?? 0),
-    }));
+    this.poolCache ??= this.partition("POOL").map(toPoolNumber);
     return this.poolCache;
   }
 
   async getIdempotency(key: string) {
     const item = this.get(itemKeys.idempotency(key));
-    return item ? { requestHash: String(item.requestHash), result: String(item.result) } : undefined;
+    return item && { requestHash: String(item.requestHash), result: String(item.result) };
   }
 
   async getMessage(messageId: string): Promise<MessageRecord | undefined> {
     const item = this.get(itemKeys.message(messageId));
-    return (
-      item &&
-      ({ claimedAt: null, twilioSid: null, mediaUrls: [], body: "", ...item } as unknown as MessageRecord)
-    );
+    return item && toMessage(item, messageId);
   }
-}
 
-function toSessionView(item: Item) {
-  const { sessionId, status, mode, ttlSeconds, ttlMode, createdAt, expiresAt, closedAt, participants } = item;
-  return { sessionId, status, mode, ttlSeconds, ttlMode, createdAt, expiresAt, closedAt, participants };
-}
+  async claimSend(messageId: string, now: number, staleBefore: number): Promise<ClaimResult> {
+    const change = claimChange(messageId, now, staleBefore);
+    const before = this.get(change.key);
+    const claimed = change.guard === undefined || guardHolds(change.guard, before);
+    if (claimed) this.set(change.key, applyChange(change, before));
+    return claimOutcome(before?.state as string | undefined, claimed);
+  }
 
-/** The event an event item stores, without its keys. */
-export function eventOf(item: Item) {
-  const { id, type, occurredAt, sessionId, detailVersion, detail } = item;
-  return { id, type, occurredAt, sessionId: sessionId ?? null, detailVersion, detail };
+  async releaseClaim(messageId: string, claimedAt: number): Promise<void> {
+    const change = releaseChange(messageId, claimedAt);
+    const before = this.get(change.key);
+    if (change.guard && guardHolds(change.guard, before)) this.set(change.key, applyChange(change, before));
+  }
+
+  async ownsNumber(phoneNumber: E164): Promise<boolean> {
+    return this.get(itemKeys.number(phoneNumber)) !== undefined;
+  }
+
+  async lastAutoReply(proxyNumber: E164, senderNumber: E164): Promise<number | undefined> {
+    const at = this.get(trafficKeys.autoReply(proxyNumber, senderNumber))?.lastReplyAt;
+    return typeof at === "number" ? at : undefined;
+  }
+
+  async expiredSessions(now: number, limit: number): Promise<Session[]> {
+    const cutoff = new Date(now).toISOString();
+    return this.openIndex(limit, (gsi1sk) => gsi1sk < cutoff);
+  }
+
+  async openSessions(limit: number): Promise<Session[]> {
+    return this.openIndex(limit, () => true);
+  }
+
+  /** As DynamoDB reads the sparse index: per shard in key (byte) order, `limit` each, merged by expiry. */
+  private openIndex(limit: number, keep: (gsi1sk: string) => boolean): Session[] {
+    const indexed = [...this.items()].filter((i) => typeof i.gsi1pk === "string" && keep(String(i.gsi1sk)));
+    const perShard = Array.from({ length: OPEN_SHARDS }, (_, shard) =>
+      indexed
+        .filter((i) => i.gsi1pk === `OPEN#${shard}`)
+        .sort((a, b) => (String(a.gsi1sk) < String(b.gsi1sk) ? -1 : 1))
+        .slice(0, limit),
+    );
+    return mergeByExpiry(perShard, limit);
+  }
 }

@@ -59,6 +59,8 @@ export type Change =
     })
   | (ChangeBase & { type: "delete" });
 
+export type UpdateChange = Extract<Change, { type: "update" }>;
+
 /** Evaluates a guard against an item (undefined: the item does not exist), as DynamoDB would. */
 export function guardHolds(g: Guard, item: Item | undefined): boolean {
   switch (g.op) {

@@ -1,5 +1,7 @@
+import { guard, type UpdateChange } from "./changes.ts";
 import { type DomainEvent, type EventContext, makeEvent } from "./events.ts";
 import type { E164 } from "./phone.ts";
+import { itemKeys } from "./projection.ts";
 import { assertNever, type RouteDecision } from "./session.ts";
 
 /**
@@ -208,4 +210,42 @@ function recordStatus(
       }),
     );
   return events;
+}
+
+/**
+ * The send claim: operational state on the message item (not an event) that makes the one Twilio send
+ * exclusive. A received message may be claimed; a claim older than `staleBefore` may be taken over.
+ */
+export function claimChange(messageId: string, now: number, staleBefore: number): UpdateChange {
+  return {
+    type: "update",
+    key: itemKeys.message(messageId),
+    set: { state: "sending", claimedAt: now },
+    add: { attempts: 1 },
+    guard: guard.or(
+      guard.eq("state", "received"),
+      guard.and(guard.eq("state", "sending"), guard.lt("claimedAt", staleBefore)),
+    ),
+    conflict: { kind: "message", key: messageId },
+  };
+}
+
+/** Gives a claim back (the send was not made), only if it is still this claim. */
+export function releaseChange(messageId: string, claimedAt: number): UpdateChange {
+  return {
+    type: "update",
+    key: itemKeys.message(messageId),
+    set: { state: "received" },
+    guard: guard.and(guard.eq("state", "sending"), guard.eq("claimedAt", claimedAt)),
+    conflict: { kind: "message", key: messageId },
+  };
+}
+
+/** What a claim attempt found: the message state before it. */
+export function claimOutcome(
+  before: string | undefined,
+  claimed: boolean,
+): "claimed" | "stale-claim" | "busy" | "done" {
+  if (claimed) return before === "sending" ? "stale-claim" : "claimed";
+  return before === "sending" ? "busy" : "done";
 }

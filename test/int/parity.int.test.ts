@@ -10,9 +10,8 @@ import { SessionService } from "../../shared/app/sessions.ts";
 import { DomainError } from "../../shared/domain/errors.ts";
 import { type DomainEvent, eventTypes, type SessionMode, type TtlMode } from "../../shared/domain/events.ts";
 import type { E164 } from "../../shared/domain/phone.ts";
-import { type Item, itemKeys, OPEN_SHARDS } from "../../shared/domain/projection.ts";
-import type { Route, Session } from "../../shared/domain/session.ts";
-import { trafficKeys } from "../../shared/domain/traffic.ts";
+import type { Item } from "../../shared/domain/projection.ts";
+import type { Session } from "../../shared/domain/session.ts";
 import {
   type EventStore,
   type ForwardJob,
@@ -55,85 +54,6 @@ type Store = EventStore &
   SendClaims &
   SessionIndex &
   TrafficReads;
-
-/**
- * The in-memory store with the reads the webhook, forward and recycler services need, answered from its
- * items as the DynamoDB adapter answers them (the hostile-traffic markers included). The send claim is
- * not an event and out of the compared scope: here it is granted without being written.
- */
-class ParityMemoryStore extends MemoryStore implements RouteLookup, SendClaims, SessionIndex, TrafficReads {
-  async ownsNumber(phoneNumber: E164): Promise<boolean> {
-    return this.get(itemKeys.number(phoneNumber)) !== undefined;
-  }
-
-  async lastAutoReply(proxyNumber: E164, senderNumber: E164): Promise<number | undefined> {
-    const at = this.get(trafficKeys.autoReply(proxyNumber, senderNumber))?.lastReplyAt;
-    return typeof at === "number" ? at : undefined;
-  }
-
-  async getRoute(proxyNumber: E164, senderNumber: E164): Promise<Route | undefined> {
-    const item = this.get(itemKeys.pair(senderNumber, proxyNumber));
-    if (!item) return undefined;
-    return {
-      proxyNumber,
-      senderNumber,
-      state: item.state as Route["state"],
-      sessionId: (item.sessionId as string | undefined) ?? null,
-      counterpartNumber: (item.counterpartNumber as E164 | undefined) ?? null,
-      counterpartProxy: (item.counterpartProxy as E164 | undefined) ?? null,
-      mode: (item.mode as Route["mode"] | undefined) ?? null,
-      expiresAt: (item.expiresAt as number | undefined) ?? null,
-    };
-  }
-
-  async claimSend(messageId: string) {
-    const state = this.get(itemKeys.message(messageId))?.state;
-    return state === "received" ? "claimed" : state === "sending" ? "busy" : "done";
-  }
-
-  async releaseClaim(): Promise<void> {}
-
-  async expiredSessions(now: number, limit: number): Promise<Session[]> {
-    const cutoff = new Date(now).toISOString();
-    return this.openIndex(limit, (gsi1sk) => gsi1sk < cutoff);
-  }
-
-  async openSessions(limit: number): Promise<Session[]> {
-    return this.openIndex(limit, () => true);
-  }
-
-  /** As the adapter reads gsi1: per shard in key order, `limit` each, then merged by expiry. */
-  private openIndex(limit: number, keep: (gsi1sk: string) => boolean): Session[] {
-    const sessions = [...this.items()].filter((i) => typeof i.gsi1pk === "string" && keep(String(i.gsi1sk)));
-    const perShard = Array.from({ length: OPEN_SHARDS }, (_, shard) =>
-      sessions
-        .filter((i) => i.gsi1pk === `OPEN#${shard}`)
-        // Sort keys in byte order, as DynamoDB keeps them.
-        .sort((a, b) => (String(a.gsi1sk) < String(b.gsi1sk) ? -1 : 1))
-        .slice(0, limit),
-    );
-    return perShard
-      .flat()
-      .map(toSession)
-      .sort((a, b) => a.expiresAt.localeCompare(b.expiresAt))
-      .slice(0, limit);
-  }
-}
-
-function toSession(item: Item): Session {
-  const { sessionId, status, mode, ttlSeconds, ttlMode, createdAt, expiresAt, closedAt, participants } = item;
-  return {
-    sessionId,
-    status,
-    mode,
-    ttlSeconds,
-    ttlMode,
-    createdAt,
-    expiresAt,
-    closedAt: closedAt ?? null,
-    participants,
-  } as Session;
-}
 
 type Command =
   | { t: "open"; a: number; d: number; ttlSeconds: number; ttlMode: TtlMode; mode: SessionMode }
@@ -392,7 +312,7 @@ describe("parity: DynamoDB and in-memory stores, and the rebuild, under random c
       fc.asyncProperty(fc.array(command, { minLength: 15, maxLength: 30 }), async (commands) => {
         const { tableName, store } = await aws.fresh();
         const dynamo = await play(commands, store);
-        const memory = new ParityMemoryStore({ retentionSeconds: RETENTION_SECONDS });
+        const memory = new MemoryStore({ retentionSeconds: RETENTION_SECONDS });
         const inMemory = await play(commands, memory);
         assert.deepEqual(inMemory.outcomes, dynamo.outcomes, "the same answers");
         assert.equal(inMemory.now, dynamo.now);
