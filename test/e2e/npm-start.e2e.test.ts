@@ -23,7 +23,8 @@ const groupAlive = (pid: number) => {
 /** Plays Twilio against a running stack: signed form posts, as Twilio sends them. */
 function twilioPlayer(baseUrl: string, publicBaseUrl = baseUrl) {
   let n = 0;
-  return async (path: string, params: Record<string, string>) => {
+  return async (path: string, fields: Record<string, string>) => {
+    const params = { AccountSid: ACCOUNT_SID, ...fields };
     const signature = getExpectedTwilioSignature(AUTH_TOKEN, `${publicBaseUrl}${path}`, params);
     const res = await fetch(`${baseUrl}${path}`, {
       method: "POST",

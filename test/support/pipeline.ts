@@ -62,11 +62,16 @@ export async function startPipeline(
     outOfSessionReply: OUT_OF_SESSION,
     outOfSessionVoice: "Goodbye.",
   };
+  let invalidRequests = 0;
   const inbound = createInboundHandler({
     service: new MessagingService({ ...common, store }),
     logger,
     authToken: AUTH_TOKEN,
+    accountSid: ACCOUNT_SID,
     publicBaseUrl,
+    countInvalidRequest: () => {
+      invalidRequests++;
+    },
   });
   const forwardService = new ForwardService({
     ...common,
@@ -178,6 +183,8 @@ export async function startPipeline(
     queueDepth,
     dlqMessages,
     post,
+    /** Webhooks refused as invalid Twilio requests (signed, but bad SIDs or AccountSid). */
+    invalidRequests: () => invalidRequests,
     startForwarding,
     stopForwarding: async () => {
       await poller?.stop();
