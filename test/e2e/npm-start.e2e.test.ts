@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { createServer } from "node:http";
+import { networkInterfaces } from "node:os";
 import { after, before, describe, test } from "node:test";
 import { getExpectedTwilioSignature } from "twilio/lib/webhooks/webhooks.js";
 import { type NpmStart, startNpmStart } from "../support/npm-start.ts";
@@ -65,6 +66,17 @@ describe("npm start, as a user runs it", () => {
     process.stdout.write(`# npm start: ready in ${stack.startupMs} ms\n`);
   });
   after(async () => stack?.stop());
+
+  test("listens on 127.0.0.1 only by default, and says so", async () => {
+    assert.match(stack.output(), /Listening on\s+127\.0\.0\.1\b/);
+    const port = new URL(stack.url).port;
+    assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200);
+    const outside = Object.values(networkInterfaces())
+      .flat()
+      .find((i) => i && i.family === "IPv4" && !i.internal)?.address;
+    if (outside)
+      await assert.rejects(fetch(`http://${outside}:${port}/health`), "not reachable on another interface");
+  });
 
   test("open a session, text both ways with signed webhooks, each forwarded once, close, shut down cleanly", async () => {
     const call = api(stack);
@@ -171,6 +183,22 @@ describe("npm start against an outside Twilio (TWILIO_API_BASE_URL), as the blac
     fakeTwilio.close();
   });
 
+  test("only the HTTP contract answers: no sandbox, no Twilio stand-in, no local EventBridge", async () => {
+    const putEvents = await fetch(`${stack.url}/`, {
+      method: "POST",
+      headers: { "x-amz-target": "AWSEvents.PutEvents", "content-type": "application/x-amz-json-1.1" },
+      body: JSON.stringify({
+        Entries: [
+          { Source: "maskline", DetailType: "SessionOpened", Detail: "{}", EventBusName: "maskline" },
+        ],
+      }),
+    });
+    assert.equal(putEvents.status, 404);
+    for (const path of ["/", "/sandbox/state", "/sandbox/twilio/messages"])
+      assert.equal((await fetch(`${stack.url}${path}`)).status, 404, path);
+    assert.match(stack.output(), /Sandbox page\s+off/);
+  });
+
   test("no seeded pool; sends reach the configured Twilio with Basic auth; pool exhaustion is a 409", async () => {
     const call = api(stack);
     assert.deepEqual(
@@ -208,5 +236,19 @@ describe("npm start against an outside Twilio (TWILIO_API_BASE_URL), as the blac
     assert.equal(send?.form.get("To"), GUEST);
     assert.equal(send?.form.get("Body"), "checking in");
     assert.match(send?.form.get("StatusCallback") ?? "", /\/twilio\/status\?m=/);
+  });
+});
+
+describe("npm start refuses a weak API token outside the sandbox", () => {
+  test("MASKLINE_API_TOKEN shorter than 16 characters with another Twilio: exit 2, naming the variable", async () => {
+    await assert.rejects(
+      startNpmStart({
+        MASKLINE_API_TOKEN: "short-token",
+        TWILIO_AUTH_TOKEN: AUTH_TOKEN,
+        TWILIO_ACCOUNT_SID: ACCOUNT_SID,
+        TWILIO_API_BASE_URL: "http://127.0.0.1:9",
+      }),
+      (error: Error) => /exited \(code 2\b/.test(error.message) && /MASKLINE_API_TOKEN/.test(error.message),
+    );
   });
 });
