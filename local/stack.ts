@@ -22,7 +22,7 @@ import { localContext, type Poller, startScheduler, startSqsPoller, startStreamP
 import { createLocalServer, type HttpHandler } from "./server.ts";
 import { sandboxNumbers, TwilioSandbox } from "./twilio-sandbox.ts";
 
-/** The embedded stack's own settings (DESIGN §6 names plus local knobs), validated at start-up. */
+/** The embedded stack's own settings (the project's configuration names plus local knobs), validated at start-up. */
 const localConfigSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   /** The address to listen on: loopback unless asked otherwise (0.0.0.0 or :: for every interface). */
