@@ -242,6 +242,18 @@ const productRequest = fc.record({
   ),
   body: bodyText,
   headers,
+  /** Arbitrary extra headers (x- names: fetch refuses to set some standard ones). */
+  extra: fc.dictionary(
+    fc
+      .string({
+        unit: fc.constantFrom(..."abcdefghijklmnopqrstuvwxyz0123456789-_"),
+        minLength: 1,
+        maxLength: 20,
+      })
+      .map((n) => `x-${n}`),
+    headerValue,
+    { maxKeys: 4 },
+  ),
 });
 
 // ---- harness ----------------------------------------------------------------------------------------
@@ -393,7 +405,7 @@ describe(`fuzz: every route, ${RUNS} runs per property, seed ${SEED}`, () => {
         const path = productPath(r.route, r.params) + r.query;
         const res = await send(path, {
           method,
-          headers: { ...r.headers, authorization: `Bearer ${API_TOKEN}` },
+          headers: { ...r.extra, ...r.headers, authorization: `Bearer ${API_TOKEN}` },
           body: method === "GET" || method === "DELETE" ? undefined : r.body,
         });
         notServerError(`${method} ${path}`, res);
@@ -419,7 +431,7 @@ describe(`fuzz: every route, ${RUNS} runs per property, seed ${SEED}`, () => {
           const path = productPath(r.route, r.params) + r.query;
           const res = await send(path, {
             method,
-            headers: { ...r.headers, ...(authorization === undefined ? {} : { authorization }) },
+            headers: { ...r.extra, ...r.headers, ...(authorization === undefined ? {} : { authorization }) },
             body: method === "GET" || method === "DELETE" ? undefined : r.body,
           });
           notServerError(`${method} ${path}`, res);
