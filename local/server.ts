@@ -44,7 +44,7 @@ const TYPES: Record<string, string> = { html: "text/html", js: "text/javascript"
 /**
  * One HTTP server for the embedded stack: the public HTTP contract (invoking the deployed handlers with API
  * Gateway HTTP API events) and, in sandbox mode only, the Twilio REST stand-in and the sandbox page. The
- * local EventBridge answers only at its unguessable path (`LocalEventBus.path`) and only from loopback.
+ * local EventBridge answers only at its unguessable path (`LocalEventBus.path`) and only to this machine.
  */
 export function createLocalServer(options: LocalServerOptions): Server {
   return createServer((req, res) => {
@@ -141,7 +141,7 @@ async function serve(req: IncomingMessage, res: ServerResponse, options: LocalSe
   if ("tooLarge" in read) {
     const result = problemResponse(problems.payloadTooLarge(BODY_LIMIT), url.pathname);
     if (read.tooLarge === "close") {
-      res.once("finish", () => req.socket.destroySoon());
+      res.once("finish", () => req.socket.end());
       return write(res, { ...result, headers: { ...result.headers, connection: "close" } });
     }
     return write(res, result);
