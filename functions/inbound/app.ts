@@ -79,7 +79,8 @@ export function twilioSignature(options: {
       const text = rawBody(event);
       if (Buffer.byteLength(text) > FORM_LIMIT) throw problems.payloadTooLarge(FORM_LIMIT);
       const isForm = /^application\/x-www-form-urlencoded\b/i.test(headerOf(event, "content-type") ?? "");
-      const params: Record<string, string> = {};
+      // No prototype: "__proto__" or "constructor" are form keys like any other (and signed as such).
+      const params: Record<string, string> = Object.create(null);
       if (isForm) for (const [k, v] of new URLSearchParams(text)) params[k] = v;
       const query = event.rawQueryString ? `?${event.rawQueryString}` : "";
       const urls = [`${options.publicBaseUrl}${event.rawPath}${query}`];

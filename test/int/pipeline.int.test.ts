@@ -463,6 +463,20 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       });
       assert.equal(extra.status, 200, "unknown fields are ignored");
       assert.equal(await p.queueDepth(), 1);
+
+      // Keys that are special to JavaScript objects are form keys like any other: signed, so accepted.
+      const protoKeys = await signed(
+        Object.fromEntries([
+          ["MessageSid", `SM${"6".repeat(32)}`],
+          ["From", A],
+          ["To", proxyA],
+          ["Body", "odd keys"],
+          ["__proto__", "x"],
+          ["constructor", "y"],
+        ]),
+      );
+      assert.equal(protoKeys.status, 200, "a __proto__ key is signed like any other");
+      assert.equal(await p.queueDepth(), 2);
     } finally {
       await p.stop();
     }
