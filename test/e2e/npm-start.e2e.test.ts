@@ -78,6 +78,58 @@ describe("npm start, as a user runs it", () => {
       await assert.rejects(fetch(`http://${outside}:${port}/health`), "not reachable on another interface");
   });
 
+  test("the sandbox page's own requests work (same origin, JSON); domain events reach the local bus", async () => {
+    const page = { origin: stack.url, "sec-fetch-site": "same-origin", "content-type": "application/json" };
+    const sandbox = async (method: string, path: string, body?: unknown) => {
+      const res = await fetch(`${stack.url}${path}`, {
+        method,
+        headers: body === undefined ? { origin: stack.url, "sec-fetch-site": "same-origin" } : page,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      // biome-ignore lint/suspicious/noExplicitAny: tests read arbitrary JSON shapes
+      return { status: res.status, json: (await res.json().catch(() => undefined)) as any };
+    };
+    assert.equal((await fetch(`${stack.url}/`)).status, 200, "the page");
+    const a = await sandbox("POST", "/sandbox/phones", { phoneNumber: "+12025550161" });
+    const b = await sandbox("POST", "/sandbox/phones", { phoneNumber: "+12025550162" });
+    assert.equal(a.status, 201);
+    assert.equal(b.status, 201);
+    const opened = await sandbox("POST", "/sandbox/sessions", {
+      participants: [{ phoneNumber: "+12025550161" }, { phoneNumber: "+12025550162" }],
+    });
+    assert.equal(opened.status, 201);
+    // A stranger texts a proxy: a signed webhook from the sandbox, answered with TwiML, nothing forwarded.
+    const sent = await sandbox("POST", `/sandbox/phones/${encodeURIComponent("+12025550163")}/sms`, {
+      to: opened.json.participants[0].proxyNumber,
+      body: "from the page",
+    });
+    assert.equal(sent.status, 200);
+    assert.equal(sent.json.status, 200, "the signed webhook was accepted");
+    assert.match(sent.json.twiml, /<Message>/);
+    await until(
+      async () => {
+        const { json } = await sandbox("GET", "/sandbox/bus/events");
+        return json.events.some(
+          (e: { detailType: string; detail: { sessionId?: string } }) =>
+            e.detailType === "SessionOpened" && e.detail.sessionId === opened.json.sessionId,
+        );
+      },
+      20_000,
+      "the session's events on the local bus",
+    );
+    const closed = await sandbox("DELETE", `/sandbox/sessions/${opened.json.sessionId}`);
+    assert.equal(closed.status, 200);
+    assert.equal(closed.json.status, "closed");
+    const crossSite = await fetch(`${stack.url}/sandbox/sessions`, {
+      method: "POST",
+      headers: { "content-type": "text/plain", origin: "https://evil.example" },
+      body: JSON.stringify({
+        participants: [{ phoneNumber: "+12025550163" }, { phoneNumber: "+12025550164" }],
+      }),
+    });
+    assert.equal(crossSite.status, 403);
+  });
+
   test("open a session, text both ways with signed webhooks, each forwarded once, close, shut down cleanly", async () => {
     const call = api(stack);
     const health = await fetch(`${stack.url}/health`);
