@@ -125,6 +125,8 @@ main(async () => {
   const { tableName, queue, store } = await aws.fresh({ visibilityTimeoutSeconds: 10 });
   const port = await freePort();
   const serverUrl = `http://127.0.0.1:${port}`;
+  // The local EventBridge answers only at its own private path on the server.
+  const bus = new LocalEventBus();
 
   // The handlers read their configuration at import, as at a cold start.
   Object.assign(process.env, {
@@ -133,7 +135,7 @@ main(async () => {
     AWS_SECRET_ACCESS_KEY: LOCAL_CREDENTIALS.secretAccessKey,
     AWS_ENDPOINT_URL_DYNAMODB: aws.dynamo.endpoint,
     AWS_ENDPOINT_URL_SQS: aws.sqs.endpoint,
-    AWS_ENDPOINT_URL_EVENTBRIDGE: serverUrl,
+    AWS_ENDPOINT_URL_EVENTBRIDGE: `${serverUrl}${bus.path}`,
     TABLE_NAME: tableName,
     FORWARD_QUEUE_URL: queue.queueUrl,
     PUBLIC_BASE_URL,
@@ -181,7 +183,6 @@ main(async () => {
     webhookTarget: serverUrl,
     statusCallbackDelayMs: 20,
   });
-  const bus = new LocalEventBus();
   const published = { calls: 0, entries: 0, byType: new Map<string, number>() };
   const busHandle = bus.handle.bind(bus);
   bus.handle = (req: IncomingMessage, res: ServerResponse, body: string) => {

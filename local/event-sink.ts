@@ -1,5 +1,7 @@
+import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { z } from "zod";
 
 export interface BusEvent {
   id: string;
@@ -9,21 +11,62 @@ export interface BusEvent {
   detail: unknown;
 }
 
-/**
- * The local EventBridge: answers PutEvents from the real SDK client, keeps recent events for the sandbox
- * feed, and forwards each to LOCAL_EVENTS_WEBHOOK_URL so a developer can wire their own backend.
- */
+/** EventBridge's own bounds: Time is seconds since the epoch (or a date string), at most 10 entries. */
+const MAX_TIME_MS = 8.64e15;
+const time = z.union([
+  z
+    .number()
+    .finite()
+    .refine((t) => Math.abs(t * 1000) <= MAX_TIME_MS, "out of range")
+    .transform((t) => new Date(t * 1000)),
+  z
+    .string()
+    .max(64)
+    .transform((t, ctx) => {
+      const date = new Date(/^-?\d+(\.\d+)?$/.test(t) ? Number(t) * 1000 : t);
+      if (Number.isNaN(date.getTime())) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: "not a date" });
+        return z.NEVER;
+      }
+      return date;
+    }),
+]);
+const putEventsInput = z.object({
+  Entries: z
+    .array(
+      z.object({
+        Source: z.string().max(256).optional(),
+        DetailType: z.string().max(128).optional(),
+        Detail: z
+          .string()
+          .max(256 * 1024)
+          .optional(),
+        Time: time.optional(),
+        EventBusName: z.string().max(1600).optional(),
+        Resources: z.array(z.string()).optional(),
+      }),
+    )
+    .min(1)
+    .max(10),
+});
+
 export class LocalEventBus extends EventEmitter {
   readonly events: BusEvent[] = [];
   /** Entries to refuse, for fault injection in tests: each refused entry decrements it. */
   refuseNext = 0;
 
+  /**
+   * Where the local publisher's EventBridge client sends PutEvents (its endpoint URL's path): an unguessable
+   * path, so the public port never offers a way to inject domain events.
+   */
+  readonly path = `/_local/eventbridge/${randomBytes(24).toString("hex")}`;
+
   constructor(private readonly webhookUrl?: string) {
     super();
   }
 
-  handles(req: IncomingMessage): boolean {
-    return req.method === "POST" && String(req.headers["x-amz-target"] ?? "").startsWith("AWSEvents.");
+  handles(req: IncomingMessage, url: URL): boolean {
+    return req.method === "POST" && (url.pathname === this.path || url.pathname === `${this.path}/`);
   }
 
   handle(req: IncomingMessage, res: ServerResponse, body: string) {
@@ -34,18 +77,23 @@ export class LocalEventBus extends EventEmitter {
       res.end(JSON.stringify({ __type: "UnknownOperationException" }));
       return;
     }
-    let input: {
-      Entries?: { Source?: string; DetailType?: string; Detail?: string; Time?: number | string }[];
-    };
+    let json: unknown;
     try {
-      input = JSON.parse(body || "{}");
+      json = JSON.parse(body || "{}");
     } catch {
       res.writeHead(400);
       res.end(JSON.stringify({ __type: "SerializationException" }));
       return;
     }
+    const parsed = putEventsInput.safeParse(json);
+    if (!parsed.success) {
+      res.writeHead(400);
+      res.end(JSON.stringify({ __type: "ValidationException", message: "invalid PutEvents input" }));
+      return;
+    }
+    const input = parsed.data;
     let failed = 0;
-    const entries = (input.Entries ?? []).map((entry) => {
+    const entries = input.Entries.map((entry) => {
       if (this.refuseNext > 0) {
         this.refuseNext--;
         failed++;
@@ -62,9 +110,7 @@ export class LocalEventBus extends EventEmitter {
         id: crypto.randomUUID(),
         source: entry.Source ?? "",
         detailType: entry.DetailType ?? "",
-        time: new Date(
-          typeof entry.Time === "number" ? entry.Time * 1000 : (entry.Time ?? Date.now()),
-        ).toISOString(),
+        time: (entry.Time ?? new Date()).toISOString(),
         detail,
       };
       this.events.push(event);

@@ -5,7 +5,7 @@ import { GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import { z } from "zod";
 import { DynamoStore } from "../shared/adapters/dynamo-store.ts";
-import { parseConfig } from "../shared/config.ts";
+import { ConfigError, parseConfig } from "../shared/config.ts";
 import { toE164 } from "../shared/domain/phone.ts";
 import { functions } from "../shared/resources.ts";
 import {
@@ -22,9 +22,19 @@ import { localContext, type Poller, startScheduler, startSqsPoller, startStreamP
 import { createLocalServer, type HttpHandler } from "./server.ts";
 import { sandboxNumbers, TwilioSandbox } from "./twilio-sandbox.ts";
 
-/** The embedded stack's own settings (DESIGN §6 names plus local knobs), validated at start-up. */
+/** The embedded stack's own settings (the project's configuration names plus local knobs), validated at start-up. */
 const localConfigSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  /** The address to listen on: loopback unless asked otherwise (0.0.0.0 or :: for every interface). */
+  HOST: z
+    .string()
+    .max(253)
+    .regex(
+      /^(\[?[0-9A-Fa-f:.]+\]?|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)$/,
+      "must be an IP address or a host name",
+    )
+    .transform((h) => h.replace(/^\[(.*)\]$/, "$1"))
+    .default("127.0.0.1"),
   PUBLIC_BASE_URL: z.string().url().optional(),
   MASKLINE_API_TOKEN: z.string().min(1).optional(),
   TWILIO_ACCOUNT_SID: z
@@ -40,10 +50,29 @@ const localConfigSchema = z.object({
   RECYCLER_INTERVAL_SECONDS: z.coerce.number().min(0.1).default(5),
 });
 
+/** Sandbox: no TWILIO_API_BASE_URL and no real credentials (both credentials and PUBLIC_BASE_URL). */
+export type TwilioMode = "sandbox" | "custom" | "real";
+
+export function twilioModeOf(config: {
+  TWILIO_API_BASE_URL?: string;
+  TWILIO_ACCOUNT_SID?: string;
+  TWILIO_AUTH_TOKEN?: string;
+  PUBLIC_BASE_URL?: string;
+}): TwilioMode {
+  if (config.TWILIO_API_BASE_URL) return "custom";
+  if (config.TWILIO_ACCOUNT_SID && config.TWILIO_AUTH_TOKEN && config.PUBLIC_BASE_URL) return "real";
+  return "sandbox";
+}
+
+/** Outside the sandbox the product API may be reachable through a tunnel: a guessable token is refused. */
+export const MIN_API_TOKEN_LENGTH = 16;
+
 export interface EmbeddedStack {
   url: string;
+  /** The address the server listens on (HOST). */
+  host: string;
   apiToken: string;
-  twilioMode: "sandbox" | "custom" | "real";
+  twilioMode: TwilioMode;
   server: Server;
   sandbox: TwilioSandbox;
   bus: LocalEventBus;
@@ -57,6 +86,15 @@ export async function startEmbeddedStack(
 ): Promise<EmbeddedStack> {
   const started = Date.now();
   const local = parseConfig(localConfigSchema, env);
+  const twilioMode = twilioModeOf(local);
+  if (
+    twilioMode !== "sandbox" &&
+    local.MASKLINE_API_TOKEN !== undefined &&
+    local.MASKLINE_API_TOKEN.length < MIN_API_TOKEN_LENGTH
+  )
+    throw new ConfigError(
+      `Invalid configuration:\n  MASKLINE_API_TOKEN: at least ${MIN_API_TOKEN_LENGTH} characters unless the Twilio sandbox is the Twilio (the API may be reachable beyond this machine)`,
+    );
   const services: LocalService[] = [];
   const pollers: Poller[] = [];
   let server: Server | undefined;
@@ -94,41 +132,42 @@ export async function startEmbeddedStack(
       },
     });
     let sandboxOn = false;
+    const trustedOrigins: string[] = [];
     server = createLocalServer({
       handlers,
       sandbox: lazySandbox,
       bus,
       sandboxApi: (...a) => route(...a),
       sandboxEnabled: () => sandboxOn,
+      trustedOrigins,
     });
     await new Promise<void>((resolve, reject) => {
       server?.once("error", reject);
-      server?.listen(local.PORT, () => resolve());
+      server?.listen(local.PORT, local.HOST, () => resolve());
     });
     const address = server.address();
     const port = typeof address === "object" && address ? address.port : local.PORT;
-    const url = `http://localhost:${port}`;
+    const bound = typeof address === "object" && address ? address.address : local.HOST;
+    const wildcard = bound === "0.0.0.0" || bound === "::";
+    const loopback = bound === "::1" || bound.startsWith("127.");
+    const bracket = (h: string) => (h.includes(":") ? `[${h}]` : h);
+    // What users open, and what the stack itself calls (its own API, the Twilio stand-in, the bus).
+    const url = wildcard || loopback ? `http://localhost:${port}` : `http://${bracket(local.HOST)}:${port}`;
+    const internal = `http://${wildcard ? "127.0.0.1" : bracket(bound)}:${port}`;
     const publicBaseUrl = (local.PUBLIC_BASE_URL ?? url).replace(/\/$/, "");
+    trustedOrigins.push(new URL(publicBaseUrl).origin, new URL(url).origin);
 
-    const realTwilio = Boolean(
-      !local.TWILIO_API_BASE_URL &&
-        local.TWILIO_ACCOUNT_SID &&
-        local.TWILIO_AUTH_TOKEN &&
-        local.PUBLIC_BASE_URL,
-    );
-    const twilioMode = local.TWILIO_API_BASE_URL ? "custom" : realTwilio ? "real" : "sandbox";
     const accountSid = local.TWILIO_ACCOUNT_SID ?? `AC${randomBytes(16).toString("hex")}`;
     const authToken = local.TWILIO_AUTH_TOKEN ?? randomBytes(16).toString("hex");
     const apiToken = local.MASKLINE_API_TOKEN ?? `dev-${randomBytes(12).toString("hex")}`;
     const twilioBase =
-      local.TWILIO_API_BASE_URL ??
-      (twilioMode === "real" ? "https://api.twilio.com" : `http://127.0.0.1:${port}`);
+      local.TWILIO_API_BASE_URL ?? (twilioMode === "real" ? "https://api.twilio.com" : internal);
 
     const sandbox = new TwilioSandbox({
       accountSid,
       authToken,
       publicBaseUrl,
-      webhookTarget: `http://127.0.0.1:${port}`,
+      webhookTarget: internal,
     });
     sandboxHolder.sandbox = sandbox;
     sandboxOn = twilioMode === "sandbox";
@@ -139,7 +178,7 @@ export async function startEmbeddedStack(
       AWS_SECRET_ACCESS_KEY: LOCAL_CREDENTIALS.secretAccessKey,
       AWS_ENDPOINT_URL_DYNAMODB: dynamo.endpoint,
       AWS_ENDPOINT_URL_SQS: sqs.endpoint,
-      AWS_ENDPOINT_URL_EVENTBRIDGE: `http://127.0.0.1:${port}`,
+      AWS_ENDPOINT_URL_EVENTBRIDGE: `${internal}${bus.path}`,
       TABLE_NAME: tableName,
       FORWARD_QUEUE_URL: queue.queueUrl,
       PUBLIC_BASE_URL: publicBaseUrl,
@@ -170,7 +209,7 @@ export async function startEmbeddedStack(
     );
     const store = new DynamoStore({ tableName, client: doc, retentionSeconds: 3600 });
     const callApi = async (method: string, path: string, body?: unknown) => {
-      const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+      const res = await fetch(`${internal}${path}`, {
         method,
         headers: { authorization: `Bearer ${apiToken}`, "content-type": "application/json" },
         body: body === undefined ? undefined : JSON.stringify(body),
@@ -217,7 +256,17 @@ export async function startEmbeddedStack(
       for (const number of sandboxNumbers(local.SANDBOX_POOL_SIZE))
         await callApi("POST", "/numbers", { phoneNumber: number });
     }
-    return { url, apiToken, twilioMode, server, sandbox, bus, startupMs: Date.now() - started, stop };
+    return {
+      url,
+      host: local.HOST,
+      apiToken,
+      twilioMode,
+      server,
+      sandbox,
+      bus,
+      startupMs: Date.now() - started,
+      stop,
+    };
   } catch (error) {
     await stop().catch(() => {});
     throw error;

@@ -1,6 +1,6 @@
 import { parseArgs } from "node:util";
 import { ConfigError } from "../shared/config.ts";
-import { startEmbeddedStack } from "./stack.ts";
+import { MIN_API_TOKEN_LENGTH, startEmbeddedStack } from "./stack.ts";
 
 /** `npm start`: the whole system on this machine. Ctrl-C stops every part of it. */
 const { values } = parseArgs({
@@ -13,6 +13,12 @@ if (values["data-dir"]) process.env.MASKLINE_DATA_DIR = values["data-dir"];
 if (values.port) process.env.PORT = values.port;
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
+const hostNote = (host: string) =>
+  host === "0.0.0.0" || host === "::"
+    ? "every interface: reachable from other machines"
+    : host === "localhost" || host === "::1" || host.startsWith("127.")
+      ? "this machine only"
+      : "that address only";
 
 try {
   const stack = await startEmbeddedStack(process.env, (line) => process.stderr.write(`[maskline] ${line}\n`));
@@ -26,7 +32,10 @@ try {
       "",
       "  Maskline is running",
       `  API and webhooks  ${stack.url}   (webhooks signed for ${process.env.PUBLIC_BASE_URL})`,
-      `  Sandbox page      ${stack.url}/`,
+      `  Listening on      ${stack.host}   (${hostNote(stack.host)}; set HOST to change it)`,
+      stack.twilioMode === "sandbox"
+        ? `  Sandbox page      ${stack.url}/`
+        : "  Sandbox page      off (another Twilio is configured: only the API and webhooks answer)",
       `  Twilio            ${twilioLine}`,
       `  API token         ${stack.apiToken}`,
       `  Data              ${process.env.MASKLINE_DATA_DIR ? `persisted in ${process.env.MASKLINE_DATA_DIR}` : "in memory"}`,
@@ -40,9 +49,9 @@ try {
       "",
     ].join("\n"),
   );
-  if (stack.apiToken.length < 16)
+  if (stack.apiToken.length < MIN_API_TOKEN_LENGTH)
     log(
-      "  warning: MASKLINE_API_TOKEN is shorter than 16 characters; fine for a demo, weak anywhere else.\n",
+      `  warning: MASKLINE_API_TOKEN is shorter than ${MIN_API_TOKEN_LENGTH} characters; accepted with the sandbox only.\n`,
     );
   let stopping = false;
   const shutdown = async (signal: string) => {

@@ -1,3 +1,4 @@
+import { timingSafeEqual } from "node:crypto";
 import type { Logger } from "@aws-lambda-powertools/logger";
 import middy, { type MiddlewareObj } from "@middy/core";
 // Only the webhook and TwiML parts of twilio: the inbound bundle must not load the REST client.
@@ -17,7 +18,18 @@ import {
 import { problems } from "../../shared/http/problem.ts";
 
 const FORM_LIMIT = 64 * 1024;
-const sid = z.string().regex(/^[A-Za-z0-9_-]{2,64}$/, "not a Twilio SID");
+
+/**
+ * Twilio's signature concatenates keys and values without separators, so characters can move across a key
+ * boundary ("MessageSid=SM…" + "NumMedia=0" → "MessageSid=SM…NumMedia0") and still be signed. The exact
+ * shape of each identifier, and our own AccountSid, are what make such a moved request fail.
+ */
+export const TWILIO_SIDS = {
+  message: /^(SM|MM)[0-9a-f]{32}$/,
+  call: /^CA[0-9a-f]{32}$/,
+} as const;
+const messageSid = z.string().regex(TWILIO_SIDS.message, "not a Twilio message SID");
+const callSid = z.string().regex(TWILIO_SIDS.call, "not a Twilio call SID");
 
 /** Senders may be short codes, alphanumeric ids or "anonymous": answered, never an error. */
 const sender = z
@@ -27,7 +39,7 @@ const sender = z
   .transform((raw) => toE164(raw));
 
 const smsForm = z.object({
-  MessageSid: sid,
+  MessageSid: messageSid,
   From: sender,
   To: e164Schema,
   Body: z.string().max(1600).default(""),
@@ -35,12 +47,12 @@ const smsForm = z.object({
   OptOutType: z.string().max(16).optional(),
 });
 
-const voiceForm = z.object({ CallSid: sid, From: sender, To: e164Schema });
+const voiceForm = z.object({ CallSid: callSid, From: sender, To: e164Schema });
 
 const statusForm = z.object({
   // Call status callbacks carry only a CallSid: accepted and ignored.
-  MessageSid: sid.optional(),
-  CallSid: sid.optional(),
+  MessageSid: messageSid.optional(),
+  CallSid: callSid.optional(),
   MessageStatus: z.string().max(32).optional(),
   SmsStatus: z.string().max(32).optional(),
   ErrorCode: z.string().max(16).optional(),
@@ -67,7 +79,8 @@ export function twilioSignature(options: {
       const text = rawBody(event);
       if (Buffer.byteLength(text) > FORM_LIMIT) throw problems.payloadTooLarge(FORM_LIMIT);
       const isForm = /^application\/x-www-form-urlencoded\b/i.test(headerOf(event, "content-type") ?? "");
-      const params: Record<string, string> = {};
+      // No prototype: "__proto__" or "constructor" are form keys like any other (and signed as such).
+      const params: Record<string, string> = Object.create(null);
       if (isForm) for (const [k, v] of new URLSearchParams(text)) params[k] = v;
       const query = event.rawQueryString ? `?${event.rawQueryString}` : "";
       const urls = [`${options.publicBaseUrl}${event.rawPath}${query}`];
@@ -78,6 +91,46 @@ export function twilioSignature(options: {
         throw problems.badSignature();
       if (!isForm) throw problems.unsupportedMediaType("application/x-www-form-urlencoded");
       event.twilioParams = params;
+    },
+  };
+}
+
+/** Which identifiers each webhook must carry ("optional": checked when present). */
+const REQUIRED_SIDS: Record<string, Partial<Record<"MessageSid" | "CallSid", "required" | "optional">>> = {
+  "POST /twilio/sms": { MessageSid: "required" },
+  "POST /twilio/voice": { CallSid: "required" },
+  "POST /twilio/status": { MessageSid: "optional", CallSid: "optional" },
+};
+
+/**
+ * Right after the signature and before anything is read or stored: the request must come from our Twilio
+ * account and name its message or call with a well-formed SID. Otherwise it is a 400 that changed nothing,
+ * and it is counted (a signed request that fails this is a replay or a misconfigured account).
+ */
+export function twilioIdentifiers(options: {
+  accountSid: string;
+  countInvalidRequest?: (route: string, field: string) => void;
+}): MiddlewareObj<TwilioEvent, HttpResult> {
+  const expected = Buffer.from(options.accountSid);
+  return {
+    before: async (request) => {
+      const event = request.event;
+      const rules = REQUIRED_SIDS[event.routeKey];
+      if (!rules) return;
+      const params = event.twilioParams ?? {};
+      const refuse = (field: string) => {
+        options.countInvalidRequest?.(event.routeKey, field);
+        return problems.invalidTwilioRequest(field);
+      };
+      const account = Buffer.from(params.AccountSid ?? "");
+      if (account.length !== expected.length || !timingSafeEqual(account, expected))
+        throw refuse("AccountSid");
+      for (const [field, rule] of Object.entries(rules) as ["MessageSid" | "CallSid", string][]) {
+        const value = params[field];
+        if (value === undefined && rule === "optional") continue;
+        const pattern = field === "MessageSid" ? TWILIO_SIDS.message : TWILIO_SIDS.call;
+        if (value === undefined || !pattern.test(value)) throw refuse(field);
+      }
     },
   };
 }
@@ -98,16 +151,22 @@ export interface InboundAppDeps {
   service: InboundService;
   logger: Logger;
   authToken: string;
+  /** Our Twilio account: webhooks naming any other AccountSid are refused. */
+  accountSid: string;
   publicBaseUrl: string;
   acceptRequestHost?: boolean;
+  /** Counts signed webhooks refused for their identifiers (a metric in AWS). */
+  countInvalidRequest?: (route: string, field: string) => void;
 }
 
 export function createInboundHandler({
   service,
   logger,
   authToken,
+  accountSid,
   publicBaseUrl,
   acceptRequestHost,
+  countInvalidRequest,
 }: InboundAppDeps) {
   const routes: Record<string, (event: TwilioEvent) => Promise<HttpResult>> = {
     "POST /twilio/sms": async (event) => {
@@ -171,6 +230,15 @@ export function createInboundHandler({
   return middy<TwilioEvent, HttpResult>()
     .use(problemJson(logger))
     .use(twilioSignature({ authToken, publicBaseUrl, acceptRequestHost }))
+    .use(
+      twilioIdentifiers({
+        accountSid,
+        countInvalidRequest: (route, field) => {
+          logger.warn("twilio request refused", { route, field, metric: "InvalidTwilioRequests" });
+          countInvalidRequest?.(route, field);
+        },
+      }),
+    )
     .handler(async (event) => {
       const route = routes[event.routeKey];
       if (!route) throw problems.routeNotFound();

@@ -35,7 +35,3 @@ export function twilioCredentials(env: NodeJS.ProcessEnv = process.env): Promise
   })();
   return cached;
 }
-
-export async function twilioAuthToken(): Promise<string> {
-  return (await twilioCredentials()).authToken;
-}

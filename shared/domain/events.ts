@@ -1,10 +1,11 @@
 import { z } from "zod";
+import { E164_PATTERN } from "./phone.ts";
 
 /**
  * Domain events. Each is appended in the same DynamoDB transaction as the projections it changes and is
  * published to EventBridge as `detail-type` = type. `detailVersion` lets consumers evolve with the schema.
  */
-const phone = z.string().regex(/^\+\d{4,15}$/);
+const phone = z.string().regex(E164_PATTERN, "must be an E.164 number");
 const iso = z.string().datetime();
 
 export const sessionModes = ["sms", "voice", "sms+voice"] as const;

@@ -5,15 +5,22 @@ import { z } from "zod";
 export type E164 = string & { readonly __brand: "E164" };
 
 /**
+ * What a stored phone number looks like: E.164, "+" and at most 15 digits, no leading zero. The event
+ * schemas read numbers back with this same pattern, so anything `toE164` accepts can always be read.
+ */
+export const E164_PATTERN = /^\+[1-9]\d{3,14}$/;
+
+/**
  * Parses a number that must be in international form ("+" and country code); undefined when it is not.
  * "Possible" (right length for its country) rather than "valid" on purpose: fictional ranges such as
  * +1 555 01xx are what test numbers and sandboxes use, and Twilio itself is the final judge of a real one.
+ * libphonenumber-js calls some 16-digit numbers possible (+49 …): E.164's 15-digit limit refuses them.
  */
 export function toE164(raw: string): E164 | undefined {
   const trimmed = raw.trim();
   if (!/^\+[\d\s().-]+$/.test(trimmed)) return undefined;
   const parsed = parsePhoneNumberFromString(trimmed);
-  if (!parsed?.isPossible()) return undefined;
+  if (!parsed?.isPossible() || !E164_PATTERN.test(parsed.number)) return undefined;
   return parsed.number as E164;
 }
 

@@ -62,6 +62,13 @@ export const problems = {
       "invalid-twilio-signature",
       "The X-Twilio-Signature header is missing or does not match",
     ),
+  invalidTwilioRequest: (field: string) =>
+    new HttpProblem(
+      400,
+      "invalid-twilio-request",
+      "The webhook is signed but not a valid Twilio request",
+      `${field} is missing, malformed or not ours`,
+    ),
   notFound: (detail = "No such resource") => new HttpProblem(404, "not-found", "Not found", detail),
   routeNotFound: () => new HttpProblem(404, "route-not-found", "No such route"),
   internal: () =>

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { createServer } from "node:http";
+import { networkInterfaces } from "node:os";
 import { after, before, describe, test } from "node:test";
 import { getExpectedTwilioSignature } from "twilio/lib/webhooks/webhooks.js";
 import { type NpmStart, startNpmStart } from "../support/npm-start.ts";
@@ -23,7 +24,8 @@ const groupAlive = (pid: number) => {
 /** Plays Twilio against a running stack: signed form posts, as Twilio sends them. */
 function twilioPlayer(baseUrl: string, publicBaseUrl = baseUrl) {
   let n = 0;
-  return async (path: string, params: Record<string, string>) => {
+  return async (path: string, fields: Record<string, string>) => {
+    const params = { AccountSid: ACCOUNT_SID, ...fields };
     const signature = getExpectedTwilioSignature(AUTH_TOKEN, `${publicBaseUrl}${path}`, params);
     const res = await fetch(`${baseUrl}${path}`, {
       method: "POST",
@@ -64,6 +66,69 @@ describe("npm start, as a user runs it", () => {
     process.stdout.write(`# npm start: ready in ${stack.startupMs} ms\n`);
   });
   after(async () => stack?.stop());
+
+  test("listens on 127.0.0.1 only by default, and says so", async () => {
+    assert.match(stack.output(), /Listening on\s+127\.0\.0\.1\b/);
+    const port = new URL(stack.url).port;
+    assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200);
+    const outside = Object.values(networkInterfaces())
+      .flat()
+      .find((i) => i && i.family === "IPv4" && !i.internal)?.address;
+    if (outside)
+      await assert.rejects(fetch(`http://${outside}:${port}/health`), "not reachable on another interface");
+  });
+
+  test("the sandbox page's own requests work (same origin, JSON); domain events reach the local bus", async () => {
+    const page = { origin: stack.url, "sec-fetch-site": "same-origin", "content-type": "application/json" };
+    const sandbox = async (method: string, path: string, body?: unknown) => {
+      const res = await fetch(`${stack.url}${path}`, {
+        method,
+        headers: body === undefined ? { origin: stack.url, "sec-fetch-site": "same-origin" } : page,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      // biome-ignore lint/suspicious/noExplicitAny: tests read arbitrary JSON shapes
+      return { status: res.status, json: (await res.json().catch(() => undefined)) as any };
+    };
+    assert.equal((await fetch(`${stack.url}/`)).status, 200, "the page");
+    const a = await sandbox("POST", "/sandbox/phones", { phoneNumber: "+12025550161" });
+    const b = await sandbox("POST", "/sandbox/phones", { phoneNumber: "+12025550162" });
+    assert.equal(a.status, 201);
+    assert.equal(b.status, 201);
+    const opened = await sandbox("POST", "/sandbox/sessions", {
+      participants: [{ phoneNumber: "+12025550161" }, { phoneNumber: "+12025550162" }],
+    });
+    assert.equal(opened.status, 201);
+    // A stranger texts a proxy: a signed webhook from the sandbox, answered with TwiML, nothing forwarded.
+    const sent = await sandbox("POST", `/sandbox/phones/${encodeURIComponent("+12025550163")}/sms`, {
+      to: opened.json.participants[0].proxyNumber,
+      body: "from the page",
+    });
+    assert.equal(sent.status, 200);
+    assert.equal(sent.json.status, 200, "the signed webhook was accepted");
+    assert.match(sent.json.twiml, /<Message>/);
+    await until(
+      async () => {
+        const { json } = await sandbox("GET", "/sandbox/bus/events");
+        return json.events.some(
+          (e: { detailType: string; detail: { sessionId?: string } }) =>
+            e.detailType === "SessionOpened" && e.detail.sessionId === opened.json.sessionId,
+        );
+      },
+      20_000,
+      "the session's events on the local bus",
+    );
+    const closed = await sandbox("DELETE", `/sandbox/sessions/${opened.json.sessionId}`);
+    assert.equal(closed.status, 200);
+    assert.equal(closed.json.status, "closed");
+    const crossSite = await fetch(`${stack.url}/sandbox/sessions`, {
+      method: "POST",
+      headers: { "content-type": "text/plain", origin: "https://evil.example" },
+      body: JSON.stringify({
+        participants: [{ phoneNumber: "+12025550163" }, { phoneNumber: "+12025550164" }],
+      }),
+    });
+    assert.equal(crossSite.status, 403);
+  });
 
   test("open a session, text both ways with signed webhooks, each forwarded once, close, shut down cleanly", async () => {
     const call = api(stack);
@@ -170,6 +235,22 @@ describe("npm start against an outside Twilio (TWILIO_API_BASE_URL), as the blac
     fakeTwilio.close();
   });
 
+  test("only the HTTP contract answers: no sandbox, no Twilio stand-in, no local EventBridge", async () => {
+    const putEvents = await fetch(`${stack.url}/`, {
+      method: "POST",
+      headers: { "x-amz-target": "AWSEvents.PutEvents", "content-type": "application/x-amz-json-1.1" },
+      body: JSON.stringify({
+        Entries: [
+          { Source: "maskline", DetailType: "SessionOpened", Detail: "{}", EventBusName: "maskline" },
+        ],
+      }),
+    });
+    assert.equal(putEvents.status, 404);
+    for (const path of ["/", "/sandbox/state", "/sandbox/twilio/messages"])
+      assert.equal((await fetch(`${stack.url}${path}`)).status, 404, path);
+    assert.match(stack.output(), /Sandbox page\s+off/);
+  });
+
   test("no seeded pool; sends reach the configured Twilio with Basic auth; pool exhaustion is a 409", async () => {
     const call = api(stack);
     assert.deepEqual(
@@ -207,5 +288,19 @@ describe("npm start against an outside Twilio (TWILIO_API_BASE_URL), as the blac
     assert.equal(send?.form.get("To"), GUEST);
     assert.equal(send?.form.get("Body"), "checking in");
     assert.match(send?.form.get("StatusCallback") ?? "", /\/twilio\/status\?m=/);
+  });
+});
+
+describe("npm start refuses a weak API token outside the sandbox", () => {
+  test("MASKLINE_API_TOKEN shorter than 16 characters with another Twilio: exit 2, naming the variable", async () => {
+    await assert.rejects(
+      startNpmStart({
+        MASKLINE_API_TOKEN: "short-token",
+        TWILIO_AUTH_TOKEN: AUTH_TOKEN,
+        TWILIO_ACCOUNT_SID: ACCOUNT_SID,
+        TWILIO_API_BASE_URL: "http://127.0.0.1:9",
+      }),
+      (error: Error) => /exited \(code 2\b/.test(error.message) && /MASKLINE_API_TOKEN/.test(error.message),
+    );
   });
 });

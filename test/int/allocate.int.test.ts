@@ -205,6 +205,18 @@ describe("allocate API on DynamoDB Local", () => {
         400,
         "validation-error",
       ],
+      [
+        "16 digits (possible for DE in libphonenumber-js, too long for E.164)",
+        await call("POST", "/sessions", { body: session("+4922222222222222", guest(2)) }),
+        400,
+        "validation-error",
+      ],
+      [
+        "16-digit pool number",
+        await call("POST", "/numbers", { body: { phoneNumber: "+4922222222222222" } }),
+        400,
+        "validation-error",
+      ],
       ["malformed JSON", await call("POST", "/sessions", { body: "{not json" }), 400, "malformed-json"],
       [
         "same participant twice",

@@ -7,7 +7,7 @@ import { logger } from "../../shared/adapters/aws.ts";
 import type { ForwardDeps } from "../../shared/app/forward.ts";
 import { problemJson } from "../../shared/http/middleware.ts";
 import { lambdaContext } from "../support/http.ts";
-import { AUTH_TOKEN, OUT_OF_SESSION, startPipeline } from "../support/pipeline.ts";
+import { ACCOUNT_SID, AUTH_TOKEN, OUT_OF_SESSION, startPipeline } from "../support/pipeline.ts";
 import { startLocalAws } from "../support/stack.ts";
 
 const A = "+12025550101";
@@ -92,6 +92,7 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       await p.stopForwarding();
       const before = (await p.scan()).length;
       const params = {
+        AccountSid: ACCOUNT_SID,
         MessageSid: `SM${"e".repeat(32)}`,
         From: A,
         To: proxyA,
@@ -114,6 +115,109 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       }
       assert.equal((await p.scan()).length, before, "table untouched");
       assert.equal(await p.queueDepth(), 0, "queue untouched");
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("a key-boundary replay keeps a valid signature but is a 400: SIDs and AccountSid are checked, nothing stored", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(1);
+      const { proxyA } = await p.open(A, B);
+      await p.stopForwarding();
+      const messageSid = `SM${"0123456789abcdef".repeat(2)}`;
+      const original = {
+        AccountSid: ACCOUNT_SID,
+        Body: "captured once",
+        From: A,
+        MessageSid: messageSid,
+        NumMedia: "0",
+        To: proxyA,
+      };
+      const url = (path: string) => `${p.publicBaseUrl}${path}`;
+      const signature = getExpectedTwilioSignature(AUTH_TOKEN, url("/twilio/sms"), original);
+      const first = await p.post("/twilio/sms", original, { "x-twilio-signature": signature });
+      assert.equal(first.status, 200);
+      const before = (await p.scan()).length;
+      const depth = await p.queueDepth();
+
+      // "MessageSid" + "SM…" + "NumMedia" + "0": the same signed string, a "new" MessageSid.
+      const { NumMedia: _dropped, ...rest } = original;
+      const replay = { ...rest, MessageSid: `${messageSid}NumMedia0` };
+      assert.equal(getExpectedTwilioSignature(AUTH_TOKEN, url("/twilio/sms"), replay), signature);
+      const signed = (path: string, params: Record<string, string>) =>
+        p.post(path, params, {
+          "x-twilio-signature": getExpectedTwilioSignature(AUTH_TOKEN, url(path), params),
+        });
+      const refused: [string, () => Promise<Response>][] = [
+        ["key-boundary replay", () => p.post("/twilio/sms", replay, { "x-twilio-signature": signature })],
+        ["uppercase hex", () => signed("/twilio/sms", { ...original, MessageSid: messageSid.toUpperCase() })],
+        ["short sid", () => signed("/twilio/sms", { ...original, MessageSid: "SM123" })],
+        ["no AccountSid", () => signed("/twilio/sms", { ...original, AccountSid: "" })],
+        [
+          "AccountSid left out",
+          () => signed("/twilio/sms", { Body: "x", From: A, MessageSid: messageSid, To: proxyA }),
+        ],
+        ["another account", () => signed("/twilio/sms", { ...original, AccountSid: `AC${"f".repeat(32)}` })],
+        [
+          "bad CallSid",
+          () => signed("/twilio/voice", { AccountSid: ACCOUNT_SID, CallSid: "CA1234", From: A, To: proxyA }),
+        ],
+        [
+          "voice without AccountSid",
+          () => signed("/twilio/voice", { CallSid: `CA${"a".repeat(32)}`, From: A, To: proxyA }),
+        ],
+        [
+          "status with a bad MessageSid",
+          () =>
+            signed("/twilio/status", {
+              AccountSid: ACCOUNT_SID,
+              MessageSid: "SMxyz",
+              MessageStatus: "delivered",
+            }),
+        ],
+        [
+          "call status with a bad CallSid",
+          () =>
+            signed("/twilio/status", { AccountSid: ACCOUNT_SID, CallSid: "CAnope", CallStatus: "completed" }),
+        ],
+        [
+          "status from another account",
+          () =>
+            signed("/twilio/status", {
+              AccountSid: `AC${"f".repeat(32)}`,
+              MessageSid: messageSid,
+              MessageStatus: "delivered",
+            }),
+        ],
+      ];
+      for (const [name, send] of refused) {
+        const res = await send();
+        assert.equal(res.status, 400, name);
+        assert.equal(res.headers.get("content-type"), "application/problem+json", name);
+        const body = (await res.json()) as { type: string };
+        assert.equal(body.type, "https://maskline.dev/problems/invalid-twilio-request", name);
+      }
+      assert.equal(p.invalidRequests(), refused.length, "each refusal is counted");
+      assert.equal((await p.scan()).length, before, "nothing stored");
+      assert.equal(await p.queueDepth(), depth, "nothing enqueued");
+
+      const mms = await signed("/twilio/sms", { ...original, MessageSid: `MM${"b".repeat(32)}` });
+      assert.equal(mms.status, 200, "MM… is a message SID too");
+      const call = await signed("/twilio/voice", {
+        AccountSid: ACCOUNT_SID,
+        CallSid: `CA${"c".repeat(32)}`,
+        From: A,
+        To: proxyA,
+      });
+      assert.equal(call.status, 200);
+      const callStatus = await signed("/twilio/status", {
+        AccountSid: ACCOUNT_SID,
+        CallSid: `CA${"c".repeat(32)}`,
+        CallStatus: "completed",
+      });
+      assert.equal(callStatus.status, 204);
     } finally {
       await p.stop();
     }
@@ -317,10 +421,12 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       await p.stopForwarding();
       const before = (await p.scan()).length;
       const url = `${p.publicBaseUrl}/twilio/sms`;
-      const signed = (params: Record<string, string>) =>
-        p.post("/twilio/sms", params, {
+      const signed = (fields: Record<string, string>) => {
+        const params = { AccountSid: ACCOUNT_SID, ...fields };
+        return p.post("/twilio/sms", params, {
           "x-twilio-signature": getExpectedTwilioSignature(AUTH_TOKEN, url, params),
         });
+      };
       const cases: Record<string, Record<string, string>> = {
         "no MessageSid": { From: A, To: proxyA, Body: "x" },
         "body too long": { MessageSid: `SM${"2".repeat(32)}`, From: A, To: proxyA, Body: "x".repeat(5000) },
@@ -358,6 +464,20 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       });
       assert.equal(extra.status, 200, "unknown fields are ignored");
       assert.equal(await p.queueDepth(), 1);
+
+      // Keys that are special to JavaScript objects are form keys like any other: signed, so accepted.
+      const protoKeys = await signed(
+        Object.fromEntries([
+          ["MessageSid", `SM${"6".repeat(32)}`],
+          ["From", A],
+          ["To", proxyA],
+          ["Body", "odd keys"],
+          ["__proto__", "x"],
+          ["constructor", "y"],
+        ]),
+      );
+      assert.equal(protoKeys.status, 200, "a __proto__ key is signed like any other");
+      assert.equal(await p.queueDepth(), 2);
     } finally {
       await p.stop();
     }

@@ -73,11 +73,16 @@ export async function startPipeline(
       ...options.traffic,
     },
   };
+  let invalidRequests = 0;
   const inbound = createInboundHandler({
     service: new InboundService({ ...common, store }),
     logger,
     authToken: AUTH_TOKEN,
+    accountSid: ACCOUNT_SID,
     publicBaseUrl,
+    countInvalidRequest: () => {
+      invalidRequests++;
+    },
   });
   const forwardService = new ForwardService({
     ...common,
@@ -189,6 +194,8 @@ export async function startPipeline(
     queueDepth,
     dlqMessages,
     post,
+    /** Webhooks refused as invalid Twilio requests (signed, but bad SIDs or AccountSid). */
+    invalidRequests: () => invalidRequests,
     startForwarding,
     stopForwarding: async () => {
       await poller?.stop();

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
 import { type Holding, type PoolNumber, rankProxies } from "../../shared/domain/allocation.ts";
-import type { DomainEvent } from "../../shared/domain/events.ts";
+import { type DomainEvent, domainEventSchema, eventDetailSchemas } from "../../shared/domain/events.ts";
 import { callingCode, type E164, maskNumber, toE164 } from "../../shared/domain/phone.ts";
 import {
   decide,
@@ -187,6 +187,33 @@ describe("phone numbers", () => {
     assert.equal(toE164("+1415555010a"), undefined);
     assert.equal(callingCode(n("+447911123456")), "44");
     assert.equal(maskNumber("+14155550100"), "+14*******00");
+  });
+
+  test("one rule on input and on read: E.164 with at most 15 digits", () => {
+    // 16 digits: libphonenumber-js calls it "possible" for DE, E.164 does not allow it.
+    assert.equal(toE164("+4922222222222222"), undefined);
+    assert.equal(toE164("+492222222222222"), "+492222222222222", "15 digits is the maximum");
+    const opened = (phoneNumber: string) =>
+      eventDetailSchemas.NumberAdded.safeParse({ phoneNumber, callingCode: "49" }).success;
+    assert.equal(opened("+4922222222222222"), false);
+    assert.equal(opened("+492222222222222"), true);
+    fc.assert(
+      fc.property(fc.string({ unit: fc.constantFrom("+", "0", "1", "4", "9", " ", "-") }), (raw) => {
+        const number = toE164(raw);
+        // Whatever input accepts, the event schema reads back.
+        if (number) assert.equal(opened(number), true, number);
+      }),
+      { seed: 12, numRuns: 500 },
+    );
+    const event = {
+      id: "evt_1",
+      type: "NumberAdded",
+      occurredAt: new Date(T0).toISOString(),
+      sessionId: null,
+      detailVersion: 1,
+      detail: { phoneNumber: "+4922222222222222", callingCode: "49" },
+    };
+    assert.equal(domainEventSchema.safeParse(event).success, false);
   });
 });
 

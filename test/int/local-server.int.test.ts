@@ -1,0 +1,350 @@
+import assert from "node:assert/strict";
+import { Agent, request as httpRequest, type Server } from "node:http";
+import { after, before, describe, test } from "node:test";
+import { EventBridgeClient, PutEventsCommand } from "@aws-sdk/client-eventbridge";
+import { freePort, LOCAL_CREDENTIALS, LOCAL_REGION } from "../../local/aws-local.ts";
+import { LocalEventBus } from "../../local/event-sink.ts";
+import { createLocalServer, type HttpHandler } from "../../local/server.ts";
+import { startEmbeddedStack } from "../../local/stack.ts";
+import { TwilioSandbox } from "../../local/twilio-sandbox.ts";
+import { ConfigError } from "../../shared/config.ts";
+
+/**
+ * The local server's side doors, without DynamoDB: the public port answers the HTTP contract and nothing
+ * of the embedded stack's plumbing; the sandbox's own routes refuse cross-site requests.
+ */
+
+const ok: HttpHandler = async () => ({
+  statusCode: 200,
+  headers: { "content-type": "application/json" },
+  body: '{"status":"ok"}',
+});
+
+async function startServer(sandboxOn: boolean) {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const bus = new LocalEventBus();
+  const sandboxCalls: string[] = [];
+  const server: Server = createLocalServer({
+    handlers: { allocate: ok, inbound: ok },
+    sandbox: new TwilioSandbox({
+      accountSid: `AC${"a".repeat(32)}`,
+      authToken: "local-server-test-token",
+      publicBaseUrl: base,
+      webhookTarget: base,
+    }),
+    bus,
+    sandboxApi: async (req, res, url) => {
+      sandboxCalls.push(`${req.method} ${url.pathname}`);
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end("{}");
+      return true;
+    },
+    sandboxEnabled: () => sandboxOn,
+  });
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return {
+    base,
+    port,
+    bus,
+    sandboxCalls,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+const putEvents = (entries: unknown) =>
+  JSON.stringify({
+    Entries: entries,
+  });
+
+const forgedEvent = {
+  Source: "maskline",
+  DetailType: "SessionOpened",
+  Detail: JSON.stringify({ forged: true }),
+  EventBusName: "maskline",
+};
+
+describe("local server: the public port is the HTTP contract only", () => {
+  for (const sandboxOn of [false, true]) {
+    describe(sandboxOn ? "sandbox mode" : "non-sandbox mode", () => {
+      let s: Awaited<ReturnType<typeof startServer>>;
+      before(async () => {
+        s = await startServer(sandboxOn);
+      });
+      after(async () => s.stop());
+
+      test("PutEvents at POST / is not an endpoint: 404, nothing published", async () => {
+        const res = await fetch(`${s.base}/`, {
+          method: "POST",
+          headers: { "x-amz-target": "AWSEvents.PutEvents", "content-type": "application/x-amz-json-1.1" },
+          body: putEvents([forgedEvent]),
+        });
+        assert.equal(res.status, 404);
+        assert.equal(res.headers.get("content-type"), "application/problem+json");
+        assert.equal(s.bus.events.length, 0, "no forged event");
+      });
+
+      test("the contract routes answer", async () => {
+        assert.equal((await fetch(`${s.base}/health`)).status, 200);
+      });
+
+      if (!sandboxOn)
+        test("no sandbox page, sandbox API or Twilio stand-in", async () => {
+          for (const path of ["/", "/app.js", "/sandbox/state", "/2010-04-01/Accounts/ACx/Messages.json"])
+            assert.equal((await fetch(`${s.base}${path}`)).status, 404, path);
+          const res = await fetch(`${s.base}/sandbox/sessions`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: "{}",
+          });
+          assert.equal(res.status, 404);
+          assert.deepEqual(s.sandboxCalls, []);
+        });
+    });
+  }
+});
+
+describe("local server: the embedded stack's EventBridge endpoint", () => {
+  let s: Awaited<ReturnType<typeof startServer>>;
+  before(async () => {
+    s = await startServer(true);
+  });
+  after(async () => s.stop());
+
+  test("the SDK's PutEvents reaches the bus at its private endpoint", async () => {
+    const client = new EventBridgeClient({
+      endpoint: `${s.base}${s.bus.path}`,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+    });
+    try {
+      const out = await client.send(
+        new PutEventsCommand({
+          Entries: [{ Source: "maskline", DetailType: "NumberAdded", Detail: '{"n":1}', EventBusName: "x" }],
+        }),
+      );
+      assert.equal(out.FailedEntryCount, 0);
+      assert.equal(s.bus.events.length, 1);
+      assert.deepEqual(s.bus.events[0]?.detail, { n: 1 });
+    } finally {
+      client.destroy();
+    }
+  });
+
+  test("bad input is a 400, never a 500: Time=1e20, wrong shapes, not JSON", async () => {
+    const before = s.bus.events.length;
+    const bodies = [
+      putEvents([{ ...forgedEvent, Time: 1e20 }]),
+      putEvents([{ ...forgedEvent, Time: "not a date" }]),
+      putEvents([{ ...forgedEvent, Detail: { not: "a string" } }]),
+      putEvents("not a list"),
+      putEvents([null]),
+      JSON.stringify([1, 2, 3]),
+      "null",
+      "{not json",
+    ];
+    for (const body of bodies) {
+      const res = await fetch(`${s.base}${s.bus.path}`, {
+        method: "POST",
+        headers: { "x-amz-target": "AWSEvents.PutEvents", "content-type": "application/x-amz-json-1.1" },
+        body,
+      });
+      assert.equal(res.status, 400, body);
+      const answer = (await res.json()) as { __type: string };
+      assert.match(answer.__type, /ValidationException|SerializationException/, body);
+    }
+    assert.equal(s.bus.events.length, before);
+  });
+});
+
+describe("local server: the sandbox API refuses cross-site requests", () => {
+  let s: Awaited<ReturnType<typeof startServer>>;
+  before(async () => {
+    s = await startServer(true);
+  });
+  after(async () => s.stop());
+
+  test("text/plain, foreign Origin, cross-site fetch or a foreign Host never reach the sandbox API", async () => {
+    const own = `http://localhost:${s.port}`;
+    const cases: [string, RequestInit, number][] = [
+      [
+        "text/plain body (a simple request, no preflight)",
+        { method: "POST", headers: { "content-type": "text/plain" }, body: "{}" },
+        415,
+      ],
+      [
+        "form body",
+        { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" } },
+        415,
+      ],
+      ["no content type", { method: "POST", body: "{}" }, 415],
+      [
+        "foreign Origin",
+        {
+          method: "POST",
+          headers: { "content-type": "application/json", origin: "https://evil.example" },
+          body: "{}",
+        },
+        403,
+      ],
+      [
+        "Origin null",
+        { method: "POST", headers: { "content-type": "application/json", origin: "null" }, body: "{}" },
+        403,
+      ],
+      [
+        "another local port",
+        {
+          method: "POST",
+          headers: { "content-type": "application/json", origin: "http://localhost:1" },
+          body: "{}",
+        },
+        403,
+      ],
+      [
+        "Sec-Fetch-Site: cross-site",
+        {
+          method: "POST",
+          headers: { "content-type": "application/json", "sec-fetch-site": "cross-site" },
+          body: "{}",
+        },
+        403,
+      ],
+    ];
+    for (const [name, init, status] of cases) {
+      const res = await fetch(`${s.base}/sandbox/sessions`, init);
+      assert.equal(res.status, status, name);
+      assert.equal(res.headers.get("content-type"), "application/problem+json", name);
+    }
+    const deleted = await fetch(`${s.base}/sandbox/sessions/ses_1`, {
+      method: "DELETE",
+      headers: { origin: "https://evil.example" },
+    });
+    assert.equal(deleted.status, 403, "DELETE from a foreign origin");
+    const state = await fetch(`${s.base}/sandbox/state`, { headers: { "sec-fetch-site": "cross-site" } });
+    assert.equal(state.status, 403, "cross-site read of the state");
+    assert.deepEqual(s.sandboxCalls, [], "nothing reached the sandbox API");
+
+    // DNS rebinding: a foreign name resolving to 127.0.0.1 is same-origin for the browser, not for us.
+    const rebound = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(
+        {
+          host: "127.0.0.1",
+          port: s.port,
+          path: "/sandbox/state",
+          headers: { host: `evil.example:${s.port}` },
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on("error", reject);
+      req.end();
+    });
+    assert.equal(rebound, 403, "foreign Host");
+    assert.deepEqual(s.sandboxCalls, []);
+
+    // The page itself: same origin, JSON bodies.
+    const json = { "content-type": "application/json" };
+    const same = await fetch(`${s.base}/sandbox/sessions`, {
+      method: "POST",
+      headers: { ...json, origin: own, "sec-fetch-site": "same-origin" },
+      body: "{}",
+    });
+    assert.equal(same.status, 200);
+    assert.equal((await fetch(`${s.base}/sandbox/state`)).status, 200, "curl: no Origin, no Sec-Fetch-Site");
+    assert.equal(
+      (await fetch(`${s.base}/sandbox/sessions/ses_1`, { method: "DELETE", headers: { origin: own } }))
+        .status,
+      200,
+    );
+    assert.deepEqual(s.sandboxCalls, [
+      "POST /sandbox/sessions",
+      "GET /sandbox/state",
+      "DELETE /sandbox/sessions/ses_1",
+    ]);
+  });
+});
+
+describe("local server: a 413 leaves the connection usable", () => {
+  let s: Awaited<ReturnType<typeof startServer>>;
+  before(async () => {
+    s = await startServer(false);
+  });
+  after(async () => s.stop());
+
+  test("an oversize body is a 413; the next request on the same keep-alive agent is answered", async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const send = (method: string, path: string, body?: Buffer) =>
+      new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = httpRequest(
+          {
+            host: "127.0.0.1",
+            port: s.port,
+            method,
+            path,
+            agent,
+            headers: body ? { "content-type": "application/json", "content-length": body.length } : {},
+          },
+          (res) => {
+            let text = "";
+            res.setEncoding("utf8");
+            res.on("data", (c: string) => {
+              text += c;
+            });
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+          },
+        );
+        req.on("error", reject);
+        req.end(body);
+      });
+    try {
+      const big = await send("POST", "/sessions", Buffer.alloc(2 * 1024 * 1024, "x"));
+      assert.equal(big.status, 413);
+      const next = await send("GET", "/health");
+      assert.equal(next.status, 200, next.text);
+      const chunked = await fetch(`${s.base}/sessions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: new ReadableStream({
+          start(controller) {
+            for (let i = 0; i < 3; i++) controller.enqueue(new Uint8Array(512 * 1024));
+            controller.close();
+          },
+        }),
+        duplex: "half",
+      } as RequestInit);
+      assert.equal(chunked.status, 413, "chunked, no content-length");
+      assert.equal((await fetch(`${s.base}/health`)).status, 200);
+    } finally {
+      agent.destroy();
+    }
+  });
+});
+
+describe("embedded stack configuration", () => {
+  test("outside the sandbox a MASKLINE_API_TOKEN shorter than 16 characters stops start-up, naming it", async () => {
+    await assert.rejects(
+      startEmbeddedStack({
+        PORT: "0",
+        MASKLINE_API_TOKEN: "short-token",
+        TWILIO_API_BASE_URL: "http://127.0.0.1:9",
+        TWILIO_ACCOUNT_SID: `AC${"a".repeat(32)}`,
+        TWILIO_AUTH_TOKEN: "x",
+      }),
+      (error: unknown) => error instanceof ConfigError && /MASKLINE_API_TOKEN/.test(error.message),
+    );
+  });
+
+  test("HOST must be an address", async () => {
+    await assert.rejects(
+      startEmbeddedStack({ PORT: "0", HOST: "not a host/…" }),
+      (error: unknown) => error instanceof ConfigError && /HOST/.test(error.message),
+    );
+  });
+});
