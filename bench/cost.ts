@@ -15,7 +15,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import type { Context } from "aws-lambda";
 import { freePort, LOCAL_CREDENTIALS, LOCAL_REGION } from "../local/aws-local.ts";
-import { LocalEventBus } from "../local/event-sink.ts";
+import { LocalEventBus } from "../local/event-bus.ts";
 import { startSqsPoller, startStreamPoller } from "../local/pollers.ts";
 import { createLocalServer, type HttpHandler } from "../local/server.ts";
 import { TwilioSandbox } from "../local/twilio-sandbox.ts";

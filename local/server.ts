@@ -6,7 +6,7 @@ import type { APIGatewayProxyStructuredResultV2, Context } from "aws-lambda";
 import { HttpProblem, problemResponse, problems } from "../shared/http/problem.ts";
 import type { FunctionName } from "../shared/resources.ts";
 import { matchRoute, toApiGatewayEvent } from "./apigw.ts";
-import type { LocalEventBus } from "./event-sink.ts";
+import type { LocalEventBus } from "./event-bus.ts";
 import { localContext } from "./pollers.ts";
 import type { TwilioSandbox } from "./twilio-sandbox.ts";
 

@@ -17,7 +17,7 @@ import {
   startDynamoLocal,
   startSqsLocal,
 } from "./aws-local.ts";
-import { LocalEventBus } from "./event-sink.ts";
+import { LocalEventBus } from "./event-bus.ts";
 import { localContext, type Poller, startScheduler, startSqsPoller, startStreamPoller } from "./pollers.ts";
 import { createLocalServer, type HttpHandler } from "./server.ts";
 import { sandboxNumbers, TwilioSandbox } from "./twilio-sandbox.ts";

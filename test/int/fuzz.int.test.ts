@@ -7,7 +7,7 @@ import { getExpectedTwilioSignature } from "twilio/lib/webhooks/webhooks.js";
 import { createAllocateHandler } from "../../functions/allocate/app.ts";
 import { createInboundHandler } from "../../functions/inbound/app.ts";
 import { freePort } from "../../local/aws-local.ts";
-import { LocalEventBus } from "../../local/event-sink.ts";
+import { LocalEventBus } from "../../local/event-bus.ts";
 import { createLocalServer, type HttpHandler } from "../../local/server.ts";
 import { TwilioSandbox } from "../../local/twilio-sandbox.ts";
 import { logger } from "../../shared/adapters/aws.ts";

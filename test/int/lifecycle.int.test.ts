@@ -4,7 +4,7 @@ import { EventBridgeClient } from "@aws-sdk/client-eventbridge";
 import { BatchWriteCommand } from "@aws-sdk/lib-dynamodb";
 import { createPublisherHandler } from "../../functions/publisher/app.ts";
 import { LOCAL_CREDENTIALS, LOCAL_REGION } from "../../local/aws-local.ts";
-import { LocalEventBus } from "../../local/event-sink.ts";
+import { LocalEventBus } from "../../local/event-bus.ts";
 import { startStreamPoller } from "../../local/pollers.ts";
 import { logger } from "../../shared/adapters/aws.ts";
 import { EventBridgeBus } from "../../shared/adapters/eventbridge.ts";

@@ -3,7 +3,7 @@ import { Agent, request as httpRequest, type Server } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { EventBridgeClient, PutEventsCommand } from "@aws-sdk/client-eventbridge";
 import { freePort, LOCAL_CREDENTIALS, LOCAL_REGION } from "../../local/aws-local.ts";
-import { LocalEventBus } from "../../local/event-sink.ts";
+import { LocalEventBus } from "../../local/event-bus.ts";
 import { createLocalServer, type HttpHandler } from "../../local/server.ts";
 import { startEmbeddedStack } from "../../local/stack.ts";
 import { TwilioSandbox } from "../../local/twilio-sandbox.ts";

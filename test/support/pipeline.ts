@@ -4,7 +4,7 @@ import { ScanCommand } from "@aws-sdk/lib-dynamodb";
 import { createForwardHandler } from "../../functions/forward/app.ts";
 import { createInboundHandler } from "../../functions/inbound/app.ts";
 import { freePort } from "../../local/aws-local.ts";
-import { LocalEventBus } from "../../local/event-sink.ts";
+import { LocalEventBus } from "../../local/event-bus.ts";
 import { type Poller, startSqsPoller } from "../../local/pollers.ts";
 import { createLocalServer, type HttpHandler } from "../../local/server.ts";
 import { TwilioSandbox } from "../../local/twilio-sandbox.ts";
