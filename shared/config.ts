@@ -40,6 +40,14 @@ export const webhookConfigSchema = z.object({
     .string()
     .max(320)
     .default("This number is no longer in use for your booking. Goodbye."),
+  /** The answer to HELP / INFO: names the service and says how to stop. */
+  HELP_REPLY: z
+    .string()
+    .min(1)
+    .max(320)
+    .default(
+      "Maskline relays messages between you and your host or guest; your number stays private. Reply STOP to opt out, START to opt back in.",
+    ),
   /** At most one out-of-session auto-reply per sender and proxy number within this many seconds. */
   OUT_OF_SESSION_REPLY_INTERVAL_SECONDS: z.coerce.number().int().min(0).default(86_400),
   /** `<count>/<seconds>` per sender across every proxy and session, or `off`. */

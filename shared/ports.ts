@@ -1,4 +1,5 @@
 import type { Holding, PoolNumber } from "./domain/allocation.ts";
+import type { Consent } from "./domain/consent.ts";
 import type { DomainEvent } from "./domain/events.ts";
 import type { MessageRecord } from "./domain/message.ts";
 import type { E164 } from "./domain/phone.ts";
@@ -84,6 +85,11 @@ export interface SendClaims {
 export interface TrafficReads {
   ownsNumber(phoneNumber: E164): Promise<boolean>;
   lastAutoReply(proxyNumber: E164, senderNumber: E164): Promise<number | undefined>;
+}
+
+/** A person's consent (pool-wide opt-out), read at send time. */
+export interface ConsentRecords {
+  getConsent(phoneNumber: E164): Promise<Consent | undefined>;
 }
 
 /** Open sessions by expiry, from an index: may lag behind the session items. */

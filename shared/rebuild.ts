@@ -14,7 +14,7 @@ import { assertNever } from "./domain/session.ts";
  */
 
 /** The item kinds that events define, and so the kinds a rebuild restores and compares. */
-export const PROJECTION_KINDS = ["session", "pair", "number", "message", "call"] as const;
+export const PROJECTION_KINDS = ["session", "pair", "number", "message", "call", "consent"] as const;
 export type ProjectionKind = (typeof PROJECTION_KINDS)[number];
 
 /**
@@ -28,6 +28,7 @@ export const IGNORED_FIELDS: Readonly<Record<ProjectionKind, readonly string[]>>
   number: ["ttl"],
   message: ["ttl", "body", "mediaUrls", "claimedAt", "previousClaim", "attempts"],
   call: ["ttl"],
+  consent: ["ttl"],
 };
 
 export type Difference =

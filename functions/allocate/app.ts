@@ -83,13 +83,21 @@ const safeDecode = (value: string) => {
   }
 };
 
+/** An E.164 number in the path, encoded or not, with or without its "+". */
+const phonePathParam = (event: HttpEvent) => {
+  const raw = safeDecode(pathParam(event, "e164")).replace(/^ /, "+");
+  const phoneNumber = toE164(raw.startsWith("+") ? raw : `+${raw}`);
+  if (!phoneNumber) throw problems.validation("The path must end in an E.164 number");
+  return phoneNumber;
+};
+
 const sessionIdParam = (event: HttpEvent) => {
   const id = pathParam(event, "id");
   if (!/^[\w-]{1,64}$/.test(id)) throw problems.notFound(`No session ${id.slice(0, 64)}`);
   return id;
 };
 
-export function sessionView(session: Session) {
+export function sessionView(session: Session, optedOut: ReadonlySet<string> = new Set()) {
   return {
     sessionId: session.sessionId,
     status: session.status,
@@ -104,6 +112,7 @@ export function sessionView(session: Session) {
       id: p.id,
       name: p.name,
       proxyNumber: p.proxyNumber,
+      optedOut: optedOut.has(p.phoneNumber),
     })),
   };
 }
@@ -139,15 +148,19 @@ export function createAllocateHandler({ service, auth, logger, health }: Allocat
         },
         key,
       );
-      return json(replayed ? 200 : 201, sessionView(session), {
+      return json(replayed ? 200 : 201, sessionView(session, await service.optedOut(session)), {
         location: `/sessions/${session.sessionId}`,
         ...(replayed ? { "idempotent-replayed": "true" } : {}),
       });
     },
-    "GET /sessions/{id}": async (event) =>
-      json(200, sessionView(await service.getSession(sessionIdParam(event)))),
-    "DELETE /sessions/{id}": async (event) =>
-      json(200, sessionView(await service.closeSession(sessionIdParam(event)))),
+    "GET /sessions/{id}": async (event) => {
+      const session = await service.getSession(sessionIdParam(event));
+      return json(200, sessionView(session, await service.optedOut(session)));
+    },
+    "DELETE /sessions/{id}": async (event) => {
+      const session = await service.closeSession(sessionIdParam(event));
+      return json(200, sessionView(session, await service.optedOut(session)));
+    },
     "GET /sessions/{id}/events": async (event) => {
       const events = await service.sessionEvents(sessionIdParam(event));
       return json(200, { events });
@@ -170,12 +183,8 @@ export function createAllocateHandler({ service, auth, logger, health }: Allocat
       return json(created ? 201 : 200, number);
     },
     "GET /numbers": async () => json(200, { numbers: await service.listNumbers() }),
-    "DELETE /numbers/{e164}": async (event) => {
-      const raw = safeDecode(pathParam(event, "e164")).replace(/^ /, "+");
-      const phoneNumber = toE164(raw.startsWith("+") ? raw : `+${raw}`);
-      if (!phoneNumber) throw problems.validation("The path must end in an E.164 number");
-      return json(200, await service.retireNumber(phoneNumber));
-    },
+    "DELETE /numbers/{e164}": async (event) => json(200, await service.retireNumber(phonePathParam(event))),
+    "GET /participants/{e164}": async (event) => json(200, await service.participant(phonePathParam(event))),
   };
   return middy<HttpEvent, HttpResult>()
     .use(problemJson(logger))

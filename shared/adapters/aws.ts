@@ -53,6 +53,7 @@ export function messagingFromEnv(env: NodeJS.ProcessEnv = process.env) {
       quarantineSeconds: config.QUARANTINE_SECONDS,
       outOfSessionReply: webhooks.OUT_OF_SESSION_REPLY,
       outOfSessionVoice: webhooks.OUT_OF_SESSION_VOICE,
+      helpReply: webhooks.HELP_REPLY,
       traffic: {
         autoReplyIntervalSeconds: webhooks.OUT_OF_SESSION_REPLY_INTERVAL_SECONDS,
         senderRateLimit: webhooks.SENDER_RATE_LIMIT,

@@ -2,6 +2,7 @@ import type { AttributeValue } from "@aws-sdk/client-dynamodb";
 import { type DynamoDBDocumentClient, GetCommand, QueryCommand, UpdateCommand } from "@aws-sdk/lib-dynamodb";
 import { unmarshall } from "@aws-sdk/util-dynamodb";
 import type { Holding, PoolNumber } from "../domain/allocation.ts";
+import type { Consent } from "../domain/consent.ts";
 import type { DomainEvent } from "../domain/events.ts";
 import { claimChange, claimOutcome, type MessageRecord, releaseChange } from "../domain/message.ts";
 import type { E164 } from "../domain/phone.ts";
@@ -11,6 +12,7 @@ import { trafficKeys } from "../domain/traffic.ts";
 import type {
   AppendOptions,
   ClaimResult,
+  ConsentRecords,
   EventStore,
   IdempotencyRecords,
   MessageLog,
@@ -24,6 +26,7 @@ import type {
 import { appendToDynamo, toUpdateInput } from "./dynamo-append.ts";
 import {
   mergeByExpiry,
+  toConsent,
   toDomainEvent,
   toHolding,
   toMessage,
@@ -56,7 +59,8 @@ export class DynamoStore
     MessageLog,
     SendClaims,
     SessionIndex,
-    TrafficReads
+    TrafficReads,
+    ConsentRecords
 {
   private readonly table: string;
   private readonly client: DynamoDBDocumentClient;
@@ -110,6 +114,11 @@ export class DynamoStore
       ConsistentRead: true,
     });
     return items.map(toPoolNumber);
+  }
+
+  async getConsent(phoneNumber: E164): Promise<Consent | undefined> {
+    const item = await this.getItem(itemKeys.consent(phoneNumber));
+    return item && toConsent(item);
   }
 
   async ownsNumber(phoneNumber: E164): Promise<boolean> {

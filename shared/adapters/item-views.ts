@@ -1,5 +1,6 @@
 import type { Holding, PoolNumber } from "../domain/allocation.ts";
 import type { Item } from "../domain/changes.ts";
+import type { Consent } from "../domain/consent.ts";
 import { type DomainEvent, domainEventSchema } from "../domain/events.ts";
 import type { MessageRecord } from "../domain/message.ts";
 import type { E164 } from "../domain/phone.ts";
@@ -70,6 +71,14 @@ export function toMessage(item: Item, messageId: string): MessageRecord {
     receivedAt: (item.receivedAt as number | undefined) ?? 0,
     claimedAt: (item.claimedAt as number | undefined) ?? null,
     twilioSid: (item.twilioSid as string | undefined) ?? null,
+  };
+}
+
+export function toConsent(item: Item): Consent {
+  return {
+    phoneNumber: String(item.phoneNumber),
+    optedOut: item.optedOut === true,
+    changedAt: (item.changedAt as string | undefined) ?? null,
   };
 }
 

@@ -1,5 +1,6 @@
 import type { Holding, PoolNumber } from "../domain/allocation.ts";
 import { applyChange, guardHolds, type Item, type ItemKey } from "../domain/changes.ts";
+import type { Consent } from "../domain/consent.ts";
 import { ConcurrentWriteError, type Conflict } from "../domain/errors.ts";
 import type { DomainEvent } from "../domain/events.ts";
 import { claimChange, claimOutcome, type MessageRecord, releaseChange } from "../domain/message.ts";
@@ -10,6 +11,7 @@ import { trafficKeys } from "../domain/traffic.ts";
 import type {
   AppendOptions,
   ClaimResult,
+  ConsentRecords,
   EventStore,
   IdempotencyRecords,
   MessageLog,
@@ -22,6 +24,7 @@ import type {
 } from "../ports.ts";
 import {
   mergeByExpiry,
+  toConsent,
   toDomainEvent,
   toHolding,
   toMessage,
@@ -45,7 +48,8 @@ export class MemoryStore
     MessageLog,
     SendClaims,
     SessionIndex,
-    TrafficReads
+    TrafficReads,
+    ConsentRecords
 {
   private readonly partitions = new Map<string, Map<string, Item>>();
   private poolCache: PoolNumber[] | undefined;
@@ -151,6 +155,11 @@ export class MemoryStore
     const change = releaseChange(messageId, claimedAt);
     const before = this.get(change.key);
     if (change.guard && guardHolds(change.guard, before)) this.set(change.key, applyChange(change, before));
+  }
+
+  async getConsent(phoneNumber: E164): Promise<Consent | undefined> {
+    const item = this.get(itemKeys.consent(phoneNumber));
+    return item && toConsent(item);
   }
 
   async ownsNumber(phoneNumber: E164): Promise<boolean> {

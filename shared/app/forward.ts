@@ -3,6 +3,7 @@ import { decideMessage, type MessageCommand, type MessageRecord } from "../domai
 import { decide, type Session } from "../domain/session.ts";
 import {
   type Clock,
+  type ConsentRecords,
   decisionContext,
   type EventStore,
   type ForwardJob,
@@ -15,7 +16,7 @@ import {
 import { alreadyDone, handleCommand } from "./command.ts";
 
 export interface ForwardDeps {
-  store: EventStore & MessageLog & SendClaims & Pick<SessionReader, "getSession">;
+  store: EventStore & MessageLog & SendClaims & ConsentRecords & Pick<SessionReader, "getSession">;
   gateway: SmsGateway;
   clock: Clock;
   newId: (prefix: string) => string;
@@ -51,6 +52,11 @@ export class ForwardService {
       store.getSession(job.sessionId),
     ]);
     if (!message) return "missing";
+    // Consent is checked at send time: a person who opted out since acceptance gets nothing.
+    if (message.recipient && (await store.getConsent(message.recipient))?.optedOut) {
+      await this.record(message, { type: "Block", reason: "recipient-opted-out" });
+      return "blocked";
+    }
     if (message.state !== "received" && message.state !== "sending") return "already-done";
     const { recipient, recipientProxy } = message;
     const now = this.deps.clock.now();

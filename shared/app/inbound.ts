@@ -1,3 +1,4 @@
+import { detectKeyword } from "../domain/consent.ts";
 import type { DomainEvent } from "../domain/events.ts";
 import { decideMessage } from "../domain/message.ts";
 import type { E164 } from "../domain/phone.ts";
@@ -60,6 +61,8 @@ export interface InboundDeps {
   /** Sent as TwiML to a sender with no open session; empty for none. */
   outOfSessionReply: string;
   outOfSessionVoice: string;
+  /** The TwiML answer to HELP / INFO. */
+  helpReply: string;
   traffic: TrafficPolicy;
 }
 
@@ -87,12 +90,14 @@ export class InboundService {
     const from = sms.from;
     const autoReply = this.deps.outOfSessionReply || null;
     const limit = traffic.senderRateLimit;
+    // Decided before routing: a keyword is never relayed, in or out of a session.
+    const keyword = detectKeyword(sms.body, sms.optOutType);
     // Learned from lost races: the window is full / its notice was given.
     let overLimit = false;
     let noticeGiven = false;
     const load = async (): Promise<SmsState> => {
       const route = await store.getRoute(sms.to, from);
-      if (routeInbound(route, "sms", this.deps.clock.now()).kind === "in-session")
+      if (keyword || routeInbound(route, "sms", this.deps.clock.now()).kind === "in-session")
         return { route, senderIsOurs: false, lastAutoReply: undefined };
       const [senderIsOurs, lastAutoReply] = await Promise.all([
         store.ownsNumber(from),
@@ -118,7 +123,7 @@ export class InboundService {
             route,
             bodyLength: sms.body.length,
             numMedia: sms.mediaUrls.length,
-            optOutType: sms.optOutType,
+            keyword,
             replying,
             rateLimited: overLimit,
           },
@@ -160,6 +165,8 @@ export class InboundService {
     });
     const duplicate = result.outcome === "settled";
     const event = result.events[0];
+    // HELP is answered on every delivery of it (Twilio retries only when it lost our answer).
+    if (keyword) return { reply: keyword.kind === "help" ? this.deps.helpReply : null, duplicate };
     if (event?.type === "OutOfSessionMessage")
       return { reply: event.detail.replied && !duplicate ? autoReply : null, duplicate };
     if (event?.type === "MessageBlocked" && event.detail.reason === "rate-limit")

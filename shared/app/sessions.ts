@@ -17,6 +17,7 @@ import { decideNumber } from "../domain/pool.ts";
 import { decide, effectiveStatus, evolve, initialState, type Session } from "../domain/session.ts";
 import type {
   Clock,
+  ConsentRecords,
   EventStore,
   ForwardQueue,
   IdempotencyRecords,
@@ -40,7 +41,7 @@ export interface OpenSessionInput {
 }
 
 export interface SessionServiceDeps {
-  store: EventStore & SessionReader & PoolView & IdempotencyRecords & MessageLog;
+  store: EventStore & SessionReader & PoolView & IdempotencyRecords & MessageLog & ConsentRecords;
   queue: ForwardQueue;
   clock: Clock;
   newId: (prefix: string) => string;
@@ -221,6 +222,32 @@ export class SessionService {
     const message = await this.deps.store.getMessage(messageId);
     if (message?.state === "received") await this.deps.queue.enqueue({ messageId, sessionId });
     return { messageId, replayed };
+  }
+
+  /** Which of the session's participants have opted out (pool-wide consent). */
+  async optedOut(session: Session): Promise<ReadonlySet<string>> {
+    const numbers = session.participants.map((p) => p.phoneNumber as E164);
+    const consents = await Promise.all(numbers.map((n) => this.deps.store.getConsent(n)));
+    return new Set(numbers.filter((_, i) => consents[i]?.optedOut));
+  }
+
+  /** A person's consent and the sessions they take part in now. */
+  async participant(
+    phoneNumber: E164,
+  ): Promise<{ phoneNumber: E164; optedOut: boolean; openSessions: string[] }> {
+    const [consent, holdings] = await Promise.all([
+      this.deps.store.getConsent(phoneNumber),
+      this.deps.store.holdingsOf(phoneNumber),
+    ]);
+    const held = [
+      ...new Set(holdings.flatMap((h) => (h.state === "held" && h.sessionId ? [h.sessionId] : []))),
+    ];
+    const sessions = await Promise.all(held.map((id) => this.deps.store.getSession(id)));
+    const now = this.deps.clock.now();
+    const openSessions = sessions.flatMap((s) =>
+      s && effectiveStatus(s, now) === "open" ? [s.sessionId] : [],
+    );
+    return { phoneNumber, optedOut: consent?.optedOut ?? false, openSessions };
   }
 
   async addNumber(phoneNumber: E164): Promise<{ created: boolean }> {

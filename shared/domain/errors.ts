@@ -66,6 +66,7 @@ export type ConflictKind =
   | "message"
   | "call"
   | "idempotency"
+  | "consent"
   | "replay"
   | "auto-reply"
   | "sender-count"

@@ -60,7 +60,19 @@ export const eventDetailSchemas = {
   }),
   MessageBlocked: z.object({
     messageId: z.string(),
-    reason: z.enum(["opt-out", "rate-limit", "content", "session-ended", "mode"]),
+    // "opt-out" is what earlier versions recorded for a keyword; new events say "keyword".
+    reason: z.enum([
+      "keyword",
+      "recipient-opted-out",
+      "rate-limit",
+      "content",
+      "session-ended",
+      "erased",
+      "opt-out",
+      "mode",
+    ]),
+    /** For a keyword: which kind (never the message text beyond the keyword). */
+    keyword: z.enum(["opt-out", "opt-in", "help"]).optional(),
   }),
   OutOfSessionMessage: z.object({
     messageId: z.string(),
@@ -73,6 +85,9 @@ export const eventDetailSchemas = {
   NumberAdded: z.object({ phoneNumber: phone, callingCode: z.string() }),
   NumberDraining: z.object({ phoneNumber: phone, openPairs: z.number().int().nonnegative() }),
   NumberRetired: z.object({ phoneNumber: phone }),
+  /** A person opted out (a keyword to any of our numbers): nothing is sent to them from any number we own. */
+  ParticipantOptedOut: z.object({ phoneNumber: phone, proxyNumber: phone, keyword: z.string().max(16) }),
+  ParticipantOptedIn: z.object({ phoneNumber: phone, proxyNumber: phone, keyword: z.string().max(16) }),
   PoolHealthReported: z.object({
     activeNumbers: z.number().int().nonnegative(),
     openPairs: z.number().int().nonnegative(),

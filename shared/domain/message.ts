@@ -1,4 +1,5 @@
 import { guard, type UpdateChange } from "./changes.ts";
+import type { Keyword } from "./consent.ts";
 import { type DomainEvent, type EventContext, makeEvent } from "./events.ts";
 import type { E164 } from "./phone.ts";
 import { itemKeys } from "./projection.ts";
@@ -35,7 +36,8 @@ export type MessageCommand =
       route: RouteDecision;
       bodyLength: number;
       numMedia: number;
-      optOutType: string | undefined;
+      /** The text is a keyword: never relayed; opt-out/opt-in change the person's consent. */
+      keyword: Keyword | undefined;
       /** The out-of-session auto-reply will be sent (recorded in the event). */
       replying: boolean;
       /** The sender's rate-limit window is full: an in-session text is held back. */
@@ -53,10 +55,7 @@ export type MessageCommand =
   | { type: "RecordSend"; twilioSid: string }
   | { type: "RecordSendFailure"; errorCode: string | null; reason: string }
   | { type: "RecordStatus"; twilioSid: string; status: string; errorCode: string | null }
-  | { type: "Block"; reason: "session-ended" };
-
-/** Twilio's own keyword classes: it answers them itself, so they are never relayed. */
-const OPT_OUT_TYPES = new Set(["STOP", "START", "HELP"]);
+  | { type: "Block"; reason: "session-ended" | "recipient-opted-out" };
 
 const isOpen = (m: MessageRecord | null) => m?.state === "received" || m?.state === "sending";
 
@@ -72,7 +71,8 @@ export function decideMessage(
   switch (command.type) {
     case "ReceiveSms": {
       if (state) return [];
-      const { route } = command;
+      const { route, keyword } = command;
+      if (keyword) return receiveKeyword(command, keyword, ctx);
       if (route.kind === "out-of-session")
         return [
           makeEvent(ctx, "OutOfSessionMessage", route.sessionId, {
@@ -81,13 +81,6 @@ export function decideMessage(
             from: command.from,
             to: command.to,
             replied: command.replying,
-          }),
-        ];
-      if (command.optOutType && OPT_OUT_TYPES.has(command.optOutType.toUpperCase()))
-        return [
-          makeEvent(ctx, "MessageBlocked", route.sessionId, {
-            messageId: command.messageId,
-            reason: "opt-out",
           }),
         ];
       if (command.rateLimited)
@@ -176,6 +169,29 @@ export function decideMessage(
     default:
       return assertNever(command);
   }
+}
+
+/**
+ * A keyword, in or out of a session: blocked (never relayed), and an opt-out or opt-in changes the person's
+ * consent pool-wide, whichever of our numbers it was sent to.
+ */
+function receiveKeyword(
+  command: Extract<MessageCommand, { type: "ReceiveSms" }>,
+  keyword: Keyword,
+  ctx: EventContext,
+): DomainEvent[] {
+  const sessionId = command.route.kind === "in-session" ? command.route.sessionId : null;
+  const events: DomainEvent[] = [
+    makeEvent(ctx, "MessageBlocked", sessionId, {
+      messageId: command.messageId,
+      reason: "keyword",
+      keyword: keyword.kind,
+    }),
+  ];
+  const consent = { phoneNumber: command.from, proxyNumber: command.to, keyword: keyword.word };
+  if (keyword.kind === "opt-out") events.push(makeEvent(ctx, "ParticipantOptedOut", null, consent));
+  if (keyword.kind === "opt-in") events.push(makeEvent(ctx, "ParticipantOptedIn", null, consent));
+  return events;
 }
 
 /**

@@ -21,6 +21,7 @@ export const itemKeys = {
   message: (id: string): ItemKey => ({ pk: `MESSAGE#${id}`, sk: "MESSAGE" }),
   call: (sid: string): ItemKey => ({ pk: `CALL#${sid}`, sk: "CALL" }),
   idempotency: (key: string): ItemKey => ({ pk: `IDEMPOTENCY#${key}`, sk: "IDEMPOTENCY" }),
+  consent: (phone: string): ItemKey => ({ pk: `PERSON#${phone}`, sk: "CONSENT" }),
   event: (event: DomainEvent): ItemKey => ({
     pk: eventPartition(event),
     sk: `EVENT#${event.occurredAt}#${event.id}`,
@@ -37,6 +38,9 @@ export function eventPartition(event: DomainEvent): string {
       return `NUMBER#${event.detail.phoneNumber}`;
     case "OutOfSessionMessage":
       return `NUMBER#${event.detail.to}`;
+    case "ParticipantOptedOut":
+    case "ParticipantOptedIn":
+      return `PERSON#${event.detail.phoneNumber}`;
     case "PoolHealthReported":
     case "PoolLow":
       return POOL_HEALTH_PARTITION;
@@ -378,6 +382,22 @@ function projectEvent(
           key: itemKeys.number(event.detail.phoneNumber),
           guard: guard.and(guard.in("status", ["active", "draining"]), guard.eq("load", 0)),
           conflict: { kind: "number", key: event.detail.phoneNumber },
+        },
+      ];
+    case "ParticipantOptedOut":
+    case "ParticipantOptedIn":
+      // Last one wins: consent is what the person said most recently, to any of our numbers.
+      return [
+        {
+          type: "update",
+          key: itemKeys.consent(event.detail.phoneNumber),
+          set: {
+            kind: "consent",
+            phoneNumber: event.detail.phoneNumber,
+            optedOut: event.type === "ParticipantOptedOut",
+            changedAt: event.occurredAt,
+          },
+          conflict: { kind: "consent", key: event.detail.phoneNumber },
         },
       ];
     case "PoolHealthReported":

@@ -143,6 +143,8 @@ export function evolve(state: SessionState, event: DomainEvent): SessionState {
     case "NumberRetired":
     case "PoolHealthReported":
     case "PoolLow":
+    case "ParticipantOptedOut":
+    case "ParticipantOptedIn":
       return state;
     default:
       return assertNever(event);

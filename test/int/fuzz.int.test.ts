@@ -307,6 +307,7 @@ describe(`fuzz: every route, ${RUNS} runs per property, seed ${SEED}`, () => {
         store: fresh.store,
         outOfSessionReply: "This conversation has ended.",
         outOfSessionVoice: "Goodbye.",
+        helpReply: "HELP: reply STOP to opt out.",
         // The production defaults.
         traffic: {
           autoReplyIntervalSeconds: 86_400,

@@ -13,6 +13,7 @@ import type { E164 } from "../../shared/domain/phone.ts";
 import type { Item } from "../../shared/domain/projection.ts";
 import type { Session } from "../../shared/domain/session.ts";
 import {
+  type ConsentRecords,
   type EventStore,
   type ForwardJob,
   type IdempotencyRecords,
@@ -53,7 +54,8 @@ type Store = EventStore &
   RouteLookup &
   SendClaims &
   SessionIndex &
-  TrafficReads;
+  TrafficReads &
+  ConsentRecords;
 
 type Command =
   | { t: "open"; a: number; d: number; ttlSeconds: number; ttlMode: TtlMode; mode: SessionMode }
@@ -163,6 +165,7 @@ async function play(commands: readonly Command[], store: Store) {
     ...common,
     outOfSessionReply: "Ended.",
     outOfSessionVoice: "Bye.",
+    helpReply: "HELP: reply STOP to opt out.",
     traffic: {
       autoReplyIntervalSeconds: 600,
       senderRateLimit: { count: 2, seconds: 60 },

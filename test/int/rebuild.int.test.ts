@@ -100,6 +100,7 @@ async function driveServices(store: DynamoStore) {
     ...common,
     outOfSessionReply: "Ended.",
     outOfSessionVoice: "Bye.",
+    helpReply: "HELP: reply STOP to opt out.",
     traffic: {
       autoReplyIntervalSeconds: 3600,
       senderRateLimit: undefined,

@@ -22,6 +22,7 @@ import type { startLocalAws } from "./stack.ts";
 export const ACCOUNT_SID = `AC${"0123456789abcdef".repeat(2)}`;
 export const AUTH_TOKEN = "sandbox-auth-token-for-tests";
 export const OUT_OF_SESSION = "This conversation has ended.";
+export const HELP_REPLY = "HELP: reply STOP to opt out.";
 export const RATE_LIMIT_NOTICE = "Slow down.";
 
 export interface PipelineOptions {
@@ -65,6 +66,7 @@ export async function startPipeline(
     quarantineSeconds: 3600,
     outOfSessionReply: OUT_OF_SESSION,
     outOfSessionVoice: "Goodbye.",
+    helpReply: HELP_REPLY,
     traffic: {
       autoReplyIntervalSeconds: 86_400,
       senderRateLimit: undefined,

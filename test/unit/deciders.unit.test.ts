@@ -4,6 +4,7 @@ import { MemoryStore } from "../../shared/adapters/memory-store.ts";
 import { alreadyDone, handleCommand } from "../../shared/app/command.ts";
 import type { PoolNumber } from "../../shared/domain/allocation.ts";
 import { applyChange, type Change, guard, guardHolds } from "../../shared/domain/changes.ts";
+import { detectKeyword } from "../../shared/domain/consent.ts";
 import { ConcurrentWriteError, NumberNotFoundError } from "../../shared/domain/errors.ts";
 import type { DomainEvent } from "../../shared/domain/events.ts";
 import { decideMessage, type MessageCommand, type MessageRecord } from "../../shared/domain/message.ts";
@@ -44,15 +45,15 @@ const message = (state: MessageRecord["state"], patch: Partial<MessageRecord> = 
   ...patch,
 });
 
-const sms = (route: RouteDecision, optOutType?: string): MessageCommand => ({
+const sms = (route: RouteDecision, optOutType?: string, body = "hi"): MessageCommand => ({
   type: "ReceiveSms",
   messageId: "SM1",
   from: A,
   to: P1,
   route,
-  bodyLength: 2,
+  bodyLength: body.length,
   numMedia: 0,
-  optOutType,
+  keyword: detectKeyword(body, optOutType),
   replying: true,
   rateLimited: false,
 });
@@ -71,17 +72,65 @@ describe("message decider", () => {
     assert.deepEqual(types(events), ["OutOfSessionMessage"]);
     assert.equal(events[0]?.type === "OutOfSessionMessage" && events[0].detail.replied, true);
   });
-  test("Twilio's opt-out classes are blocked, never relayed; other values are ordinary text", () => {
-    for (const kind of ["STOP", "start", "Help"])
-      assert.deepEqual(types(decideMessage(sms(inSession, kind), null, ctx())), ["MessageBlocked"]);
+  test("a keyword is never relayed, in or out of session; opt-out and opt-in change consent pool-wide", () => {
+    for (const route of [inSession, outOfSession]) {
+      assert.deepEqual(types(decideMessage(sms(route, undefined, "STOP"), null, ctx())), [
+        "MessageBlocked",
+        "ParticipantOptedOut",
+      ]);
+      assert.deepEqual(types(decideMessage(sms(route, undefined, " start! "), null, ctx())), [
+        "MessageBlocked",
+        "ParticipantOptedIn",
+      ]);
+      assert.deepEqual(types(decideMessage(sms(route, undefined, "help"), null, ctx())), ["MessageBlocked"]);
+    }
+    const [blocked, optedOut] = decideMessage(sms(inSession, "STOP", "anything"), null, ctx());
+    assert.equal(blocked?.type === "MessageBlocked" && blocked.detail.reason, "keyword");
+    assert.equal(blocked?.sessionId, "ses_1");
+    assert.deepEqual(optedOut?.type === "ParticipantOptedOut" && optedOut.detail, {
+      phoneNumber: A,
+      proxyNumber: P1,
+      keyword: "STOP",
+    });
     assert.deepEqual(types(decideMessage(sms(inSession, "OTHER"), null, ctx())), ["MessageReceived"]);
   });
+  test("keywords: the whole message, any case, trailing punctuation ignored; sentences are not keywords", () => {
+    for (const word of [
+      "STOP",
+      "stopall",
+      "Unsubscribe",
+      "cancel.",
+      "END!",
+      "quit",
+      "REVOKE",
+      "optout",
+      "  stop  ",
+    ])
+      assert.equal(detectKeyword(word)?.kind, "opt-out", word);
+    for (const word of ["START", "yes", "Unstop"]) assert.equal(detectKeyword(word)?.kind, "opt-in", word);
+    for (const word of ["HELP", "info?"]) assert.equal(detectKeyword(word)?.kind, "help", word);
+    for (const text of [
+      "Stop texting me at night",
+      "yes please",
+      "",
+      "STOP STOP",
+      "constructor",
+      "__proto__",
+    ])
+      assert.equal(detectKeyword(text), undefined, text);
+    assert.equal(detectKeyword("whatever", "stop")?.kind, "opt-out");
+    assert.equal(detectKeyword("whatever", "START")?.kind, "opt-in");
+    assert.equal(detectKeyword("whatever", "HELP")?.kind, "help");
+    assert.equal(detectKeyword("whatever", "OTHER"), undefined);
+  });
   test("a full rate-limit window holds an in-session text back; keywords and out-of-session are unaffected", () => {
-    const limited = (route: RouteDecision, optOutType?: string) =>
-      types(decideMessage({ ...sms(route, optOutType), rateLimited: true } as MessageCommand, null, ctx()));
+    const limited = (route: RouteDecision, body?: string) =>
+      types(
+        decideMessage({ ...sms(route, undefined, body), rateLimited: true } as MessageCommand, null, ctx()),
+      );
     const [blocked] = decideMessage({ ...sms(inSession), rateLimited: true } as MessageCommand, null, ctx());
     assert.equal(blocked?.type === "MessageBlocked" && blocked.detail.reason, "rate-limit");
-    assert.deepEqual(limited(inSession, "STOP"), ["MessageBlocked"]);
+    assert.deepEqual(limited(inSession, "STOP"), ["MessageBlocked", "ParticipantOptedOut"]);
     assert.deepEqual(limited(outOfSession), ["OutOfSessionMessage"]);
   });
   test("a message already stored is not received again", () => {
