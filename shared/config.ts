@@ -70,6 +70,12 @@ export const webhookConfigSchema = z.object({
     .string()
     .max(320)
     .default("You are sending messages too quickly; some were not delivered. Please wait a minute."),
+  /** Phone numbers and e-mail addresses in forwarded texts: kept, redacted or blocked (per session too). */
+  CONTENT_POLICY: z.enum(["off", "redact-contacts", "block-contacts"]).default("off"),
+  CONTENT_BLOCKED_REPLY: z
+    .string()
+    .max(320)
+    .default("Your message was not delivered: phone numbers and e-mail addresses can't be shared here."),
   /** A MessageSid is accepted once for at least this long, whatever the body retention. */
   REPLAY_WINDOW_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
 });

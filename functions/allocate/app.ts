@@ -33,7 +33,10 @@ const openSessionBody = z
     ttlSeconds: z.number().int().min(TTL_BOUNDS.min).max(TTL_BOUNDS.max).default(TTL_BOUNDS.default),
     ttlMode: z.enum(ttlModes).default("absolute"),
     policy: z
-      .object({ ttlMode: z.enum(ttlModes).optional() })
+      .object({
+        ttlMode: z.enum(ttlModes).optional(),
+        contacts: z.enum(["allow", "redact", "block"]).optional(),
+      })
       .strict()
       .optional(),
   })
@@ -107,6 +110,7 @@ export function sessionView(session: Session, optedOut: ReadonlySet<string> = ne
     createdAt: session.createdAt,
     expiresAt: session.expiresAt,
     closedAt: session.closedAt,
+    ...(session.contacts ? { policy: { contacts: session.contacts } } : {}),
     participants: session.participants.map((p) => ({
       phoneNumber: p.phoneNumber,
       id: p.id,
@@ -145,6 +149,7 @@ export function createAllocateHandler({ service, auth, logger, health }: Allocat
           mode: body.mode,
           ttlSeconds: body.ttlSeconds,
           ttlMode: body.policy?.ttlMode ?? body.ttlMode,
+          contacts: body.policy?.contacts,
         },
         key,
       );

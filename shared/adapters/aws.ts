@@ -59,6 +59,8 @@ export function messagingFromEnv(env: NodeJS.ProcessEnv = process.env) {
         senderRateLimit: webhooks.SENDER_RATE_LIMIT,
         rateLimitReply: webhooks.RATE_LIMIT_REPLY,
         replayWindowDays: webhooks.REPLAY_WINDOW_DAYS,
+        contentPolicy: webhooks.CONTENT_POLICY,
+        contentBlockedReply: webhooks.CONTENT_BLOCKED_REPLY,
       },
     },
   };

@@ -22,6 +22,7 @@ export function toSession(item: Item): Session {
     expiresAt: item.expiresAt,
     closedAt: item.closedAt ?? null,
     participants: item.participants,
+    ...(item.contacts ? { contacts: item.contacts } : {}),
   } as Session;
 }
 
@@ -35,6 +36,7 @@ export function toRoute(item: Item, proxyNumber: E164, senderNumber: E164): Rout
     counterpartProxy: (item.counterpartProxy as E164 | undefined) ?? null,
     mode: (item.mode as Route["mode"] | undefined) ?? null,
     expiresAt: (item.expiresAt as number | undefined) ?? null,
+    contacts: (item.contacts as Route["contacts"] | undefined) ?? null,
   };
 }
 

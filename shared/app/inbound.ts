@@ -1,7 +1,8 @@
 import { detectKeyword } from "../domain/consent.ts";
+import { contactKinds, contactPolicy, findContacts, redactContacts } from "../domain/contacts.ts";
 import type { DomainEvent } from "../domain/events.ts";
 import { decideMessage } from "../domain/message.ts";
-import type { E164 } from "../domain/phone.ts";
+import { countryOf, type E164 } from "../domain/phone.ts";
 import { decide, type Route, routeInbound } from "../domain/session.ts";
 import { autoReplyDue, type Marker, type RateLimit } from "../domain/traffic.ts";
 import type {
@@ -50,6 +51,10 @@ export interface TrafficPolicy {
   /** TwiML notice, once per rate-limit window. */
   rateLimitReply: string;
   replayWindowDays: number;
+  /** The global contact-info policy; a session may override it. */
+  contentPolicy: "off" | "redact-contacts" | "block-contacts";
+  /** TwiML notice for each text the content policy blocks. */
+  contentBlockedReply: string;
 }
 
 export interface InboundDeps {
@@ -106,6 +111,9 @@ export class InboundService {
       return { route, senderIsOurs, lastAutoReply };
     };
     let markers: Marker[] = [];
+    // The contact-info policy works on the text itself: found once, redacted into what is stored.
+    const spans = findContacts(sms.body, countryOf(from));
+    let body = sms.body;
     const result = await handleCommand(this.deps, {
       load,
       decide: (state, ctx) => {
@@ -126,11 +134,22 @@ export class InboundService {
             keyword,
             replying,
             rateLimited: overLimit,
+            contacts: {
+              found: contactKinds(spans),
+              policy: contactPolicy(
+                route.kind === "in-session" ? route.contacts : undefined,
+                traffic.contentPolicy,
+              ),
+            },
           },
           null,
           ctx,
         );
         const event = events[0];
+        body =
+          event?.type === "MessageReceived" && event.detail.removed
+            ? redactContacts(sms.body, spans)
+            : sms.body;
         markers = [
           { kind: "replay", messageSid: sms.messageSid, at: ctx.now, windowDays: traffic.replayWindowDays },
         ];
@@ -149,7 +168,9 @@ export class InboundService {
         return events;
       },
       options: {
-        content: new Map([[sms.messageSid, { body: sms.body, mediaUrls: sms.mediaUrls }]]),
+        get content() {
+          return new Map([[sms.messageSid, { body, mediaUrls: sms.mediaUrls }]]);
+        },
         get markers() {
           return markers;
         },
@@ -169,6 +190,8 @@ export class InboundService {
     if (keyword) return { reply: keyword.kind === "help" ? this.deps.helpReply : null, duplicate };
     if (event?.type === "OutOfSessionMessage")
       return { reply: event.detail.replied && !duplicate ? autoReply : null, duplicate };
+    if (event?.type === "MessageBlocked" && event.detail.reason === "content")
+      return { reply: traffic.contentBlockedReply, duplicate };
     if (event?.type === "MessageBlocked" && event.detail.reason === "rate-limit")
       return {
         reply: markers.some((m) => m.kind === "sender-notice") && !duplicate ? traffic.rateLimitReply : null,

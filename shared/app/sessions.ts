@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { type Holding, type PoolNumber, rankProxies } from "../domain/allocation.ts";
+import type { ContactPolicy } from "../domain/contacts.ts";
 import {
   ConcurrentWriteError,
   IdempotencyConflictError,
@@ -38,6 +39,8 @@ export interface OpenSessionInput {
   mode: SessionMode;
   ttlSeconds: number;
   ttlMode: TtlMode;
+  /** The session's own contact-info policy; undefined: the global one. */
+  contacts?: ContactPolicy | undefined;
 }
 
 export interface SessionServiceDeps {
@@ -113,6 +116,7 @@ export class SessionService {
             mode: input.mode,
             ttlSeconds: input.ttlSeconds,
             ttlMode: input.ttlMode,
+            ...(input.contacts ? { contacts: input.contacts } : {}),
             participants: [
               { phoneNumber: a.phoneNumber, id: a.id ?? null, name: a.name ?? null, proxyNumber: proxyA },
               { phoneNumber: b.phoneNumber, id: b.id ?? null, name: b.name ?? null, proxyNumber: proxyB },

@@ -28,6 +28,8 @@ export const eventDetailSchemas = {
     ttlSeconds: z.number().int().positive(),
     ttlMode: z.enum(ttlModes),
     expiresAt: iso,
+    /** The session's own contact-info policy (absent: the global CONTENT_POLICY). */
+    contacts: z.enum(["allow", "redact", "block"]).optional(),
   }),
   SessionClosed: z.object({ reason: z.enum(["api", "policy"]) }),
   SessionExpired: z.object({ expiresAt: iso }),
@@ -49,6 +51,8 @@ export const eventDetailSchemas = {
     proxyNumber: phone,
     bodyLength: z.number().int().nonnegative(),
     numMedia: z.number().int().nonnegative(),
+    /** Kinds of contact information the content policy removed from the body (never the contacts). */
+    removed: z.array(z.enum(["phone", "email"])).optional(),
   }),
   MessageForwarded: z.object({ messageId: z.string(), twilioSid: z.string(), from: phone, to: phone }),
   MessageDelivered: z.object({ messageId: z.string(), twilioSid: z.string(), status: z.string() }),
@@ -73,6 +77,8 @@ export const eventDetailSchemas = {
     ]),
     /** For a keyword: which kind (never the message text beyond the keyword). */
     keyword: z.enum(["opt-out", "opt-in", "help"]).optional(),
+    /** For the content policy: which kinds of contact information were found. */
+    contacts: z.array(z.enum(["phone", "email"])).optional(),
   }),
   OutOfSessionMessage: z.object({
     messageId: z.string(),

@@ -1,5 +1,6 @@
 import { guard, type UpdateChange } from "./changes.ts";
 import type { Keyword } from "./consent.ts";
+import type { ContactKind, ContactPolicy } from "./contacts.ts";
 import { type DomainEvent, type EventContext, makeEvent } from "./events.ts";
 import type { E164 } from "./phone.ts";
 import { itemKeys } from "./projection.ts";
@@ -42,6 +43,8 @@ export type MessageCommand =
       replying: boolean;
       /** The sender's rate-limit window is full: an in-session text is held back. */
       rateLimited: boolean;
+      /** Kinds of contact information in the body, and the policy in force (the session's or the global). */
+      contacts: { found: ContactKind[]; policy: ContactPolicy };
     }
   | {
       type: "ReceivePlatform";
@@ -90,6 +93,15 @@ export function decideMessage(
             reason: "rate-limit",
           }),
         ];
+      const { found, policy } = command.contacts;
+      if (found.length > 0 && policy === "block")
+        return [
+          makeEvent(ctx, "MessageBlocked", route.sessionId, {
+            messageId: command.messageId,
+            reason: "content",
+            contacts: found,
+          }),
+        ];
       return [
         makeEvent(ctx, "MessageReceived", route.sessionId, {
           messageId: command.messageId,
@@ -99,6 +111,7 @@ export function decideMessage(
           proxyNumber: route.recipientProxy,
           bodyLength: command.bodyLength,
           numMedia: command.numMedia,
+          ...(found.length > 0 && policy === "redact" ? { removed: found } : {}),
         }),
       ];
     }

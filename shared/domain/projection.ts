@@ -161,6 +161,7 @@ function projectEvent(
             expiresAt: d.expiresAt,
             closedAt: null,
             participants: d.participants,
+            ...(d.contacts ? { contacts: d.contacts } : {}),
             gsi1pk: `OPEN#${openShardOf(sessionId)}`,
             gsi1sk: `${d.expiresAt}#${sessionId}`,
           },
@@ -186,6 +187,7 @@ function projectEvent(
             mode: d.mode,
             expiresAt: Date.parse(d.expiresAt),
             quarantineUntil: null,
+            ...(d.contacts ? { contacts: d.contacts } : {}),
           },
           // What makes concurrent allocations safe: a pair is taken only if free.
           guard: guard.or(guard.absent, guard.eq("state", "released")),

@@ -1,3 +1,4 @@
+import type { ContactPolicy } from "./contacts.ts";
 import {
   type DomainEvent,
   type EventContext,
@@ -19,6 +20,8 @@ export interface Session {
   expiresAt: string;
   closedAt: string | null;
   participants: [SessionParticipant, SessionParticipant];
+  /** The session's own contact-info policy; absent: the global default. */
+  contacts?: ContactPolicy;
 }
 
 export type SessionState = Session | null;
@@ -31,6 +34,7 @@ export type SessionCommand =
       mode: SessionMode;
       ttlSeconds: number;
       ttlMode: TtlMode;
+      contacts?: ContactPolicy;
     }
   | { type: "CloseSession" }
   | { type: "ExpireSession" }
@@ -58,6 +62,7 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
           ttlSeconds: command.ttlSeconds,
           ttlMode: command.ttlMode,
           expiresAt: new Date(ctx.now + command.ttlSeconds * 1000).toISOString(),
+          ...(command.contacts ? { contacts: command.contacts } : {}),
         }),
       ];
     }
@@ -123,6 +128,7 @@ export function evolve(state: SessionState, event: DomainEvent): SessionState {
         expiresAt: event.detail.expiresAt,
         closedAt: null,
         participants: event.detail.participants,
+        ...(event.detail.contacts ? { contacts: event.detail.contacts } : {}),
       };
     case "SessionClosed":
       return state && { ...state, status: "closed", closedAt: event.occurredAt };
@@ -165,10 +171,17 @@ export interface Route {
   counterpartProxy: E164 | null;
   mode: SessionMode | null;
   expiresAt: number | null;
+  contacts?: ContactPolicy | null;
 }
 
 export type RouteDecision =
-  | { kind: "in-session"; sessionId: string; recipient: E164; recipientProxy: E164 }
+  | {
+      kind: "in-session";
+      sessionId: string;
+      recipient: E164;
+      recipientProxy: E164;
+      contacts: ContactPolicy | undefined;
+    }
   | { kind: "out-of-session"; sessionId: string | null; reason: "no-session" | "expired" | "mode" };
 
 /** Where an inbound text or call goes: the counterpart, from the counterpart's own proxy number. */
@@ -184,5 +197,6 @@ export function routeInbound(route: Route | undefined, channel: "sms" | "voice",
     sessionId: route.sessionId,
     recipient: route.counterpartNumber,
     recipientProxy: route.counterpartProxy,
+    contacts: route.contacts ?? undefined,
   };
 }

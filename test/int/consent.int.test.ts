@@ -131,4 +131,42 @@ describe("keywords and consent", () => {
       await p.stop();
     }
   });
+
+  test("contact-info policy: redacted by default policy, blocked per session with a notice; platform messages exempt", async () => {
+    const p = await startPipeline(aws, { traffic: { contentPolicy: "redact-contacts" } });
+    try {
+      await p.pool(4);
+      const { session, proxyA } = await p.open(GUEST, HOST);
+      await p.sandbox.phoneSends(
+        GUEST,
+        proxyA,
+        "Text me on 415 555 0100 or mail me at jo [at] example [dot] com!",
+      );
+      await p.waitFor(() => p.sentTo(HOST).length === 1, 20_000, "the redacted text");
+      assert.equal(p.sentTo(HOST)[0]?.body, "Text me on [removed] or mail me at [removed]!");
+      const received = (await p.scan()).find((i) => i.kind === "event" && i.type === "MessageReceived");
+      assert.deepEqual((received?.detail as { removed?: string[] }).removed, ["phone", "email"]);
+      assert.ok(!JSON.stringify(received).includes("0100"), "the event never carries the contact");
+      // Platform messages are exempt.
+      await p.sessions.sendPlatformMessage(session.sessionId, { to: HOST, body: "Support: +1 415 555 0199" });
+      await p.waitFor(() => p.sentTo(HOST).length === 2, 20_000, "the platform message");
+      assert.equal(p.sentTo(HOST)[1]?.body, "Support: +1 415 555 0199");
+      // A session that blocks: nothing forwarded, the sender told each time.
+      const { session: strict } = await p.sessions.openSession({
+        participants: [{ phoneNumber: "+12025550141" as never }, { phoneNumber: "+12025550142" as never }],
+        mode: "sms",
+        ttlSeconds: 3600,
+        ttlMode: "absolute",
+        contacts: "block",
+      });
+      const [a] = strict.participants;
+      const blocked = await p.sandbox.phoneSends(a.phoneNumber, a.proxyNumber, "my email is a@b.com");
+      assert.equal(replyOf(blocked.twiml), "No contact details, please.");
+      await p.sandbox.phoneSends(a.phoneNumber, a.proxyNumber, "see you at 3pm on 2026-05-01");
+      await p.waitFor(() => p.sentTo("+12025550142").length === 1, 20_000, "the clean text");
+      assert.equal(p.sentTo("+12025550142")[0]?.body, "see you at 3pm on 2026-05-01");
+    } finally {
+      await p.stop();
+    }
+  });
 });

@@ -314,6 +314,8 @@ describe(`fuzz: every route, ${RUNS} runs per property, seed ${SEED}`, () => {
           senderRateLimit: { count: 30, seconds: 60 },
           rateLimitReply: "Slow down.",
           replayWindowDays: 30,
+          contentPolicy: "off",
+          contentBlockedReply: "No contact details, please.",
         },
       }),
       logger,

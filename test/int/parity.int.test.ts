@@ -171,6 +171,8 @@ async function play(commands: readonly Command[], store: Store) {
       senderRateLimit: { count: 2, seconds: 60 },
       rateLimitReply: "Slow down.",
       replayWindowDays: 30,
+      contentPolicy: "off",
+      contentBlockedReply: "No contact details, please.",
     },
   });
   const forward = new ForwardService({

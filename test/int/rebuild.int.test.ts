@@ -106,6 +106,8 @@ async function driveServices(store: DynamoStore) {
       senderRateLimit: undefined,
       rateLimitReply: "Slow down.",
       replayWindowDays: 30,
+      contentPolicy: "off",
+      contentBlockedReply: "No contact details, please.",
     },
   });
   const forward = new ForwardService({

@@ -72,6 +72,8 @@ export async function startPipeline(
       senderRateLimit: undefined,
       rateLimitReply: RATE_LIMIT_NOTICE,
       replayWindowDays: 30,
+      contentPolicy: "off" as const,
+      contentBlockedReply: "No contact details, please.",
       ...options.traffic,
     },
   };

@@ -5,6 +5,7 @@ import { alreadyDone, handleCommand } from "../../shared/app/command.ts";
 import type { PoolNumber } from "../../shared/domain/allocation.ts";
 import { applyChange, type Change, guard, guardHolds } from "../../shared/domain/changes.ts";
 import { detectKeyword } from "../../shared/domain/consent.ts";
+import { contactKinds, contactPolicy, findContacts, redactContacts } from "../../shared/domain/contacts.ts";
 import { ConcurrentWriteError, NumberNotFoundError } from "../../shared/domain/errors.ts";
 import type { DomainEvent } from "../../shared/domain/events.ts";
 import { decideMessage, type MessageCommand, type MessageRecord } from "../../shared/domain/message.ts";
@@ -26,7 +27,13 @@ function ctx(now = T0) {
 }
 
 const types = (events: DomainEvent[]) => events.map((e) => e.type);
-const inSession: RouteDecision = { kind: "in-session", sessionId: "ses_1", recipient: B, recipientProxy: P2 };
+const inSession: RouteDecision = {
+  kind: "in-session",
+  sessionId: "ses_1",
+  recipient: B,
+  recipientProxy: P2,
+  contacts: undefined,
+};
 const outOfSession: RouteDecision = { kind: "out-of-session", sessionId: null, reason: "no-session" };
 
 const message = (state: MessageRecord["state"], patch: Partial<MessageRecord> = {}): MessageRecord => ({
@@ -56,6 +63,7 @@ const sms = (route: RouteDecision, optOutType?: string, body = "hi"): MessageCom
   keyword: detectKeyword(body, optOutType),
   replying: true,
   rateLimited: false,
+  contacts: { found: [], policy: "allow" },
 });
 
 describe("message decider", () => {
@@ -503,5 +511,67 @@ describe("command handling", () => {
       /read failed/,
     );
     assert.equal(alreadyDone([{ kind: "pair", key: "x", contention: true }]), false);
+  });
+});
+
+describe("contact-info policy", () => {
+  const kinds = (text: string, country = "US") => contactKinds(findContacts(text, country));
+  test("phone numbers in common written forms and their disguises are found; ordinary numbers are not", () => {
+    for (const text of [
+      "call me at (415) 555-0100",
+      "my cell is 415.555.0100",
+      "+44 20 7946 0958 is my office",
+      "text 4 1 5 5 5 5 0 1 0 0",
+      "four one five five five five zero one zero zero",
+      "it's 415-555-0100!",
+    ])
+      assert.deepEqual(kinds(text), ["phone"], text);
+    for (const text of [
+      "see you at 3",
+      "the apartment is #1204",
+      "check-in 2026-05-01, 2 guests",
+      "code 1234",
+    ])
+      assert.deepEqual(kinds(text), [], text);
+  });
+  test("e-mail addresses and their disguises are found", () => {
+    for (const text of [
+      "mail john.doe@example.com",
+      "john at example dot com",
+      "john [at] example [dot] com",
+      "john(at)example.com",
+    ])
+      assert.deepEqual(kinds(text), ["email"], text);
+    assert.deepEqual(kinds("a@b.co or 415 555 0100"), ["phone", "email"]);
+  });
+  test("redaction replaces each contact and keeps the rest of the text", () => {
+    const text = "Hi! Reach me on 415-555-0100 or jane@example.org, thanks";
+    assert.equal(
+      redactContacts(text, findContacts(text, "US")),
+      "Hi! Reach me on [removed] or [removed], thanks",
+    );
+  });
+  test("the session's policy overrides the global one", () => {
+    assert.equal(contactPolicy(undefined, "off"), "allow");
+    assert.equal(contactPolicy(undefined, "redact-contacts"), "redact");
+    assert.equal(contactPolicy(undefined, "block-contacts"), "block");
+    assert.equal(contactPolicy("allow", "block-contacts"), "allow");
+  });
+  test("decisions: block records which kinds and forwards nothing; redact records what was removed", () => {
+    const withContacts = (policy: "allow" | "redact" | "block") =>
+      decideMessage(
+        { ...sms(inSession), contacts: { found: ["phone"], policy } } as MessageCommand,
+        null,
+        ctx(),
+      )[0];
+    const blocked = withContacts("block");
+    assert.deepEqual(blocked?.type === "MessageBlocked" && [blocked.detail.reason, blocked.detail.contacts], [
+      "content",
+      ["phone"],
+    ]);
+    const redacted = withContacts("redact");
+    assert.deepEqual(redacted?.type === "MessageReceived" && redacted.detail.removed, ["phone"]);
+    const allowed = withContacts("allow");
+    assert.equal(allowed?.type === "MessageReceived" && allowed.detail.removed, undefined);
   });
 });
