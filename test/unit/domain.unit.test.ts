@@ -159,13 +159,17 @@ describe("routing", () => {
     expiresAt: T0 + 1000,
     ...over,
   });
-  test("in session: to the counterpart, from the counterpart's proxy", () =>
+  test("in session: to the counterpart, from the counterpart's proxy, under the session's content policy", () => {
     assert.deepEqual(routeInbound(route(), "sms", T0), {
       kind: "in-session",
       sessionId: "ses_1",
       recipient: B,
       recipientProxy: P2,
-    }));
+      contacts: undefined,
+    });
+    const strict = routeInbound(route({ contacts: "block" }), "sms", T0);
+    assert.equal(strict.kind === "in-session" ? strict.contacts : null, "block");
+  });
   test("expiry is exact at read time", () =>
     assert.deepEqual(routeInbound(route(), "sms", T0 + 1000), {
       kind: "out-of-session",
