@@ -136,6 +136,7 @@ main(async () => {
     AWS_ENDPOINT_URL_EVENTBRIDGE: serverUrl,
     TABLE_NAME: tableName,
     FORWARD_QUEUE_URL: queue.queueUrl,
+    PUBLISHER_FAILURES_QUEUE_URL: queue.dlqUrl,
     PUBLIC_BASE_URL,
     TWILIO_ACCOUNT_SID: ACCOUNT_SID,
     TWILIO_AUTH_TOKEN: AUTH_TOKEN,

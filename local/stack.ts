@@ -207,11 +207,14 @@ export async function startEmbeddedStack(
         handler: publisher.handler,
         onError: onError("stream poller"),
       }),
-      startScheduler(() => recycler.handler(), local.RECYCLER_INTERVAL_SECONDS * 1000, onError("recycler")),
+      startScheduler(
+        () => recycler.handler({}, localContext("recycler", functions.recycler.timeoutSeconds * 1000)),
+        local.RECYCLER_INTERVAL_SECONDS * 1000,
+        onError("recycler"),
+      ),
       { stop: async () => sqsClient.destroy() },
       { stop: async () => doc.destroy() },
     );
-    void localContext;
 
     if (twilioMode === "sandbox" && local.SANDBOX_POOL_SIZE > 0 && (await store.listPool()).length === 0) {
       for (const number of sandboxNumbers(local.SANDBOX_POOL_SIZE))

@@ -1,6 +1,7 @@
 import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
 import { logger, storeFromEnv } from "../../shared/adapters/aws.ts";
 import { newId } from "../../shared/adapters/ids.ts";
+import { observed } from "../../shared/adapters/observability.ts";
 import { twilioCredentials } from "../../shared/adapters/secrets.ts";
 import { TwilioNumberProvider, twilioClient } from "../../shared/adapters/twilio-gateway.ts";
 import { RecyclerService } from "../../shared/app/recycler.ts";
@@ -39,11 +40,11 @@ const service = new RecyclerService({
 });
 
 /** Invoked by the EventBridge schedule (locally by the embedded scheduler). */
-export const handler = async () => {
+export const handler = observed(async () => {
   const report = await service.run({
     budgetMs: recycler.RECYCLER_BUDGET_MS,
     batchSize: recycler.RECYCLER_BATCH_SIZE,
   });
   logger.info("recycled", { expired: report.expired, more: report.more, bought: report.bought.length });
   return { expired: report.expired, more: report.more, bought: report.bought.length };
-};
+});

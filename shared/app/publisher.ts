@@ -1,5 +1,84 @@
 import type { DomainEvent } from "../domain/events.ts";
 import type { DomainEventBus, ForwardQueue } from "../ports.ts";
+import { type MetricName, metricNames } from "../telemetry.ts";
+
+/**
+ * A stream record whose event item cannot be published (its detail fails the zod schema): retrying would
+ * fail the same way forever and hold the whole shard. It is set aside with what an operator needs to
+ * find the item (never its content: it may hold phone numbers), and the shard goes on.
+ */
+export interface SetAsideRecord {
+  kind: "event-set-aside";
+  sequenceNumber: string;
+  streamEventId: string | null;
+  eventId: string | null;
+  eventType: string | null;
+  sessionId: string | null;
+  sk: string | null;
+  /** Which part failed (paths and zod codes), without values. */
+  reason: string;
+}
+
+/** Where set-aside records go: the stream mapping's on-failure queue (PublisherFailures). */
+export interface SetAsideSink {
+  setAside(records: readonly SetAsideRecord[]): Promise<void>;
+}
+
+export interface EventMetric {
+  name: MetricName;
+  /** An extra dimension (Twilio error code, blocked reason) besides the plain count. */
+  by?: { dimension: string; value: string };
+}
+
+/**
+ * The metrics a domain event stands for. Derived from the events (which every state change writes) rather
+ * than counted on the hot path: one place, no extra work per webhook, and the same figures a consumer of
+ * the bus would compute.
+ */
+export function eventMetrics(event: DomainEvent): EventMetric[] {
+  switch (event.type) {
+    case "MessageReceived":
+      return [{ name: metricNames.messagesReceived }];
+    case "MessageForwarded":
+      return [{ name: metricNames.messagesForwarded }];
+    case "MessageFailed":
+      return [
+        { name: metricNames.messagesFailed },
+        {
+          name: metricNames.messagesFailed,
+          by: { dimension: "twilioErrorCode", value: event.detail.errorCode ?? "none" },
+        },
+      ];
+    case "MessageBlocked": {
+      const reason = event.detail.reason;
+      const metrics: EventMetric[] = [
+        { name: metricNames.messagesBlocked },
+        { name: metricNames.messagesBlocked, by: { dimension: "reason", value: reason } },
+      ];
+      if (reason === "rate-limit") metrics.push({ name: metricNames.messagesRateLimited });
+      if (reason === "opt-out") metrics.push({ name: metricNames.optOuts });
+      return metrics;
+    }
+    case "SessionOpened":
+    case "SessionClosed":
+    case "SessionExpired":
+    case "SessionExtended":
+    case "PairReleased":
+    case "MessageDelivered":
+    case "OutOfSessionMessage":
+    case "CallBridged":
+    case "NumberAdded":
+    case "NumberDraining":
+    case "NumberRetired":
+    case "PoolHealthReported":
+    case "PoolLow":
+      return [];
+    default: {
+      const unhandled: never = event;
+      return unhandled;
+    }
+  }
+}
 
 export interface StreamedEvent {
   /** The stream record's sequence number: what a partial batch failure reports. */
