@@ -19,6 +19,7 @@ import {
   type FunctionName,
   forwardQueue,
   functions,
+  publisherStream,
   recyclerSchedule,
   routes,
 } from "../../shared/resources.ts";
@@ -61,7 +62,7 @@ function grantSecretRead(stateful: StatefulStack, role: IRole): void {
 }
 
 /** Retries of a failing stream batch before it goes to the PublisherFailures queue. */
-export const PUBLISHER_RETRY_ATTEMPTS = 10;
+export const PUBLISHER_RETRY_ATTEMPTS = publisherStream.retryAttempts;
 
 /** Lambda's guidance for SQS event sources: visibility timeout at least six times the function timeout. */
 export const VISIBILITY_TIMEOUT_FACTOR = 6;
@@ -227,7 +228,7 @@ export class AppStack extends Stack {
     publisher.fn.addEventSource(
       new DynamoEventSource(stateful.table, {
         startingPosition: StartingPosition.TRIM_HORIZON,
-        batchSize: 100,
+        batchSize: publisherStream.batchSize,
         maxBatchingWindow: Duration.seconds(1),
         parallelizationFactor: 1,
         // Bounded: a batch that keeps failing is split to isolate the bad record, then handed to the

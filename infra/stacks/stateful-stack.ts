@@ -7,7 +7,7 @@ import { Secret } from "aws-cdk-lib/aws-secretsmanager";
 import { Queue, QueueEncryption } from "aws-cdk-lib/aws-sqs";
 import { NagSuppressions } from "cdk-nag";
 import type { Construct } from "constructs";
-import { eventBus, forwardQueue, mainTable } from "../../shared/resources.ts";
+import { eventBus, forwardQueue, mainTable, publisherStream } from "../../shared/resources.ts";
 import { fifoQueueFromDefinition, lifecycleFor, tableFromDefinition } from "../constructs/data.ts";
 import type { StageNames } from "../settings.ts";
 
@@ -68,7 +68,7 @@ export class StatefulStack extends Stack {
     this.forwardQueue = queues.queue;
     this.forwardDeadLetterQueue = queues.deadLetterQueue;
 
-    this.publisherFailures = new Queue(this, "PublisherFailures", {
+    this.publisherFailures = new Queue(this, publisherStream.failuresQueueId, {
       encryption: QueueEncryption.KMS,
       encryptionMasterKey: this.key,
       enforceSSL: true,
