@@ -159,10 +159,16 @@ describe("Twilio auth-token rotation without downtime (docs/deploy.md runbook)",
     const first = await textSignedWith(OLD, proxyA, "one");
     assert.equal(first.status, 200, "signed with the old token: accepted");
     await waitFor(() => delivered("one") === 1, "'one' forwarded with the old token");
-    // Within the cache age, the secret is not read again however many requests arrive.
-    for (const body of ["one-b", "one-c"])
-      assert.equal((await textSignedWith(OLD, proxyA, body)).status, 200);
-    assert.ok(secrets.reads() - readsAtStart <= 1, "requests within the cache age share one read");
+    // The secret is read at most once per cache age, however many requests arrive (one process-wide copy,
+    // concurrent callers share one read).
+    const burstStart = Date.now();
+    const readsBefore = secrets.reads();
+    const burst = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => textSignedWith(OLD, proxyA, `burst-${i}`)),
+    );
+    assert.ok(burst.every((r) => r.status === 200));
+    const ages = Math.ceil((Date.now() - burstStart) / (MAX_AGE_SECONDS * 1000));
+    assert.ok(secrets.reads() - readsBefore <= ages + 1, `at most one read per cache age (${ages + 1})`);
 
     // 2. A secondary token is created in Twilio and added to the secret (put-secret-value).
     secrets.put(SECRET_ARN, { accountSid: ACCOUNT_SID, authToken: OLD, secondaryAuthToken: NEW });
