@@ -80,7 +80,7 @@ export class DynamoStore implements MasklineStore {
     const items = this.transactItems(events, options);
     if (items.length === 0) return;
     try {
-      await this.client.send(new TransactWriteCommand({ TransactItems: items.map((i) => i.item) }));
+      await this.sendTransaction(items.map((i) => i.item));
     } catch (error) {
       if (error instanceof TransactionCanceledException) {
         const reasons = error.CancellationReasons ?? [];
@@ -91,6 +91,27 @@ export class DynamoStore implements MasklineStore {
         throw new ConcurrentWriteError(conflicts.length ? conflicts : ["contention"], { cause: error });
       }
       throw error;
+    }
+  }
+
+  /**
+   * TransactWriteItems, sent again (up to 5 more times, 20–640 ms apart, with jitter) when DynamoDB cancelled it only
+   * because another transaction held one of its items (TransactionConflict): nothing was written, the
+   * conditions are evaluated afresh, and the SDK does not retry cancellations itself.
+   */
+  private async sendTransaction(transactItems: TransactItem[]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.client.send(new TransactWriteCommand({ TransactItems: transactItems }));
+        return;
+      } catch (error) {
+        const reasons = error instanceof TransactionCanceledException ? (error.CancellationReasons ?? []) : [];
+        const onlyConflicts =
+          reasons.some((r) => r.Code === "TransactionConflict") &&
+          reasons.every((r) => !r.Code || r.Code === "None" || r.Code === "TransactionConflict");
+        if (!onlyConflicts || attempt >= 5) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** attempt * (1 + Math.random())));
+      }
     }
   }
 
