@@ -105,7 +105,8 @@ export class DynamoStore implements MasklineStore {
         await this.client.send(new TransactWriteCommand({ TransactItems: transactItems }));
         return;
       } catch (error) {
-        const reasons = error instanceof TransactionCanceledException ? (error.CancellationReasons ?? []) : [];
+        const reasons =
+          error instanceof TransactionCanceledException ? (error.CancellationReasons ?? []) : [];
         const onlyConflicts =
           reasons.some((r) => r.Code === "TransactionConflict") &&
           reasons.every((r) => !r.Code || r.Code === "None" || r.Code === "TransactionConflict");

@@ -12,7 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
 import { ScanCommand } from "@aws-sdk/lib-dynamodb";
 import { getExpectedTwilioSignature } from "twilio/lib/webhooks/webhooks.js";
-import { freePort, LOCAL_CREDENTIALS, LOCAL_REGION } from "../../local/aws-local.ts";
+import { freePort } from "../../local/aws-local.ts";
 import { LocalEventBus } from "../../local/event-sink.ts";
 import { type Poller, startSqsPoller } from "../../local/pollers.ts";
 import { createLocalServer, type HttpHandler } from "../../local/server.ts";
