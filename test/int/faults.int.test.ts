@@ -114,6 +114,52 @@ describe("DynamoDB faults: conflicts, throttling, 500s", () => {
       const statuses = (await p.scan()).filter((i) => i.kind === "event" && i.type === "MessageDelivered");
       assert.equal(statuses.length, accepted.size, "every status callback recorded despite conflicts");
 
+      // A storm of 500s: webhooks the SDK could not get through are refused as problem+json, store nothing
+      // half-done, and Twilio's retry of the same MessageSid is then forwarded exactly once.
+      Object.assign(faults.plan, { throttleRate: 0, errorRate: 0.75, transactionHoldMs: 0 });
+      const { session: stormSession, proxyA: stormProxy } = pairs[0] ?? assert.fail("a session");
+      const storm = Array.from({ length: 6 }, (_, n) => ({
+        body: `storm text ${n}`,
+        messageSid: `SM${randomBytes(16).toString("hex")}`,
+      }));
+      const stormAnswers = await Promise.all(
+        storm.map((t) =>
+          p.sandbox.phoneSends(stormSession.participants[0].phoneNumber, stormProxy, t.body, {
+            messageSid: t.messageSid,
+          }),
+        ),
+      );
+      faults.calm();
+      const refused = stormAnswers.filter((a) => a.status !== 200);
+      assert.ok(refused.length > 0, "the storm refused some webhooks");
+      for (const a of refused) {
+        assert.ok(a.status >= 500, `a refused webhook is a server error, got ${a.status}`);
+        const problem = JSON.parse(a.twiml) as { type: string; status: number };
+        assert.match(problem.type, PROBLEM_TYPE);
+        assert.equal(problem.status, a.status);
+        assert.doesNotMatch(a.twiml, /injected|Exception|stack/i, "a 5xx reveals nothing");
+      }
+      for (const t of storm) {
+        const again = await p.sandbox.phoneSends(
+          stormSession.participants[0].phoneNumber,
+          stormProxy,
+          t.body,
+          {
+            messageSid: t.messageSid,
+          },
+        );
+        assert.equal(again.status, 200, "Twilio's retry is accepted");
+      }
+      await p.waitFor(
+        () => storm.every((t) => p.sandbox.messages.filter((m) => m.body === t.body).length >= 1),
+        30_000,
+        "the storm's texts forwarded",
+      );
+      await p.waitFor(async () => (await p.queueDepth()) === 0, 30_000, "queue drained after the storm");
+      await new Promise((r) => setTimeout(r, 1000));
+      for (const t of storm)
+        assert.equal(p.sandbox.messages.filter((m) => m.body === t.body).length, 1, `${t.body} once`);
+
       const { stats } = faults;
       const SDK_MAX_ATTEMPTS = await faults.maxAttempts();
       assert.ok(stats.throttled + stats.serverErrors > 20, `faults were injected: ${JSON.stringify(stats)}`);
@@ -125,6 +171,7 @@ describe("DynamoDB faults: conflicts, throttling, 500s", () => {
       assert.ok(callsPerText < 40, `DynamoDB calls per text: ${callsPerText.toFixed(1)}`);
       process.stdout.write(
         `# pipeline under faults: ${texts.length} texts, ${accepted.size} accepted, ${answers.length} retried webhooks, ` +
+          `storm: ${refused.length} of ${storm.length} refused then accepted on retry; ` +
           `${stats.throttled} throttles, ${stats.serverErrors} 500s, ${stats.transactionConflicts} conflicts, ` +
           `${callsPerText.toFixed(1)} DynamoDB calls per text, max ${stats.maxAttemptsPerCall} attempts per call\n`,
       );
