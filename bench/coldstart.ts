@@ -51,6 +51,8 @@ const ENV: Record<string, string> = {
   TWILIO_AUTH_TOKEN: "0123456789abcdef0123456789abcdef",
   MASKLINE_API_TOKEN: "bench-token-0123456789",
   EVENT_BUS_NAME: "maskline",
+  PUBLISHER_FAILURES_QUEUE_URL:
+    "https://sqs.us-east-1.amazonaws.com/123456789012/maskline-publisher-failures",
   POWERTOOLS_SERVICE_NAME: "maskline",
   POWERTOOLS_METRICS_NAMESPACE: "Maskline",
   LOG_LEVEL: "INFO",

@@ -14,7 +14,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import type { Context } from "aws-lambda";
-import { freePort, LOCAL_CREDENTIALS, LOCAL_REGION } from "../local/aws-local.ts";
+import { freePort, LOCAL_CREDENTIALS, LOCAL_REGION, provisionStandardQueue } from "../local/aws-local.ts";
 import { LocalEventBus } from "../local/event-bus.ts";
 import { startSqsPoller, startStreamPoller } from "../local/pollers.ts";
 import { createLocalServer, type HttpHandler } from "../local/server.ts";
@@ -138,6 +138,7 @@ main(async () => {
     AWS_ENDPOINT_URL_EVENTBRIDGE: `${serverUrl}${bus.path}`,
     TABLE_NAME: tableName,
     FORWARD_QUEUE_URL: queue.queueUrl,
+    PUBLISHER_FAILURES_QUEUE_URL: await provisionStandardQueue(aws.sqs.endpoint, `${tableName}-failures`),
     PUBLIC_BASE_URL,
     TWILIO_ACCOUNT_SID: ACCOUNT_SID,
     TWILIO_AUTH_TOKEN: AUTH_TOKEN,

@@ -1,28 +1,47 @@
 import { type App, Aspects, type Environment } from "aws-cdk-lib";
 import { AwsSolutionsChecks } from "cdk-nag";
-import { settingsFromContext } from "./settings.ts";
+import { type MasklineSettings, settingsFromContext, stageNames } from "./settings.ts";
 import { AppStack } from "./stacks/app-stack.ts";
 import { StatefulStack } from "./stacks/stateful-stack.ts";
 
-export const STATEFUL_STACK = "MasklineStateful";
-export const APP_STACK = "MasklineApp";
+/** The unstaged stack names (a deployed stack keeps its name: see `stageNames`). */
+export const STATEFUL_STACK = stageNames(undefined).statefulStack;
+export const APP_STACK = stageNames(undefined).appStack;
+
+const nagged = new WeakSet<App>();
 
 /**
- * Builds both stacks into `app` and applies the cdk-nag AwsSolutions pack. `cdk synth` (infra/app.ts) and
- * the template tests share this function, so the tests check exactly what is deployed.
+ * Builds both stacks of one stage into `app` and applies the cdk-nag AwsSolutions pack. `cdk synth`
+ * (infra/app.ts) and the template tests share this function, so the tests check exactly what is deployed.
+ * `overrides` lets a test put two stages side by side in one app; `cdk` itself only uses context.
  */
-export function buildMaskline(app: App, env?: Environment) {
-  const settings = settingsFromContext(app.node);
-  const stateful = new StatefulStack(app, STATEFUL_STACK, {
+export function buildMaskline(app: App, env?: Environment, overrides: Partial<MasklineSettings> = {}) {
+  const fromContext = settingsFromContext(app.node);
+  const stage = "stage" in overrides ? overrides.stage : fromContext.stage;
+  const settings: MasklineSettings = {
+    ...fromContext,
+    ...overrides,
+    stage,
+    production: stage === undefined || stage === "prod",
+  };
+  const names = stageNames(settings.stage);
+  const stateful = new StatefulStack(app, names.statefulStack, {
     env,
-    description: "Maskline data: KMS key, DynamoDB table, SQS queues, Twilio secret, event bus (retained)",
+    names,
+    production: settings.production,
+    sessionRetentionDays: settings.sessionRetentionDays,
+    description: `Maskline data${settings.stage ? ` (${settings.stage})` : ""}: KMS key, DynamoDB table, SQS queues, Twilio secret, event bus and archive${settings.production ? " (retained)" : ""}`,
   });
-  const stateless = new AppStack(app, APP_STACK, {
+  const stateless = new AppStack(app, names.appStack, {
     env,
     stateful,
     settings,
-    description: "Maskline functions, HTTP API, schedule, alarms and dashboard (stateless)",
+    names,
+    description: `Maskline functions, HTTP API, schedule, alarms and dashboard${settings.stage ? ` (${settings.stage})` : ""} (stateless)`,
   });
-  Aspects.of(app).add(new AwsSolutionsChecks({ verbose: true }));
-  return { stateful, app: stateless, settings };
+  if (!nagged.has(app)) {
+    nagged.add(app);
+    Aspects.of(app).add(new AwsSolutionsChecks({ verbose: true }));
+  }
+  return { stateful, app: stateless, settings, names };
 }

@@ -200,3 +200,19 @@ export async function provisionQueue(
     client.destroy();
   }
 }
+
+/** A standard queue (the publisher's on-failure queue): where set-aside stream records go. */
+export async function provisionStandardQueue(endpoint: string, name: string): Promise<string> {
+  const client = new SQSClient({ endpoint, region: LOCAL_REGION, credentials: LOCAL_CREDENTIALS });
+  try {
+    const created = await client.send(
+      new CreateQueueCommand({
+        QueueName: name,
+        Attributes: { MessageRetentionPeriod: String(14 * 24 * 3600) },
+      }),
+    );
+    return created.QueueUrl ?? "";
+  } finally {
+    client.destroy();
+  }
+}

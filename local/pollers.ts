@@ -248,11 +248,32 @@ export interface StreamPollerOptions {
   batchSize?: number;
   intervalMs?: number;
   onError?: (error: unknown) => void;
+  /**
+   * Retries of a failing record before it is handed to `onFailure` and the shard goes on (the mapping's
+   * `retryAttempts`). Without `onFailure`, a failing record is retried for ever.
+   */
+  maxRetries?: number;
+  /** The mapping's on-failure destination: gets a pointer to the record given up on. */
+  onFailure?: (failure: StreamFailure) => Promise<void>;
+}
+
+/** What Lambda sends to an on-failure destination for a stream batch (a pointer, not the record). */
+export interface StreamFailure {
+  requestContext: { condition: "RetryAttemptsExhausted"; approximateInvokeCount: number };
+  DDBStreamBatchInfo: {
+    shardId: string;
+    startSequenceNumber: string;
+    endSequenceNumber: string;
+    batchSize: number;
+    streamArn: string;
+  };
 }
 
 /**
  * DynamoDB stream → function, per shard in order. A reported failure re-reads the shard from the failed
- * record (with back-off), as Lambda's checkpointing does; nothing after it is skipped.
+ * record (with back-off), as Lambda's checkpointing does; nothing after it is skipped. After `maxRetries`
+ * the failing record alone is handed to `onFailure` and the shard goes on after it — where Lambda's
+ * bisect-on-error ends up, since a reported failure names the one record.
  */
 export function startStreamPoller(options: StreamPollerOptions): Poller {
   const client = new DynamoDBStreamsClient({
@@ -263,6 +284,8 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
   let running = true;
   const iterators = new Map<string, string | undefined>();
   const finished = new Set<string>();
+  /** Invocations that failed at a sequence number, per shard: reset when the shard moves past it. */
+  const attempts = new Map<string, { sequenceNumber: string; count: number }>();
   const loop = (async () => {
     const streams = await client.send(new ListStreamsCommand({ TableName: options.tableName }));
     const streamArn = streams.Streams?.[0]?.StreamArn;
@@ -309,7 +332,33 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
               return { batchItemFailures: [{ itemIdentifier: records[0]?.dynamodb?.SequenceNumber ?? "" }] };
             });
           const firstFailure = result?.batchItemFailures?.[0]?.itemIdentifier;
-          if (firstFailure) {
+          const previous = attempts.get(shardId);
+          const count = firstFailure && previous?.sequenceNumber === firstFailure ? previous.count + 1 : 1;
+          if (firstFailure && options.onFailure && count > (options.maxRetries ?? Number.POSITIVE_INFINITY)) {
+            // Give up on this one record: its pointer goes to the on-failure destination, the shard goes on.
+            await options.onFailure({
+              requestContext: { condition: "RetryAttemptsExhausted", approximateInvokeCount: count },
+              DDBStreamBatchInfo: {
+                shardId,
+                startSequenceNumber: firstFailure,
+                endSequenceNumber: firstFailure,
+                batchSize: 1,
+                streamArn,
+              },
+            });
+            attempts.delete(shardId);
+            const next = await client.send(
+              new GetShardIteratorCommand({
+                StreamArn: streamArn,
+                ShardId: shardId,
+                ShardIteratorType: "AFTER_SEQUENCE_NUMBER",
+                SequenceNumber: firstFailure,
+              }),
+            );
+            iterators.set(shardId, next.ShardIterator);
+            backoff = 0;
+          } else if (firstFailure) {
+            attempts.set(shardId, { sequenceNumber: firstFailure, count });
             const retry = await client.send(
               new GetShardIteratorCommand({
                 StreamArn: streamArn,
@@ -321,6 +370,7 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
             iterators.set(shardId, retry.ShardIterator);
             backoff = Math.min(5000, backoff ? backoff * 2 : 200);
           } else {
+            attempts.delete(shardId);
             iterators.set(shardId, page.NextShardIterator);
             backoff = 0;
           }

@@ -1,18 +1,19 @@
 import { randomBytes } from "node:crypto";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
-import { GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import { z } from "zod";
 import { DynamoStore } from "../shared/adapters/dynamo-store.ts";
 import { ConfigError, parseConfig } from "../shared/config.ts";
 import { toE164 } from "../shared/domain/phone.ts";
-import { functions } from "../shared/resources.ts";
+import { functions, publisherStream } from "../shared/resources.ts";
 import {
   LOCAL_CREDENTIALS,
   LOCAL_REGION,
   type LocalService,
   provisionQueue,
+  provisionStandardQueue,
   provisionTable,
   startDynamoLocal,
   startSqsLocal,
@@ -42,6 +43,8 @@ const localConfigSchema = z.object({
     .regex(/^AC\w+$/, "must start with AC")
     .optional(),
   TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
+  /** Accepted for webhook signatures too, as during a token rotation in AWS. */
+  TWILIO_SECONDARY_AUTH_TOKEN: z.string().min(1).optional(),
   TWILIO_API_BASE_URL: z.string().url().optional(),
   MASKLINE_DATA_DIR: z.string().min(1).optional(),
   SANDBOX_POOL_SIZE: z.coerce.number().int().min(0).max(100).default(5),
@@ -117,6 +120,10 @@ export async function startEmbeddedStack(
     const queue = await provisionQueue(sqs.endpoint, "maskline", {
       visibilityTimeoutSeconds: local.LOCAL_VISIBILITY_TIMEOUT_SECONDS,
     });
+    const failuresQueueUrl = await provisionStandardQueue(
+      sqs.endpoint,
+      `maskline-${publisherStream.failuresQueueId}`,
+    );
 
     // The HTTP server must be listening to know its port before handlers read PUBLIC_BASE_URL.
     let route: (req: IncomingMessage, res: ServerResponse, url: URL, body: string) => Promise<boolean> =
@@ -187,7 +194,11 @@ export async function startEmbeddedStack(
       MASKLINE_AUTH: "token",
       TWILIO_ACCOUNT_SID: accountSid,
       TWILIO_AUTH_TOKEN: authToken,
+      ...(local.TWILIO_SECONDARY_AUTH_TOKEN
+        ? { TWILIO_SECONDARY_AUTH_TOKEN: local.TWILIO_SECONDARY_AUTH_TOKEN }
+        : {}),
       TWILIO_API_BASE_URL: twilioBase,
+      PUBLISHER_FAILURES_QUEUE_URL: failuresQueueUrl,
       FORWARD_CLAIM_STALE_SECONDS: env.FORWARD_CLAIM_STALE_SECONDS ?? "20",
       POWERTOOLS_METRICS_DISABLED: "true",
       POWERTOOLS_LOG_LEVEL: env.LOG_LEVEL ?? env.POWERTOOLS_LOG_LEVEL ?? "WARN",
@@ -244,13 +255,24 @@ export async function startEmbeddedStack(
         credentials: LOCAL_CREDENTIALS,
         tableName,
         handler: publisher.handler,
+        batchSize: publisherStream.batchSize,
+        maxRetries: publisherStream.retryAttempts,
+        onFailure: async (failure) => {
+          await sqsClient.send(
+            new SendMessageCommand({ QueueUrl: failuresQueueUrl, MessageBody: JSON.stringify(failure) }),
+          );
+          log(`stream poller: gave up on record ${failure.DDBStreamBatchInfo.startSequenceNumber}`);
+        },
         onError: onError("stream poller"),
       }),
-      startScheduler(() => recycler.handler(), local.RECYCLER_INTERVAL_SECONDS * 1000, onError("recycler")),
+      startScheduler(
+        () => recycler.handler({}, localContext("recycler", functions.recycler.timeoutSeconds * 1000)),
+        local.RECYCLER_INTERVAL_SECONDS * 1000,
+        onError("recycler"),
+      ),
       { stop: async () => sqsClient.destroy() },
       { stop: async () => doc.destroy() },
     );
-    void localContext;
 
     if (twilioMode === "sandbox" && local.SANDBOX_POOL_SIZE > 0 && (await store.listPool()).length === 0) {
       for (const number of sandboxNumbers(local.SANDBOX_POOL_SIZE))

@@ -18,6 +18,11 @@ export const coreConfigSchema = z.object({
     .default(72),
 });
 
+/** How long a closed session's data, and the EventBridge archive of its events, are kept. */
+export const sessionRetentionSchema = z.object({
+  SESSION_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
+});
+
 export const queueConfigSchema = z.object({
   FORWARD_QUEUE_URL: z.string().url(),
 });
@@ -89,6 +94,12 @@ export const twilioConfigSchema = z
       .regex(/^AC\w+$/, "must start with AC")
       .optional(),
     TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
+    /** Also accepted for webhook signatures while a token rotation is under way. */
+    TWILIO_SECONDARY_AUTH_TOKEN: z.string().min(1).optional(),
+    /** How long a function trusts its copy of the secret before reading it again (AWS). */
+    TWILIO_SECRET_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(3600).default(60),
+    /** Timeout of one Twilio REST request (connect + answer). */
+    TWILIO_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5000),
     TWILIO_API_BASE_URL: z
       .string()
       .url()
@@ -99,6 +110,15 @@ export const twilioConfigSchema = z
     message: "set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or TWILIO_SECRET_ARN in AWS)",
     path: ["TWILIO_AUTH_TOKEN"],
   });
+
+/**
+ * Timeouts of every AWS SDK call, so a hung dependency fails fast (and is retried by the SDK) instead of
+ * holding the function until its own timeout.
+ */
+export const awsCallConfigSchema = z.object({
+  AWS_CALL_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(2000),
+  AWS_CONNECT_TIMEOUT_MS: z.coerce.number().int().min(50).max(10_000).default(1000),
+});
 
 export const apiConfigSchema = z
   .object({
@@ -128,6 +148,8 @@ export const recyclerConfigSchema = z.object({
 
 export const publisherConfigSchema = z.object({
   EVENT_BUS_NAME: z.string().min(1).default("maskline"),
+  /** Where a stream record whose event fails its schema is set aside (the mapping's on-failure queue). */
+  PUBLISHER_FAILURES_QUEUE_URL: z.string().url(),
 });
 
 export class ConfigError extends Error {

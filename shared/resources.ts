@@ -99,6 +99,16 @@ export const routes: RouteDefinition[] = [
   { method: "GET", path: "/health", function: "allocate", auth: "none" },
 ];
 
+/**
+ * The table stream → publisher mapping (CDK's event source, and the embedded stack's stream poller):
+ * retries of a failing batch before it is handed to the on-failure queue `failuresQueueId`.
+ */
+export const publisherStream = {
+  batchSize: 100,
+  retryAttempts: 10,
+  failuresQueueId: "PublisherFailures",
+};
+
 /** EventBridge schedule for the recycler, and the domain-event bus. */
 export const recyclerSchedule = { id: "RecyclerSchedule", rateMinutes: 1 };
 export const eventBus = { id: "EventBus", name: "maskline", source: "maskline" };

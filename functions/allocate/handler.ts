@@ -1,9 +1,12 @@
 import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
+import type { Context } from "aws-lambda";
 import { logger, sqsClient, storeFromEnv } from "../../shared/adapters/aws.ts";
 import { newId } from "../../shared/adapters/ids.ts";
+import { observed } from "../../shared/adapters/observability.ts";
 import { SqsForwardQueue } from "../../shared/adapters/sqs-queue.ts";
 import { SessionService } from "../../shared/app/sessions.ts";
 import { apiConfigSchema, parseConfig, queueConfigSchema } from "../../shared/config.ts";
+import { type HttpEvent, headerOf } from "../../shared/http/middleware.ts";
 import { createAllocateHandler } from "./app.ts";
 
 // Composition root: configuration is read once, at cold start, and a bad value fails here.
@@ -28,7 +31,7 @@ async function check(probe: () => Promise<unknown>): Promise<"ok" | "error"> {
   }
 }
 
-export const handler = createAllocateHandler({
+const allocate = createAllocateHandler({
   service,
   logger,
   auth:
@@ -41,4 +44,10 @@ export const handler = createAllocateHandler({
       ),
     ),
   }),
+});
+
+/** Correlation id of a product call: its Idempotency-Key, else the session it names, else API Gateway's id. */
+export const handler = observed((event: HttpEvent, context: Context) => allocate(event, context), {
+  correlationId: (event) =>
+    headerOf(event, "idempotency-key") ?? event.pathParameters?.id ?? event.requestContext?.requestId,
 });

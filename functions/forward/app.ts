@@ -14,6 +14,8 @@ export function createForwardHandler({ service, logger }: { service: ForwardServ
   const processor = new SqsFifoPartialProcessorAsync();
   const forwardRecord = async (record: SQSRecord) => {
     const job = forwardJob.parse(JSON.parse(record.body));
+    // Every line about this record carries its message id (the MessageSid of an inbound text).
+    logger.setCorrelationId(job.messageId);
     const started = Date.now();
     const outcome = await service.forward(job);
     logger.info("forward", {

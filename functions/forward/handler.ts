@@ -1,22 +1,29 @@
 import { logger, messagingFromEnv } from "../../shared/adapters/aws.ts";
-import { twilioCredentials } from "../../shared/adapters/secrets.ts";
+import { observed } from "../../shared/adapters/observability.ts";
+import { twilioSecret } from "../../shared/adapters/secrets.ts";
 import { TwilioGateway } from "../../shared/adapters/twilio-gateway.ts";
 import { ForwardService } from "../../shared/app/forward.ts";
-import { forwardConfigSchema, parseConfig } from "../../shared/config.ts";
+import { forwardConfigSchema, parseConfig, twilioConfigSchema } from "../../shared/config.ts";
 import { createForwardHandler } from "./app.ts";
 
-// Composition root: configuration and the Twilio secret are read once, at cold start.
+// Composition root: configuration is read once, at cold start; the Twilio secret at cold start and again
+// whenever its copy is older than TWILIO_SECRET_MAX_AGE_SECONDS (token rotation without a redeploy).
 const { deps, webhooks } = messagingFromEnv();
 const forward = parseConfig(forwardConfigSchema);
+const { TWILIO_TIMEOUT_MS } = parseConfig(twilioConfigSchema);
+const secret = twilioSecret();
+await secret.current();
 
-export const handler = createForwardHandler({
-  logger,
-  service: new ForwardService({
-    ...deps,
-    gateway: new TwilioGateway(await twilioCredentials()),
-    statusCallbackUrl: (job) =>
-      `${webhooks.PUBLIC_BASE_URL}/twilio/status?m=${encodeURIComponent(job.messageId)}`,
-    claimStaleMs: forward.FORWARD_CLAIM_STALE_SECONDS * 1000,
-    maxInlineRetries: forward.FORWARD_INLINE_RETRIES,
+export const handler = observed(
+  createForwardHandler({
+    logger,
+    service: new ForwardService({
+      ...deps,
+      gateway: new TwilioGateway({ credentials: () => secret.current(), timeoutMs: TWILIO_TIMEOUT_MS }),
+      statusCallbackUrl: (job) =>
+        `${webhooks.PUBLIC_BASE_URL}/twilio/status?m=${encodeURIComponent(job.messageId)}`,
+      claimStaleMs: forward.FORWARD_CLAIM_STALE_SECONDS * 1000,
+      maxInlineRetries: forward.FORWARD_INLINE_RETRIES,
+    }),
   }),
-});
+);

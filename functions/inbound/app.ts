@@ -65,7 +65,8 @@ type TwilioEvent = HttpEvent & { twilioParams?: Record<string, string> };
  * parsing or storage: a forged request is refused having changed nothing.
  */
 export function twilioSignature(options: {
-  authToken: string;
+  /** The token, or the current tokens (primary and, during a rotation, secondary): any may sign. */
+  authToken: string | (() => Promise<readonly string[]>);
   publicBaseUrl: string;
   /**
    * Local only, when no PUBLIC_BASE_URL was configured: also accept a signature made for the URL the
@@ -87,8 +88,10 @@ export function twilioSignature(options: {
       const host = headerOf(event, "host");
       if (options.acceptRequestHost && host) urls.push(`http://${host}${event.rawPath}${query}`);
       const signature = headerOf(event, "x-twilio-signature");
-      if (!signature || !urls.some((url) => validateRequest(options.authToken, signature, url, params)))
-        throw problems.badSignature();
+      const tokens = typeof options.authToken === "string" ? [options.authToken] : await options.authToken();
+      const valid = (url: string) =>
+        tokens.some((token) => validateRequest(token, signature ?? "", url, params));
+      if (!signature || !urls.some(valid)) throw problems.badSignature();
       if (!isForm) throw problems.unsupportedMediaType("application/x-www-form-urlencoded");
       event.twilioParams = params;
     },
@@ -150,7 +153,7 @@ const twiml = (xml: string): HttpResult => ({
 export interface InboundAppDeps {
   service: InboundService;
   logger: Logger;
-  authToken: string;
+  authToken: string | (() => Promise<readonly string[]>);
   /** Our Twilio account: webhooks naming any other AccountSid are refused. */
   accountSid: string;
   publicBaseUrl: string;

@@ -1,24 +1,41 @@
 import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
 import { logger, storeFromEnv } from "../../shared/adapters/aws.ts";
 import { newId } from "../../shared/adapters/ids.ts";
+import { observed } from "../../shared/adapters/observability.ts";
 import { twilioCredentials } from "../../shared/adapters/secrets.ts";
 import { TwilioNumberProvider, twilioClient } from "../../shared/adapters/twilio-gateway.ts";
 import { RecyclerService } from "../../shared/app/recycler.ts";
-import { parseConfig, recyclerConfigSchema, webhookConfigSchema } from "../../shared/config.ts";
+import {
+  parseConfig,
+  recyclerConfigSchema,
+  twilioConfigSchema,
+  webhookConfigSchema,
+} from "../../shared/config.ts";
 
 // Composition root: configuration is read once, at cold start.
 const { config, store } = storeFromEnv();
 const recycler = parseConfig(recyclerConfigSchema);
 const metrics = new Metrics({ namespace: "Maskline", serviceName: "maskline" });
 
+// The Twilio client is built from the current credentials for each purchase (rare), so a rotated token is
+// used within the secret's cache age, as in inbound and forward.
+// With top-up on, a missing or malformed secret still fails the cold start.
+if (recycler.AUTO_TOP_UP) await twilioCredentials();
 const topUp = recycler.AUTO_TOP_UP
-  ? {
-      provider: new TwilioNumberProvider(
-        twilioClient(await twilioCredentials()),
-        parseConfig(webhookConfigSchema).PUBLIC_BASE_URL,
-      ),
-      maxPoolSize: recycler.MAX_POOL_SIZE,
-    }
+  ? (() => {
+      const publicBaseUrl = parseConfig(webhookConfigSchema).PUBLIC_BASE_URL;
+      const { TWILIO_TIMEOUT_MS } = parseConfig(twilioConfigSchema);
+      return {
+        provider: {
+          buy: async (request: { country: string }) =>
+            new TwilioNumberProvider(
+              twilioClient({ ...(await twilioCredentials()), timeoutMs: TWILIO_TIMEOUT_MS }),
+              publicBaseUrl,
+            ).buy(request),
+        },
+        maxPoolSize: recycler.MAX_POOL_SIZE,
+      };
+    })()
   : undefined;
 
 const service = new RecyclerService({
@@ -39,11 +56,11 @@ const service = new RecyclerService({
 });
 
 /** Invoked by the EventBridge schedule (locally by the embedded scheduler). */
-export const handler = async () => {
+export const handler = observed(async () => {
   const report = await service.run({
     budgetMs: recycler.RECYCLER_BUDGET_MS,
     batchSize: recycler.RECYCLER_BATCH_SIZE,
   });
   logger.info("recycled", { expired: report.expired, more: report.more, bought: report.bought.length });
   return { expired: report.expired, more: report.more, bought: report.bought.length };
-};
+});

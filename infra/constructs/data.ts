@@ -18,10 +18,30 @@ const attribute = (key: KeyAttribute): Attribute => ({
 });
 
 /**
- * A DynamoDB table built from a `TableDefinition` (the object the embedded stack and integration tests
- * provision from): on-demand, point-in-time recovery, TTL, stream, customer-managed KMS key, retained.
+ * What happens to data on delete: production retains it (and the table is deletion-protected); a
+ * throw-away stage may be destroyed.
  */
-export function tableFromDefinition(scope: Construct, def: TableDefinition, key: IKey): Table {
+export interface DataLifecycle {
+  removalPolicy: RemovalPolicy;
+  deletionProtection: boolean;
+}
+
+export const lifecycleFor = (production: boolean): DataLifecycle =>
+  production
+    ? { removalPolicy: RemovalPolicy.RETAIN, deletionProtection: true }
+    : { removalPolicy: RemovalPolicy.DESTROY, deletionProtection: false };
+
+/**
+ * A DynamoDB table built from a `TableDefinition` (the object the embedded stack and integration tests
+ * provision from): on-demand, point-in-time recovery, TTL, stream, customer-managed KMS key; retained and
+ * deletion-protected in production.
+ */
+export function tableFromDefinition(
+  scope: Construct,
+  def: TableDefinition,
+  key: IKey,
+  lifecycle: DataLifecycle = lifecycleFor(true),
+): Table {
   // Table rather than TableV2: TableV2 cannot render a customer-managed key in a region-agnostic stack,
   // and the stacks must synthesize offline without an account or region.
   const table = new Table(scope, def.id, {
@@ -33,8 +53,8 @@ export function tableFromDefinition(scope: Construct, def: TableDefinition, key:
     pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
     encryption: TableEncryption.CUSTOMER_MANAGED,
     encryptionKey: key,
-    deletionProtection: true,
-    removalPolicy: RemovalPolicy.RETAIN,
+    deletionProtection: lifecycle.deletionProtection,
+    removalPolicy: lifecycle.removalPolicy,
   });
   for (const gsi of def.globalSecondaryIndexes) {
     table.addGlobalSecondaryIndex({
@@ -48,12 +68,13 @@ export function tableFromDefinition(scope: Construct, def: TableDefinition, key:
 
 /**
  * A FIFO queue and its FIFO dead-letter queue built from a `QueueDefinition`: SSE-KMS with the given key,
- * TLS-only access policy, redrive after `deadLetter.maxReceiveCount` receives, retained.
+ * TLS-only access policy, redrive after `deadLetter.maxReceiveCount` receives; retained in production.
  */
 export function fifoQueueFromDefinition(
   scope: Construct,
   def: QueueDefinition,
   key: IKey,
+  lifecycle: DataLifecycle = lifecycleFor(true),
 ): { queue: Queue; deadLetterQueue: Queue } {
   const secure = {
     fifo: def.fifo,
@@ -62,7 +83,7 @@ export function fifoQueueFromDefinition(
     encryptionMasterKey: key,
     dataKeyReuse: Duration.minutes(5),
     enforceSSL: true,
-    removalPolicy: RemovalPolicy.RETAIN,
+    removalPolicy: lifecycle.removalPolicy,
   };
   const deadLetterQueue = new Queue(scope, def.deadLetter.id, {
     ...secure,

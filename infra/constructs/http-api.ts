@@ -1,6 +1,7 @@
-import { Duration } from "aws-cdk-lib";
+import { Duration, type RemovalPolicy } from "aws-cdk-lib";
 import { AccessLogFormat } from "aws-cdk-lib/aws-apigateway";
 import {
+  type CfnStage,
   HttpApi,
   HttpMethod,
   HttpNoneAuthorizer,
@@ -16,10 +17,16 @@ import { LogGroup, type RetentionDays } from "aws-cdk-lib/aws-logs";
 import { NagSuppressions } from "cdk-nag";
 import { Construct } from "constructs";
 import type { FunctionName, RouteDefinition } from "../../shared/resources.ts";
+import type { Throttle } from "../settings.ts";
 
 export interface MasklineHttpApiProps {
-  throttle: { rateLimit: number; burstLimit: number };
+  apiName: string;
+  /** Throttle of each Twilio webhook route. */
+  twilioThrottle: Throttle;
+  /** Throttle of each product route and /health, and the stage default. */
+  productThrottle: Throttle;
   logRetention: RetentionDays;
+  removalPolicy: RemovalPolicy;
 }
 
 /** What API Gateway writes per request: no bodies, no query strings, no headers. */
@@ -49,26 +56,48 @@ export class MasklineHttpApi extends Construct {
   readonly stage: HttpStage;
   readonly accessLogs: LogGroup;
   readonly routes: { definition: RouteDefinition; route: HttpRoute }[] = [];
+  private readonly props: MasklineHttpApiProps;
 
   constructor(scope: Construct, id: string, props: MasklineHttpApiProps) {
     super(scope, id);
+    this.props = props;
     this.api = new HttpApi(this, "Api", {
-      apiName: "maskline",
+      apiName: props.apiName,
       description: "Maskline: Twilio webhooks and the product API",
       createDefaultStage: false,
     });
-    this.accessLogs = new LogGroup(this, "AccessLogs", { retention: props.logRetention });
+    this.accessLogs = new LogGroup(this, "AccessLogs", {
+      retention: props.logRetention,
+      removalPolicy: props.removalPolicy,
+    });
     // The `$default` stage: no stage prefix in the URL, so the path a Lambda sees (rawPath) is the path Twilio
     // signed, and PUBLIC_BASE_URL + rawPath reproduces the signed URL.
     this.stage = this.api.addStage("DefaultStage", {
       stageName: "$default",
       autoDeploy: true,
-      throttle: props.throttle,
+      // The default for any route without its own settings; every route of `routes` gets its own below.
+      throttle: props.productThrottle,
       accessLogSettings: {
         destination: new LogGroupLogDestination(this.accessLogs),
         format: AccessLogFormat.custom(JSON.stringify(accessLogFormat)),
       },
     });
+  }
+
+  /**
+   * Separate throttles: a burst of product calls must not push Twilio's webhooks into 429s, and a flood
+   * of webhooks must not starve the product API. HTTP API route settings are keyed by route key; the stage
+   * must be created after the routes it names.
+   */
+  private throttleRoute(definition: RouteDefinition, route: HttpRoute): void {
+    const throttle = definition.auth === "twilio" ? this.props.twilioThrottle : this.props.productThrottle;
+    // RouteSettings is a map CloudFormation reads with its own (Pascal-case) property names.
+    const stage = this.stage.node.defaultChild as CfnStage;
+    stage.addPropertyOverride(`RouteSettings.${definition.method} ${definition.path}`, {
+      ThrottlingRateLimit: throttle.rateLimit,
+      ThrottlingBurstLimit: throttle.burstLimit,
+    });
+    this.stage.node.addDependency(route);
   }
 
   /** `https://{apiId}.execute-api.{region}.{urlSuffix}` — no trailing slash; the URL Twilio signs. */
@@ -99,6 +128,7 @@ export class MasklineHttpApi extends Construct {
       });
       if (!route) throw new Error(`no route created for ${definition.method} ${definition.path}`);
       this.routes.push({ definition, route });
+      this.throttleRoute(definition, route);
       if (definition.auth === "twilio") {
         NagSuppressions.addResourceSuppressions(route, [
           {

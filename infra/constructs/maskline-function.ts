@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Duration } from "aws-cdk-lib";
+import { Duration, type RemovalPolicy } from "aws-cdk-lib";
 import { Role, ServicePrincipal } from "aws-cdk-lib/aws-iam";
 import { Architecture, Runtime, Tracing } from "aws-cdk-lib/aws-lambda";
 import { LogLevel, NodejsFunction, OutputFormat, SourceMapMode } from "aws-cdk-lib/aws-lambda-nodejs";
@@ -34,6 +34,8 @@ export interface MasklineFunctionProps {
   environment: Record<string, string>;
   logRetention: RetentionDays;
   logLevel: string;
+  /** The log group's fate on delete: kept in production, destroyed with a throw-away stage. */
+  removalPolicy: RemovalPolicy;
 }
 
 /**
@@ -53,7 +55,10 @@ export class MasklineFunction extends Construct {
     const { definition } = props;
     this.definition = definition;
 
-    this.logGroup = new LogGroup(this, "Logs", { retention: props.logRetention });
+    this.logGroup = new LogGroup(this, "Logs", {
+      retention: props.logRetention,
+      removalPolicy: props.removalPolicy,
+    });
     this.role = new Role(this, "Role", {
       assumedBy: new ServicePrincipal("lambda.amazonaws.com"),
       description: `Maskline ${definition.name} function`,

@@ -6,6 +6,7 @@ import {
   Dashboard,
   GraphWidget,
   type IMetric,
+  MathExpression,
   Metric,
   TextWidget,
   TreatMissingData,
@@ -18,14 +19,32 @@ import { EmailSubscription } from "aws-cdk-lib/aws-sns-subscriptions";
 import type { IQueue } from "aws-cdk-lib/aws-sqs";
 import { Construct } from "constructs";
 import type { FunctionName } from "../../shared/resources.ts";
+import { METRICS_NAMESPACE, type MetricName, metricNames, SERVICE_NAME } from "../../shared/telemetry.ts";
+import type { EventsDelivery } from "./events-delivery.ts";
 import type { MasklineFunction } from "./maskline-function.ts";
 
 /** The recycler's pool-health metric (Powertools EMF: namespace Maskline, default dimension service). */
 export const poolUtilizationMetric = {
-  namespace: "Maskline",
-  metricName: "PoolUtilization",
-  dimensionsMap: { service: "maskline" },
+  namespace: METRICS_NAMESPACE,
+  metricName: metricNames.poolUtilization,
+  dimensionsMap: { service: SERVICE_NAME },
 } as const;
+
+/** One of Maskline's own metrics (shared/telemetry.ts), summed or maxed over `period`. */
+export function masklineMetric(metricName: MetricName, period: Duration, statistic = "Sum"): Metric {
+  return new Metric({
+    namespace: METRICS_NAMESPACE,
+    metricName,
+    dimensionsMap: { service: SERVICE_NAME },
+    period,
+    statistic,
+  });
+}
+
+/** Failed-forward rate that pages: at least this percent of sends failed over 15 minutes… */
+export const FAILED_FORWARD_RATE_PERCENT = 10;
+/** …and at least this many failures (a single failure of two messages is not an incident). */
+export const FAILED_FORWARD_MIN_COUNT = 5;
 
 export interface MonitoringProps {
   functions: Record<FunctionName, MasklineFunction>;
@@ -37,6 +56,9 @@ export interface MonitoringProps {
   topicKey: IKey;
   poolUtilizationAlarmPercent: number;
   alarmEmail: string | undefined;
+  dashboardName: string;
+  /** When domain events are delivered to an HTTPS endpoint: its dead-letter queue alarms too. */
+  eventsDelivery: EventsDelivery | undefined;
 }
 
 /**
@@ -137,6 +159,55 @@ export class MasklineMonitoring extends Construct {
       `Number pool utilization is at or above ${props.poolUtilizationAlarmPercent}%: add numbers (POST /numbers) or enable top-up.`,
     );
 
+    // Twilio refusing our sends: rate of MessageFailed over sends, both from the domain events.
+    const fifteen = Duration.minutes(15);
+    const forwarded = masklineMetric(metricNames.messagesForwarded, fifteen);
+    const failed = masklineMetric(metricNames.messagesFailed, fifteen);
+    const failedRate = new MathExpression({
+      expression: `IF(failed >= ${FAILED_FORWARD_MIN_COUNT}, 100 * failed / (failed + forwarded), 0)`,
+      usingMetrics: { failed, forwarded },
+      period: fifteen,
+      label: "Failed forwards (%)",
+    });
+    alarm(
+      "FailedForwardRateHigh",
+      failedRate,
+      FAILED_FORWARD_RATE_PERCENT,
+      `At least ${FAILED_FORWARD_RATE_PERCENT}% of forwarded messages failed at Twilio in 15 minutes (and at least ${FAILED_FORWARD_MIN_COUNT}): see MessagesFailed by twilioErrorCode.`,
+    );
+    const signatureRejected = masklineMetric(metricNames.signatureRejected, fiveMinutes);
+    alarm(
+      "SignatureRejections",
+      signatureRejected,
+      5,
+      "Twilio webhooks are being refused (403, X-Twilio-Signature): a token rotation gone wrong, a wrong PUBLIC_BASE_URL, or forged traffic. See docs/deploy.md, rotating the token.",
+    );
+    const publishFailures = masklineMetric(metricNames.publishFailures, fiveMinutes);
+    alarm(
+      "PublisherFailing",
+      publishFailures,
+      1,
+      "The publisher could not put domain events on the bus after its retries; Lambda retries the batch, then sets it aside in PublisherFailures.",
+    );
+    const setAside = masklineMetric(metricNames.eventsSetAside, fiveMinutes);
+    alarm(
+      "EventsSetAside",
+      setAside,
+      1,
+      "An event item failed its schema and was set aside in PublisherFailures (the rest of the stream went on).",
+    );
+    if (props.eventsDelivery) {
+      alarm(
+        "EventsDeliveryDlqNotEmpty",
+        props.eventsDelivery.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
+          period: oneMinute,
+          statistic: "Maximum",
+        }),
+        1,
+        "Domain events could not be delivered to the product backend's endpoint for 24 hours; redrive or replay (docs/deploy.md).",
+      );
+    }
+
     const errorMetrics: IMetric[] = [];
     const throttleMetrics: IMetric[] = [];
     const durationMetrics: IMetric[] = [];
@@ -156,7 +227,7 @@ export class MasklineMonitoring extends Construct {
       );
     }
 
-    const dashboard = new Dashboard(this, "Dashboard", { dashboardName: "Maskline" });
+    const dashboard = new Dashboard(this, "Dashboard", { dashboardName: props.dashboardName });
     dashboard.addWidgets(
       new TextWidget({
         markdown: "# Maskline\nWebhooks, forwarding, pool. Alarms notify the Maskline alarms topic.",
@@ -195,6 +266,34 @@ export class MasklineMonitoring extends Construct {
         width: 8,
       }),
       new GraphWidget({ title: "Function duration p99 (ms)", left: durationMetrics, width: 8 }),
+    );
+    dashboard.addWidgets(
+      new GraphWidget({
+        title: "Messages",
+        left: [
+          masklineMetric(metricNames.messagesReceived, oneMinute),
+          masklineMetric(metricNames.messagesForwarded, oneMinute),
+          masklineMetric(metricNames.messagesFailed, oneMinute),
+          masklineMetric(metricNames.messagesBlocked, oneMinute),
+        ],
+        right: [failedRate],
+        width: 8,
+      }),
+      new GraphWidget({
+        title: "Refused and held back",
+        left: [
+          masklineMetric(metricNames.signatureRejected, oneMinute),
+          masklineMetric(metricNames.messagesRateLimited, oneMinute),
+          masklineMetric(metricNames.optOuts, oneMinute),
+        ],
+        width: 8,
+      }),
+      new GraphWidget({
+        title: "Pool headroom and publishing",
+        left: [masklineMetric(metricNames.poolHeadroom, fiveMinutes, "Minimum")],
+        right: [publishFailures, setAside],
+        width: 8,
+      }),
     );
   }
 }

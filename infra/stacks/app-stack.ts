@@ -7,23 +7,34 @@ import { FilterCriteria, FilterRule, StartingPosition } from "aws-cdk-lib/aws-la
 import { DynamoEventSource, SqsDlq, SqsEventSource } from "aws-cdk-lib/aws-lambda-event-sources";
 import { NagSuppressions } from "cdk-nag";
 import type { Construct } from "constructs";
-import { coreConfigSchema, parseConfig, recyclerConfigSchema } from "../../shared/config.ts";
 import {
+  awsCallConfigSchema,
+  coreConfigSchema,
+  parseConfig,
+  recyclerConfigSchema,
+  twilioConfigSchema,
+} from "../../shared/config.ts";
+import {
+  eventBus,
   type FunctionName,
   forwardQueue,
   functions,
+  publisherStream,
   recyclerSchedule,
   routes,
 } from "../../shared/resources.ts";
+import { lifecycleFor } from "../constructs/data.ts";
+import { EventsDelivery } from "../constructs/events-delivery.ts";
 import { MasklineHttpApi } from "../constructs/http-api.ts";
 import { MasklineFunction } from "../constructs/maskline-function.ts";
 import { MasklineMonitoring } from "../constructs/monitoring.ts";
-import type { MasklineSettings } from "../settings.ts";
+import type { MasklineSettings, StageNames } from "../settings.ts";
 import type { StatefulStack } from "./stateful-stack.ts";
 
 export interface AppStackProps extends StackProps {
   stateful: StatefulStack;
   settings: MasklineSettings;
+  names: StageNames;
 }
 
 /**
@@ -50,6 +61,9 @@ function grantSecretRead(stateful: StatefulStack, role: IRole): void {
   );
 }
 
+/** Retries of a failing stream batch before it goes to the PublisherFailures queue. */
+export const PUBLISHER_RETRY_ATTEMPTS = publisherStream.retryAttempts;
+
 /** Lambda's guidance for SQS event sources: visibility timeout at least six times the function timeout. */
 export const VISIBILITY_TIMEOUT_FACTOR = 6;
 
@@ -61,10 +75,12 @@ export class AppStack extends Stack {
   readonly functions: Record<FunctionName, MasklineFunction>;
   readonly httpApi: MasklineHttpApi;
   readonly monitoring: MasklineMonitoring;
+  readonly eventsDelivery: EventsDelivery | undefined;
 
   constructor(scope: Construct, id: string, props: AppStackProps) {
-    super(scope, id, props);
-    const { stateful, settings } = props;
+    const { stateful, settings, names, ...stackProps } = props;
+    super(scope, id, stackProps);
+    const { removalPolicy } = lifecycleFor(settings.production);
 
     if (
       forwardQueue.visibilityTimeoutSeconds <
@@ -77,8 +93,11 @@ export class AppStack extends Stack {
     }
 
     this.httpApi = new MasklineHttpApi(this, "Http", {
-      throttle: settings.throttle,
+      apiName: names.apiName,
+      twilioThrottle: settings.capacity.twilio,
+      productThrottle: settings.capacity.product,
       logRetention: settings.logRetention,
+      removalPolicy,
     });
     // Twilio signs the exact URL it calls; the functions check signatures against this base.
     const publicBaseUrl = settings.publicBaseUrl ?? this.httpApi.endpoint;
@@ -96,38 +115,55 @@ export class AppStack extends Stack {
       RECYCLER_BUDGET_MS: String(Math.max(1, functions.recycler.timeoutSeconds - 15) * 1000),
     });
 
+    const calls = parseConfig(awsCallConfigSchema, {});
+    const twilioCalls = parseConfig(twilioConfigSchema, { TWILIO_SECRET_ARN: "validated-below" });
     const common = {
+      // Every SDK call fails fast on a hung dependency (the SDK retries it), well inside the function timeout.
+      AWS_CALL_TIMEOUT_MS: String(calls.AWS_CALL_TIMEOUT_MS),
+      AWS_CONNECT_TIMEOUT_MS: String(calls.AWS_CONNECT_TIMEOUT_MS),
       TABLE_NAME: stateful.table.tableName,
       QUARANTINE_SECONDS: String(core.QUARANTINE_SECONDS),
       MESSAGE_RETENTION_HOURS: String(core.MESSAGE_RETENTION_HOURS),
     };
     const queueUrl = stateful.forwardQueue.queueUrl;
     const secretArn = stateful.twilioSecret.secretArn;
+    const twilioEnv = {
+      TWILIO_SECRET_ARN: secretArn,
+      // A token put in the secret is in force everywhere within this age (rotation without redeploy).
+      TWILIO_SECRET_MAX_AGE_SECONDS: String(twilioCalls.TWILIO_SECRET_MAX_AGE_SECONDS),
+      TWILIO_TIMEOUT_MS: String(twilioCalls.TWILIO_TIMEOUT_MS),
+    };
     const environments: Record<FunctionName, Record<string, string>> = {
       allocate: { ...common, FORWARD_QUEUE_URL: queueUrl, MASKLINE_AUTH: "iam" },
       inbound: {
         ...common,
         FORWARD_QUEUE_URL: queueUrl,
         PUBLIC_BASE_URL: publicBaseUrl,
-        TWILIO_SECRET_ARN: secretArn,
+        ...twilioEnv,
       },
       forward: {
         ...common,
         FORWARD_QUEUE_URL: queueUrl,
         PUBLIC_BASE_URL: publicBaseUrl,
-        TWILIO_SECRET_ARN: secretArn,
+        ...twilioEnv,
       },
       recycler: {
         ...common,
         PUBLIC_BASE_URL: publicBaseUrl,
-        TWILIO_SECRET_ARN: secretArn,
+        ...twilioEnv,
         AUTO_TOP_UP: String(recyclerConfig.AUTO_TOP_UP),
         MAX_POOL_SIZE: String(recyclerConfig.MAX_POOL_SIZE),
         POOL_LOW_HEADROOM: String(recyclerConfig.POOL_LOW_HEADROOM),
         RECYCLER_BUDGET_MS: String(recyclerConfig.RECYCLER_BUDGET_MS),
         RECYCLER_BATCH_SIZE: String(recyclerConfig.RECYCLER_BATCH_SIZE),
       },
-      publisher: { EVENT_BUS_NAME: stateful.bus.eventBusName, FORWARD_QUEUE_URL: queueUrl },
+      publisher: {
+        AWS_CALL_TIMEOUT_MS: common.AWS_CALL_TIMEOUT_MS,
+        AWS_CONNECT_TIMEOUT_MS: common.AWS_CONNECT_TIMEOUT_MS,
+        EVENT_BUS_NAME: stateful.bus.eventBusName,
+        FORWARD_QUEUE_URL: queueUrl,
+        PUBLISHER_FAILURES_QUEUE_URL: stateful.publisherFailures.queueUrl,
+      },
     };
 
     const build = (name: FunctionName) =>
@@ -136,6 +172,7 @@ export class AppStack extends Stack {
         environment: environments[name],
         logRetention: settings.logRetention,
         logLevel: settings.logLevel,
+        removalPolicy,
       });
     this.functions = {
       allocate: build("allocate"),
@@ -157,7 +194,13 @@ export class AppStack extends Stack {
     stateful.table.grantReadWriteData(forward.role);
     grantSecretRead(stateful, forward.role);
     forward.fn.addEventSource(
-      new SqsEventSource(stateful.forwardQueue, { batchSize: 10, reportBatchItemFailures: true }),
+      new SqsEventSource(stateful.forwardQueue, {
+        batchSize: 10,
+        reportBatchItemFailures: true,
+        // Sized from the target load (infra/settings.ts): enough to keep up, few enough that a backlog
+        // drains without starving the other functions of the account's concurrency.
+        maxConcurrency: settings.capacity.forwardMaxConcurrency,
+      }),
     );
 
     stateful.table.grantReadWriteData(recycler.role);
@@ -180,14 +223,19 @@ export class AppStack extends Stack {
     // Stream → publisher → EventBridge. Only inserted event items reach the function (filtered by Lambda).
     stateful.bus.grantPutEventsTo(publisher.role);
     stateful.forwardQueue.grantSendMessages(publisher.role);
+    // A record whose event fails its schema is set aside there at once (it would fail every retry).
+    stateful.publisherFailures.grantSendMessages(publisher.role);
     publisher.fn.addEventSource(
       new DynamoEventSource(stateful.table, {
         startingPosition: StartingPosition.TRIM_HORIZON,
-        batchSize: 100,
+        batchSize: publisherStream.batchSize,
         maxBatchingWindow: Duration.seconds(1),
         parallelizationFactor: 1,
+        // Bounded: a batch that keeps failing is split to isolate the bad record, then handed to the
+        // on-failure queue after these retries, and the shard goes on.
         bisectBatchOnError: true,
-        retryAttempts: 20,
+        retryAttempts: PUBLISHER_RETRY_ATTEMPTS,
+        maxRecordAge: Duration.hours(24),
         reportBatchItemFailures: true,
         onFailure: new SqsDlq(stateful.publisherFailures),
         filters: [
@@ -239,7 +287,23 @@ export class AppStack extends Stack {
       publisher: publisher.fn,
     });
 
+    this.eventsDelivery = settings.eventsWebhook
+      ? new EventsDelivery(this, "EventsDelivery", {
+          bus: stateful.bus,
+          source: eventBus.source,
+          url: settings.eventsWebhook.url,
+          secretArn: settings.eventsWebhook.secretArn,
+          headerName: settings.eventsWebhook.headerName,
+          name: names.eventsDeliveryName,
+          removalPolicy,
+          // Every event of the target load (about 4 per forwarded message) with headroom.
+          rateLimitPerSecond: Math.max(10, settings.capacity.targetMessagesPerSecond * 8),
+        })
+      : undefined;
+
     this.monitoring = new MasklineMonitoring(this, "Monitoring", {
+      dashboardName: names.dashboardName,
+      eventsDelivery: this.eventsDelivery,
       functions: this.functions,
       forwardQueue: stateful.forwardQueue,
       forwardDeadLetterQueue: stateful.forwardDeadLetterQueue,

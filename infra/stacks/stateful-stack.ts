@@ -1,19 +1,29 @@
-import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from "aws-cdk-lib";
+import { CfnOutput, Duration, Stack, type StackProps } from "aws-cdk-lib";
 import type { Table } from "aws-cdk-lib/aws-dynamodb";
-import { EventBus } from "aws-cdk-lib/aws-events";
+import { type Archive, EventBus } from "aws-cdk-lib/aws-events";
 import { PolicyStatement, ServicePrincipal } from "aws-cdk-lib/aws-iam";
 import { Key } from "aws-cdk-lib/aws-kms";
 import { Secret } from "aws-cdk-lib/aws-secretsmanager";
 import { Queue, QueueEncryption } from "aws-cdk-lib/aws-sqs";
 import { NagSuppressions } from "cdk-nag";
 import type { Construct } from "constructs";
-import { eventBus, forwardQueue, mainTable } from "../../shared/resources.ts";
-import { fifoQueueFromDefinition, tableFromDefinition } from "../constructs/data.ts";
+import { eventBus, forwardQueue, mainTable, publisherStream } from "../../shared/resources.ts";
+import { fifoQueueFromDefinition, lifecycleFor, tableFromDefinition } from "../constructs/data.ts";
+import type { StageNames } from "../settings.ts";
+
+export interface StatefulStackProps extends StackProps {
+  names: StageNames;
+  /** RETAIN and protection (production) or DESTROY (a throw-away stage). */
+  production: boolean;
+  /** The EventBridge archive keeps events this many days (SESSION_RETENTION_DAYS). */
+  sessionRetentionDays: number;
+}
 
 /**
  * Everything that holds data or identity: the KMS key, the table (events and projections), the queues, the
- * Twilio secret and the domain-event bus that product rules attach to. All retained on delete, and the
- * stack is termination-protected, so redeploying or even destroying the app stack cannot lose data.
+ * Twilio secret, the domain-event bus that product rules attach to and its archive. In production all are
+ * retained on delete and the stack is termination-protected, so redeploying or even destroying the app
+ * stack cannot lose data; a non-production stage can be destroyed whole.
  */
 export class StatefulStack extends Stack {
   readonly key: Key;
@@ -24,15 +34,22 @@ export class StatefulStack extends Stack {
   readonly publisherFailures: Queue;
   readonly twilioSecret: Secret;
   readonly bus: EventBus;
+  /** Every domain event on the bus, kept SESSION_RETENTION_DAYS for replay. */
+  readonly archive: Archive;
+  readonly production: boolean;
 
-  constructor(scope: Construct, id: string, props: StackProps = {}) {
-    super(scope, id, { terminationProtection: true, ...props });
+  constructor(scope: Construct, id: string, props: StatefulStackProps) {
+    const { names, production, sessionRetentionDays, ...stackProps } = props;
+    super(scope, id, { terminationProtection: production, ...stackProps });
+    this.production = production;
+    const lifecycle = lifecycleFor(production);
 
     this.key = new Key(this, "DataKey", {
       description: "Maskline data: table, queues, Twilio secret, alarm topic",
-      alias: "alias/maskline-data",
+      alias: names.keyAlias,
       enableKeyRotation: true,
-      removalPolicy: RemovalPolicy.RETAIN,
+      removalPolicy: lifecycle.removalPolicy,
+      ...(production ? {} : { pendingWindow: Duration.days(7) }),
     });
     // CloudWatch alarms publish to the alarm topic, which is encrypted with this key.
     this.key.addToResourcePolicy(
@@ -45,18 +62,18 @@ export class StatefulStack extends Stack {
       }),
     );
 
-    this.table = tableFromDefinition(this, mainTable, this.key);
+    this.table = tableFromDefinition(this, mainTable, this.key, lifecycle);
 
-    const queues = fifoQueueFromDefinition(this, forwardQueue, this.key);
+    const queues = fifoQueueFromDefinition(this, forwardQueue, this.key, lifecycle);
     this.forwardQueue = queues.queue;
     this.forwardDeadLetterQueue = queues.deadLetterQueue;
 
-    this.publisherFailures = new Queue(this, "PublisherFailures", {
+    this.publisherFailures = new Queue(this, publisherStream.failuresQueueId, {
       encryption: QueueEncryption.KMS,
       encryptionMasterKey: this.key,
       enforceSSL: true,
       retentionPeriod: Duration.days(14),
-      removalPolicy: RemovalPolicy.RETAIN,
+      removalPolicy: lifecycle.removalPolicy,
     });
     NagSuppressions.addResourceSuppressions(this.publisherFailures, [
       {
@@ -77,7 +94,7 @@ export class StatefulStack extends Stack {
         generateStringKey: "authToken",
         excludePunctuation: true,
       },
-      removalPolicy: RemovalPolicy.RETAIN,
+      removalPolicy: lifecycle.removalPolicy,
     });
     NagSuppressions.addResourceSuppressions(this.twilioSecret, [
       {
@@ -88,7 +105,16 @@ export class StatefulStack extends Stack {
       },
     ]);
 
-    this.bus = new EventBus(this, eventBus.id, { eventBusName: eventBus.name });
+    this.bus = new EventBus(this, eventBus.id, { eventBusName: names.busName });
+    // Every event Maskline puts on the bus, for replay (docs/deploy.md, "Replaying events"). Capped at the
+    // session retention: an erased or expired person's data must not outlive it in the archive.
+    this.archive = this.bus.archive("Archive", {
+      archiveName: names.archiveName,
+      description: `Every Maskline domain event, kept ${sessionRetentionDays} days (SESSION_RETENTION_DAYS)`,
+      eventPattern: { source: [eventBus.source] },
+      retention: Duration.days(sessionRetentionDays),
+    });
+    this.archive.applyRemovalPolicy(lifecycle.removalPolicy);
 
     new CfnOutput(this, "TwilioSecretArn", {
       value: this.twilioSecret.secretArn,
@@ -96,5 +122,7 @@ export class StatefulStack extends Stack {
     });
     new CfnOutput(this, "TableName", { value: this.table.tableName });
     new CfnOutput(this, "ForwardDeadLetterQueueUrl", { value: this.forwardDeadLetterQueue.queueUrl });
+    new CfnOutput(this, "PublisherFailuresQueueUrl", { value: this.publisherFailures.queueUrl });
+    new CfnOutput(this, "EventArchiveArn", { value: this.archive.archiveArn });
   }
 }

@@ -1,30 +1,50 @@
-import { Logger } from "@aws-lambda-powertools/logger";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
-import { coreConfigSchema, parseConfig, queueConfigSchema, webhookConfigSchema } from "../config.ts";
+import {
+  awsCallConfigSchema,
+  coreConfigSchema,
+  parseConfig,
+  queueConfigSchema,
+  webhookConfigSchema,
+} from "../config.ts";
 import { DynamoStore } from "./dynamo-store.ts";
 import { newId } from "./ids.ts";
+import { traceClient } from "./observability.ts";
 import { SqsForwardQueue } from "./sqs-queue.ts";
+
+export { logger } from "./logger.ts";
 
 /**
  * Process-wide clients, built once per cold start and shared by invocations. Endpoints follow the SDK's own
  * AWS_ENDPOINT_URL_<SERVICE> variables, so the embedded stack runs this exact code against local servers.
  */
-export const logger = new Logger({ serviceName: "maskline" });
-
 let dynamo: DynamoDBDocumentClient | undefined;
 let sqs: SQSClient | undefined;
 
+/**
+ * Options every SDK client of a function gets: connect and request timeouts (AWS_CONNECT_TIMEOUT_MS,
+ * AWS_CALL_TIMEOUT_MS), so a hung dependency fails in seconds and the SDK's retry takes over.
+ */
+export function awsClientOptions(env: NodeJS.ProcessEnv = process.env) {
+  const config = parseConfig(awsCallConfigSchema, env);
+  return {
+    requestHandler: {
+      connectionTimeout: config.AWS_CONNECT_TIMEOUT_MS,
+      requestTimeout: config.AWS_CALL_TIMEOUT_MS,
+    },
+  };
+}
+
 export function documentClient(): DynamoDBDocumentClient {
-  dynamo ??= DynamoDBDocumentClient.from(new DynamoDBClient({}), {
+  dynamo ??= DynamoDBDocumentClient.from(traceClient(new DynamoDBClient(awsClientOptions()), "DynamoDB"), {
     marshallOptions: { removeUndefinedValues: true },
   });
   return dynamo;
 }
 
 export function sqsClient(): SQSClient {
-  sqs ??= new SQSClient({});
+  sqs ??= traceClient(new SQSClient(awsClientOptions()), "SQS");
   return sqs;
 }
 

@@ -149,3 +149,24 @@ export async function appendToDynamo(
     throw error;
   }
 }
+
+/**
+ * TransactWriteItems, sent again (up to 5 more times, 20–640 ms apart, with jitter) when DynamoDB cancelled it
+ * only because another transaction held one of its items (TransactionConflict): nothing was written, the
+ * conditions are evaluated afresh, and the SDK does not retry cancellations itself.
+ */
+async function sendTransaction(client: DynamoDBDocumentClient, transactItems: TransactItem[]): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await client.send(new TransactWriteCommand({ TransactItems: transactItems }));
+      return;
+    } catch (error) {
+      const reasons = error instanceof TransactionCanceledException ? (error.CancellationReasons ?? []) : [];
+      const onlyConflicts =
+        reasons.some((r) => r.Code === "TransactionConflict") &&
+        reasons.every((r) => !r.Code || r.Code === "None" || r.Code === "TransactionConflict");
+      if (!onlyConflicts || attempt >= 5) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** attempt * (1 + Math.random())));
+    }
+  }
+}

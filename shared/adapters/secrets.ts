@@ -1,37 +1,133 @@
 import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { z } from "zod";
 import { parseConfig, twilioConfigSchema } from "../config.ts";
+import { awsClientOptions } from "./aws.ts";
+import { logger } from "./logger.ts";
+import { traceClient } from "./observability.ts";
 
-const secretShape = z.object({ accountSid: z.string().min(1), authToken: z.string().min(1) });
+/**
+ * The secret's JSON: `{"accountSid","authToken"}`, plus `secondaryAuthToken` while a rotation is under way
+ * (docs/deploy.md, "Rotating the Twilio auth token").
+ */
+const secretShape = z.object({
+  accountSid: z.string().min(1),
+  authToken: z.string().min(1),
+  secondaryAuthToken: z.string().min(1).optional(),
+});
 
 export interface TwilioCredentials {
   accountSid: string;
   authToken: string;
+  /** Twilio's secondary token during a rotation: accepted for signatures, a fallback for REST calls. */
+  secondaryAuthToken?: string;
   apiBaseUrl: string;
 }
 
-let cached: Promise<TwilioCredentials> | undefined;
+/** The tokens a webhook signature may be made with: the primary, and the secondary when there is one. */
+export const authTokensOf = (c: TwilioCredentials): string[] =>
+  c.secondaryAuthToken && c.secondaryAuthToken !== c.authToken
+    ? [c.authToken, c.secondaryAuthToken]
+    : [c.authToken];
+
+export interface TwilioSecretOptions {
+  /** Reads the secret's current value (GetSecretValue in AWS). */
+  read: () => Promise<Omit<TwilioCredentials, "apiBaseUrl">>;
+  apiBaseUrl: string;
+  /** How long a value is used before it is read again. */
+  maxAgeMs: number;
+  now?: () => number;
+}
 
 /**
- * Twilio credentials, read once per cold start: from Secrets Manager when TWILIO_SECRET_ARN is set (AWS),
- * else from TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN (local).
+ * Twilio credentials with a bounded cache age: a value older than `maxAgeMs` is read again before use,
+ * so a token put in Secrets Manager is in force everywhere within that age, without a redeploy or a cold
+ * start. Concurrent callers share one read. If a re-read fails, the last value is kept (and the failure
+ * logged) for up to ten times the age, so a Secrets Manager hiccup does not turn into refused webhooks.
  */
-export function twilioCredentials(env: NodeJS.ProcessEnv = process.env): Promise<TwilioCredentials> {
-  cached ??= (async () => {
-    const config = parseConfig(twilioConfigSchema, env);
-    if (config.TWILIO_SECRET_ARN) {
-      const client = new SecretsManagerClient({});
-      const { SecretString } = await client.send(
-        new GetSecretValueCommand({ SecretId: config.TWILIO_SECRET_ARN }),
-      );
-      const secret = secretShape.parse(JSON.parse(SecretString ?? "{}"));
-      return { ...secret, apiBaseUrl: config.TWILIO_API_BASE_URL };
+export class TwilioSecret {
+  private value: TwilioCredentials | undefined;
+  private readAt = 0;
+  private pending: Promise<TwilioCredentials> | undefined;
+  private readonly now: () => number;
+
+  constructor(private readonly options: TwilioSecretOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  async current(): Promise<TwilioCredentials> {
+    const age = this.now() - this.readAt;
+    if (this.value && age < this.options.maxAgeMs) return this.value;
+    this.pending ??= this.refresh().finally(() => {
+      this.pending = undefined;
+    });
+    return this.pending;
+  }
+
+  async authTokens(): Promise<string[]> {
+    return authTokensOf(await this.current());
+  }
+
+  private async refresh(): Promise<TwilioCredentials> {
+    try {
+      const read = await this.options.read();
+      this.value = { ...read, apiBaseUrl: this.options.apiBaseUrl };
+      this.readAt = this.now();
+      return this.value;
+    } catch (error) {
+      const age = this.now() - this.readAt;
+      if (this.value && age < 10 * this.options.maxAgeMs) {
+        logger.warn("Twilio secret could not be re-read; using the last value", {
+          error: { name: (error as Error)?.name, message: (error as Error)?.message },
+          ageMs: age,
+        });
+        return this.value;
+      }
+      throw error;
     }
-    return {
-      accountSid: config.TWILIO_ACCOUNT_SID ?? "",
-      authToken: config.TWILIO_AUTH_TOKEN ?? "",
+  }
+}
+
+/**
+ * The process's Twilio secret: Secrets Manager when TWILIO_SECRET_ARN is set (AWS), re-read every
+ * TWILIO_SECRET_MAX_AGE_SECONDS; else TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN / TWILIO_SECONDARY_AUTH_TOKEN
+ * from the environment (local), read when the secret is first asked for.
+ */
+export function twilioSecretFromEnv(env: NodeJS.ProcessEnv = process.env): TwilioSecret {
+  const config = parseConfig(twilioConfigSchema, env);
+  const arn = config.TWILIO_SECRET_ARN;
+  if (arn) {
+    const client = traceClient(new SecretsManagerClient(awsClientOptions(env)), "SecretsManager");
+    return new TwilioSecret({
       apiBaseUrl: config.TWILIO_API_BASE_URL,
-    };
-  })();
-  return cached;
+      maxAgeMs: config.TWILIO_SECRET_MAX_AGE_SECONDS * 1000,
+      read: async () => {
+        const { SecretString } = await client.send(new GetSecretValueCommand({ SecretId: arn }));
+        return secretShape.parse(JSON.parse(SecretString ?? "{}"));
+      },
+    });
+  }
+  const local = {
+    accountSid: config.TWILIO_ACCOUNT_SID ?? "",
+    authToken: config.TWILIO_AUTH_TOKEN ?? "",
+    ...(config.TWILIO_SECONDARY_AUTH_TOKEN ? { secondaryAuthToken: config.TWILIO_SECONDARY_AUTH_TOKEN } : {}),
+  };
+  return new TwilioSecret({
+    apiBaseUrl: config.TWILIO_API_BASE_URL,
+    // The environment does not change under a running process: read once.
+    maxAgeMs: Number.POSITIVE_INFINITY,
+    read: async () => local,
+  });
+}
+
+let processSecret: TwilioSecret | undefined;
+
+/** One TwilioSecret per process (per Lambda execution environment). */
+export function twilioSecret(env: NodeJS.ProcessEnv = process.env): TwilioSecret {
+  processSecret ??= twilioSecretFromEnv(env);
+  return processSecret;
+}
+
+/** The current credentials (re-read when older than the cache age). */
+export function twilioCredentials(env: NodeJS.ProcessEnv = process.env): Promise<TwilioCredentials> {
+  return twilioSecret(env).current();
 }

@@ -7,6 +7,7 @@ import {
   type SmsGateway,
   SmsSendError,
 } from "../ports.ts";
+import { traced } from "./observability.ts";
 
 type RequestOptions<T> = Parameters<twilio.RequestClient["request"]>[0] & { data?: T };
 type Response<T> = Awaited<ReturnType<twilio.RequestClient["request"]>> & { body: T };
@@ -29,7 +30,10 @@ class RoutedRequestClient extends twilio.RequestClient {
     const uri = this.baseUrl ? opts.uri.replace(TWILIO_HOST, this.baseUrl.replace(/\/$/, "")) : opts.uri;
     let response: Response<TData>;
     try {
-      response = await super.request<TData>({ ...opts, uri, timeout: opts.timeout ?? this.timeoutMs });
+      const path = new URL(opts.uri).pathname.replace(/\/(AC|SM|MM|PN)\w+/g, "/$1…");
+      response = await traced(`Twilio ${opts.method.toUpperCase()} ${path}`, () =>
+        super.request<TData>({ ...opts, uri, timeout: opts.timeout ?? this.timeoutMs }),
+      );
     } catch (error) {
       const code = (error as { code?: string }).code;
       // Refused connections never reached Twilio; anything else (timeouts, resets) may have.
@@ -68,22 +72,71 @@ export function twilioClient(options: TwilioGatewayOptions): twilio.Twilio {
   });
 }
 
-export class TwilioGateway implements SmsGateway {
-  private readonly client: twilio.Twilio;
+/** Credentials that may change under a running function (token rotation), with an optional secondary token. */
+export type TwilioCredentialSource = () => Promise<{
+  accountSid: string;
+  authToken: string;
+  secondaryAuthToken?: string;
+  apiBaseUrl: string;
+}>;
 
-  constructor(options: TwilioGatewayOptions) {
-    this.client = twilioClient(options);
+/** Twilio's answer to a token it does not (or no longer) know. */
+const isAuthenticationFailure = (error: unknown) => (error as { status?: number })?.status === 401;
+
+/**
+ * The SmsGateway on the official twilio client. Credentials are asked for on each call (cheap while
+ * cached, see TwilioSecret), so a rotated token is used without a restart; during a rotation, a request
+ * refused with 401 is repeated once with the other token (the secondary works for REST calls until it is
+ * promoted, and the old primary stops working the moment it is).
+ */
+export class TwilioGateway implements SmsGateway {
+  private readonly source: TwilioCredentialSource;
+  private readonly timeoutMs: number | undefined;
+  private readonly clients = new Map<string, twilio.Twilio>();
+
+  constructor(options: TwilioGatewayOptions | { credentials: TwilioCredentialSource; timeoutMs?: number }) {
+    if ("credentials" in options) {
+      this.source = options.credentials;
+    } else {
+      const fixed = { ...options };
+      this.source = async () => fixed;
+    }
+    this.timeoutMs = options.timeoutMs;
+  }
+
+  private clientFor(c: { accountSid: string; apiBaseUrl: string }, token: string): twilio.Twilio {
+    const key = `${c.accountSid}\n${token}\n${c.apiBaseUrl}`;
+    let client = this.clients.get(key);
+    if (!client) {
+      // Old tokens' clients are dropped: only the current pair is ever kept.
+      if (this.clients.size >= 2) this.clients.clear();
+      client = twilioClient({ ...c, authToken: token, timeoutMs: this.timeoutMs });
+      this.clients.set(key, client);
+    }
+    return client;
+  }
+
+  private async withClient<T>(call: (client: twilio.Twilio) => Promise<T>): Promise<T> {
+    const c = await this.source();
+    try {
+      return await call(this.clientFor(c, c.authToken));
+    } catch (error) {
+      if (!c.secondaryAuthToken || !isAuthenticationFailure(error)) throw error;
+      return call(this.clientFor(c, c.secondaryAuthToken));
+    }
   }
 
   async send(message: OutboundSms): Promise<SentSms> {
     try {
-      const created = await this.client.messages.create({
-        from: message.from,
-        to: message.to,
-        body: message.body,
-        ...(message.mediaUrls.length ? { mediaUrl: message.mediaUrls } : {}),
-        ...(message.statusCallback ? { statusCallback: message.statusCallback } : {}),
-      });
+      const created = await this.withClient((client) =>
+        client.messages.create({
+          from: message.from,
+          to: message.to,
+          body: message.body,
+          ...(message.mediaUrls.length ? { mediaUrl: message.mediaUrls } : {}),
+          ...(message.statusCallback ? { statusCallback: message.statusCallback } : {}),
+        }),
+      );
       return { sid: created.sid };
     } catch (error) {
       if (error instanceof SmsSendError) throw error;
@@ -97,12 +150,14 @@ export class TwilioGateway implements SmsGateway {
   }
 
   async findSent(query: { from: E164; to: E164; since: number; body: string }): Promise<SentSms | undefined> {
-    const recent = await this.client.messages.list({
-      from: query.from,
-      to: query.to,
-      dateSentAfter: new Date(query.since),
-      limit: 50,
-    });
+    const recent = await this.withClient((client) =>
+      client.messages.list({
+        from: query.from,
+        to: query.to,
+        dateSentAfter: new Date(query.since),
+        limit: 50,
+      }),
+    );
     // The API filters by date; the instant is checked here.
     const match = recent.find((m) => m.body === query.body && (m.dateCreated?.getTime() ?? 0) >= query.since);
     return match ? { sid: match.sid } : undefined;

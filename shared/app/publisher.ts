@@ -1,5 +1,86 @@
 import type { DomainEvent } from "../domain/events.ts";
 import type { DomainEventBus, ForwardQueue } from "../ports.ts";
+import { type MetricName, metricNames } from "../telemetry.ts";
+
+/**
+ * A stream record whose event item cannot be published (its detail fails the zod schema): retrying would
+ * fail the same way forever and hold the whole shard. It is set aside with what an operator needs to
+ * find the item (never its content: it may hold phone numbers), and the shard goes on.
+ */
+export interface SetAsideRecord {
+  kind: "event-set-aside";
+  sequenceNumber: string;
+  streamEventId: string | null;
+  eventId: string | null;
+  eventType: string | null;
+  sessionId: string | null;
+  sk: string | null;
+  /** Which part failed (paths and zod codes), without values. */
+  reason: string;
+}
+
+/** Where set-aside records go: the stream mapping's on-failure queue (PublisherFailures). */
+export interface SetAsideSink {
+  setAside(records: readonly SetAsideRecord[]): Promise<void>;
+}
+
+export interface EventMetric {
+  name: MetricName;
+  /** An extra dimension (Twilio error code, blocked reason) besides the plain count. */
+  by?: { dimension: string; value: string };
+}
+
+/**
+ * The metrics a domain event stands for. Derived from the events (which every state change writes) rather
+ * than counted on the hot path: one place, no extra work per webhook, and the same figures a consumer of
+ * the bus would compute.
+ */
+export function eventMetrics(event: DomainEvent): EventMetric[] {
+  switch (event.type) {
+    case "MessageReceived":
+      return [{ name: metricNames.messagesReceived }];
+    case "MessageForwarded":
+      return [{ name: metricNames.messagesForwarded }];
+    case "MessageFailed":
+      return [
+        { name: metricNames.messagesFailed },
+        {
+          name: metricNames.messagesFailed,
+          by: { dimension: "twilioErrorCode", value: event.detail.errorCode ?? "none" },
+        },
+      ];
+    case "MessageBlocked": {
+      const reason = event.detail.reason;
+      const metrics: EventMetric[] = [
+        { name: metricNames.messagesBlocked },
+        { name: metricNames.messagesBlocked, by: { dimension: "reason", value: reason } },
+      ];
+      if (reason === "rate-limit") metrics.push({ name: metricNames.messagesRateLimited });
+      return metrics;
+    }
+    case "ParticipantOptedOut":
+      return [{ name: metricNames.optOuts }];
+    case "ParticipantOptedIn":
+    case "SessionOpened":
+    case "SessionClosed":
+    case "SessionExpired":
+    case "SessionExtended":
+    case "PairReleased":
+    case "MessageDelivered":
+    case "OutOfSessionMessage":
+    case "CallBridged":
+    case "NumberAdded":
+    case "NumberDraining":
+    case "NumberRetired":
+    case "PoolHealthReported":
+    case "PoolLow":
+      return [];
+    default: {
+      const unhandled: never = event;
+      return unhandled;
+    }
+  }
+}
 
 export interface StreamedEvent {
   /** The stream record's sequence number: what a partial batch failure reports. */
@@ -10,9 +91,8 @@ export interface StreamedEvent {
 const ENTRIES_PER_CALL = 10;
 
 /**
- * Publishes the table's new events to the bus, 10 per PutEvents, retrying entries the bus refused. It is
- * also the outbox of the forward queue: every MessageReceived is enqueued again (deduplicated by message
- * id), so a webhook that stored a message and died before enqueueing cannot strand it.
+ * Publishes the table's new events to the bus, 10 per PutEvents, retrying entries the bus refused, and
+ * redelivers received messages to the forward queue (its outbox: `redeliverReceivedMessages`).
  */
 export class EventPublisher {
   constructor(
@@ -26,15 +106,7 @@ export class EventPublisher {
 
   /** Returns the sequence numbers that could not be published (the caller reports them as failures). */
   async publish(records: readonly StreamedEvent[]): Promise<string[]> {
-    const failed = new Set<string>();
-    for (const r of records) {
-      if (r.event.type !== "MessageReceived" || !r.event.sessionId) continue;
-      try {
-        await this.deps.queue.enqueue({ messageId: r.event.detail.messageId, sessionId: r.event.sessionId });
-      } catch {
-        failed.add(r.sequenceNumber);
-      }
-    }
+    const failed = new Set<string>(await this.redeliverReceivedMessages(records));
     const sleep = this.deps.sleep ?? ((ms: number) => new Promise((res) => setTimeout(res, ms)));
     for (let i = 0; i < records.length; i += ENTRIES_PER_CALL) {
       let pending = records.slice(i, i + ENTRIES_PER_CALL);
@@ -58,5 +130,23 @@ export class EventPublisher {
       }
     }
     return records.filter((r) => failed.has(r.sequenceNumber)).map((r) => r.sequenceNumber);
+  }
+
+  /**
+   * The forward queue's outbox: every MessageReceived is enqueued again from the stream (the queue drops
+   * the duplicate by message id), so a webhook that stored a message and died before enqueueing cannot
+   * strand it. Returns the records that could not be enqueued.
+   */
+  private async redeliverReceivedMessages(records: readonly StreamedEvent[]): Promise<string[]> {
+    const failed: string[] = [];
+    for (const r of records) {
+      if (r.event.type !== "MessageReceived" || !r.event.sessionId) continue;
+      try {
+        await this.deps.queue.enqueue({ messageId: r.event.detail.messageId, sessionId: r.event.sessionId });
+      } catch {
+        failed.push(r.sequenceNumber);
+      }
+    }
+    return failed;
   }
 }

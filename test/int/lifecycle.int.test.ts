@@ -261,6 +261,12 @@ describe("session lifecycle: expiry, quarantine, recycling, events to the bus, p
         retries: 3,
         sleep: async () => {},
       }),
+      setAside: {
+        setAside: async () => {
+          throw new Error("nothing is set aside in this test");
+        },
+      },
+      count: () => {},
     });
     bus.refuseNext = 3;
     const poller = startStreamPoller({

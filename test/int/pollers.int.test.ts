@@ -1,9 +1,50 @@
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
 import { after, before, describe, test } from "node:test";
+import { EventBridgeClient } from "@aws-sdk/client-eventbridge";
 import { GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand } from "@aws-sdk/client-sqs";
-import type { SQSEvent } from "aws-lambda";
-import { startScheduler, startSqsPoller } from "../../local/pollers.ts";
+import { PutCommand } from "@aws-sdk/lib-dynamodb";
+import type { DynamoDBStreamEvent, SQSEvent } from "aws-lambda";
+import { createPublisherHandler } from "../../functions/publisher/app.ts";
+import { LOCAL_CREDENTIALS, LOCAL_REGION, provisionStandardQueue } from "../../local/aws-local.ts";
+import { LocalEventBus } from "../../local/event-bus.ts";
+import {
+  type StreamFailure,
+  startScheduler,
+  startSqsPoller,
+  startStreamPoller,
+} from "../../local/pollers.ts";
+import { logger } from "../../shared/adapters/aws.ts";
+import { EventBridgeBus } from "../../shared/adapters/eventbridge.ts";
+import { newId } from "../../shared/adapters/ids.ts";
+import { SqsForwardQueue, SqsSetAsideSink } from "../../shared/adapters/sqs-queue.ts";
+import { EventPublisher } from "../../shared/app/publisher.ts";
 import { startLocalAws } from "../support/stack.ts";
+
+/** An event item as the store writes it; `detail` as given (valid or not). */
+const eventItem = (sessionId: string, n: number, detail: Record<string, unknown>) => {
+  const id = newId("ev");
+  const occurredAt = new Date(Date.UTC(2026, 0, 1, 0, 0, n)).toISOString();
+  return {
+    pk: `SESSION#${sessionId}`,
+    sk: `EVENT#${occurredAt}#${id}`,
+    kind: "event",
+    id,
+    type: "SessionClosed",
+    occurredAt,
+    sessionId,
+    detailVersion: 1,
+    detail,
+  };
+};
+
+const waitFor = async (predicate: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000) => {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+};
 
 let aws: Awaited<ReturnType<typeof startLocalAws>>;
 
@@ -71,6 +112,122 @@ describe("local event-source pollers behave like Lambda's", () => {
       // both reach the DLQ (with their bodies, for replay), in order; nothing is lost or reordered.
       assert.deepEqual(dlq, ["poison", "b2"], "the poison record and the one behind it went to the DLQ");
       assert.ok((attempts.get("poison") ?? 0) >= queue.maxReceiveCount);
+    } finally {
+      await poller.stop();
+    }
+  });
+
+  test("stream: a poisoned event is set aside and the rest of the shard is published (publisher handler)", async () => {
+    const { tableName, queue } = await aws.fresh();
+    const failuresUrl = await provisionStandardQueue(aws.sqs.endpoint, `${tableName}-failures`);
+    const bus = new LocalEventBus();
+    const server = createServer(async (req, res) => {
+      let body = "";
+      for await (const chunk of req) body += chunk;
+      bus.handle(req, res, body);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const address = server.address();
+    const eventBridge = new EventBridgeClient({
+      endpoint: `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+    });
+    const counted: string[] = [];
+    const handler = createPublisherHandler({
+      logger,
+      publisher: new EventPublisher({
+        bus: new EventBridgeBus({ client: eventBridge, busName: "maskline", source: "maskline" }),
+        queue: new SqsForwardQueue({ queueUrl: queue.queueUrl, client: aws.sqsClient }),
+        retries: 1,
+        sleep: async () => {},
+      }),
+      setAside: new SqsSetAsideSink({ queueUrl: failuresUrl, client: aws.sqsClient }),
+      count: (m) => counted.push(m.name),
+    });
+    const invocations: number[] = [];
+    const poller = startStreamPoller({
+      endpoint: aws.dynamo.endpoint,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+      tableName,
+      handler: async (event: DynamoDBStreamEvent) => {
+        invocations.push(event.Records.length);
+        return handler(event);
+      },
+      intervalMs: 50,
+    });
+    try {
+      const sessionId = newId("s");
+      const good1 = eventItem(sessionId, 1, { reason: "api" });
+      // A detail that fails its zod schema: it could never be published, however often it is retried.
+      const poison = eventItem(sessionId, 2, { reason: "no-such-reason", note: "+12025550100" });
+      const good2 = eventItem(sessionId, 3, { reason: "policy" });
+      for (const item of [good1, poison, good2])
+        await aws.doc.send(new PutCommand({ TableName: tableName, Item: item }));
+
+      await waitFor(() => bus.events.length >= 2, "both good events on the bus");
+      const published = bus.events.map((e) => (e.detail as { id: string }).id);
+      assert.deepEqual(published, [good1.id, good2.id], "the event after the poisoned one went on, in order");
+
+      const received = await aws.sqsClient.send(
+        new ReceiveMessageCommand({ QueueUrl: failuresUrl, MaxNumberOfMessages: 10 }),
+      );
+      const setAside = (received.Messages ?? []).map((m) => JSON.parse(m.Body ?? "{}"));
+      assert.equal(setAside.length, 1, "the poisoned record, and only it, was set aside");
+      assert.equal(setAside[0].eventId, poison.id);
+      assert.equal(setAside[0].sk, poison.sk);
+      assert.match(setAside[0].reason, /invalid|custom/);
+      assert.ok(!JSON.stringify(setAside).includes("+12025550100"), "no content of the item in the pointer");
+      assert.ok(counted.includes("EventsSetAside"));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(bus.events.length, 2, "nothing published twice, the shard did not stall or loop");
+    } finally {
+      await poller.stop();
+      eventBridge.destroy();
+      server.close();
+    }
+  });
+
+  test("stream: a record that keeps failing is handed to the on-failure queue after maxRetries; the shard goes on", async () => {
+    const { tableName } = await aws.fresh();
+    const sessionId = newId("s");
+    const items = [1, 2, 3].map((n) => eventItem(sessionId, n, { reason: "api" }));
+    const stuck = items[1]?.id;
+    const attempts = new Map<string, number>();
+    const handled: string[] = [];
+    const failures: StreamFailure[] = [];
+    const poller = startStreamPoller({
+      endpoint: aws.dynamo.endpoint,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+      tableName,
+      maxRetries: 2,
+      onFailure: async (failure) => {
+        failures.push(failure);
+      },
+      // A handler that can never get past one record (not even by setting it aside).
+      handler: async (event: DynamoDBStreamEvent) => {
+        for (const record of event.Records) {
+          const id = record.dynamodb?.NewImage?.id?.S ?? "";
+          if (id === stuck) {
+            attempts.set(id, (attempts.get(id) ?? 0) + 1);
+            return { batchItemFailures: [{ itemIdentifier: record.dynamodb?.SequenceNumber ?? "" }] };
+          }
+          handled.push(id);
+        }
+        return { batchItemFailures: [] };
+      },
+      intervalMs: 50,
+    });
+    try {
+      for (const item of items) await aws.doc.send(new PutCommand({ TableName: tableName, Item: item }));
+      await waitFor(() => handled.length >= 2, "the records around the stuck one", 30_000);
+      assert.deepEqual(handled, [items[0]?.id, items[2]?.id]);
+      assert.equal(attempts.get(stuck ?? ""), 3, "one invocation and 2 retries, then given up");
+      assert.equal(failures.length, 1);
+      assert.equal(failures[0]?.requestContext.condition, "RetryAttemptsExhausted");
+      assert.equal(failures[0]?.DDBStreamBatchInfo.batchSize, 1);
     } finally {
       await poller.stop();
     }

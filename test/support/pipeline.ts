@@ -1,6 +1,6 @@
 import type { Server } from "node:http";
 import { GetQueueAttributesCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
-import { ScanCommand } from "@aws-sdk/lib-dynamodb";
+import { type DynamoDBDocumentClient, ScanCommand } from "@aws-sdk/lib-dynamodb";
 import { createForwardHandler } from "../../functions/forward/app.ts";
 import { createInboundHandler } from "../../functions/inbound/app.ts";
 import { freePort } from "../../local/aws-local.ts";
@@ -9,6 +9,7 @@ import { type Poller, startSqsPoller } from "../../local/pollers.ts";
 import { createLocalServer, type HttpHandler } from "../../local/server.ts";
 import { TwilioSandbox } from "../../local/twilio-sandbox.ts";
 import { logger } from "../../shared/adapters/aws.ts";
+import { DynamoStore } from "../../shared/adapters/dynamo-store.ts";
 import { newId } from "../../shared/adapters/ids.ts";
 import { SqsForwardQueue } from "../../shared/adapters/sqs-queue.ts";
 import { TwilioGateway } from "../../shared/adapters/twilio-gateway.ts";
@@ -35,6 +36,8 @@ export interface PipelineOptions {
   visibilityTimeoutSeconds?: number;
   /** Hostile-traffic settings; by default the rate limit is off so volume tests are not held back. */
   traffic?: Partial<TrafficPolicy>;
+  /** The DynamoDB client every store of the pipeline uses (e.g. one that injects faults). */
+  client?: DynamoDBDocumentClient;
 }
 
 /**
@@ -45,9 +48,13 @@ export async function startPipeline(
   aws: Awaited<ReturnType<typeof startLocalAws>>,
   options: PipelineOptions = {},
 ) {
-  const { tableName, queue, store } = await aws.fresh({
+  const fresh = await aws.fresh({
     visibilityTimeoutSeconds: options.visibilityTimeoutSeconds ?? 6,
   });
+  const { tableName, queue } = fresh;
+  const store = options.client
+    ? new DynamoStore({ tableName, client: options.client, retentionSeconds: 3600 })
+    : fresh.store;
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
   const publicBaseUrl = "https://maskline.example.com";

@@ -272,6 +272,7 @@ describe("functions", () => {
       TWILIO_AUTH_TOKEN: "test-auth-token",
       MASKLINE_AUTH: "iam",
       EVENT_BUS_NAME: "maskline",
+      PUBLISHER_FAILURES_QUEUE_URL: "https://sqs.us-east-1.amazonaws.com/123456789012/failures",
     };
     await Promise.all(
       functionNames.map(async (name) => {
@@ -670,7 +671,13 @@ describe("settings", () => {
     const withContext = (context: Json) => settingsFromContext(new App({ context }).node);
     assert.throws(() => withContext({ "maskline:logRetentionDays": 8 }), /maskline:logRetentionDays/);
     assert.throws(() => withContext({ "maskline:logLevel": "LOUD" }), /maskline:logLevel/);
-    assert.throws(() => withContext({ "maskline:throttleRateLimit": -1 }), /maskline:throttleRateLimit/);
+    assert.throws(
+      () => withContext({ "maskline:targetMessagesPerSecond": -1 }),
+      /maskline:targetMessagesPerSecond/,
+    );
+    assert.throws(() => withContext({ stage: "Prod_1" }), /stage/);
+    assert.throws(() => withContext({ "maskline:eventsWebhookUrl": "https://x.test/e" }), /SecretArn/);
+    assert.throws(() => withContext({ "maskline:sessionRetentionDays": 0 }), /SESSION_RETENTION_DAYS/);
     assert.throws(() => withContext({ "maskline:publicBaseUrl": "http://x.test/path" }), /publicBaseUrl/);
     assert.equal(
       withContext({ "maskline:publicBaseUrl": "https://sms.example.com/" }).publicBaseUrl,
