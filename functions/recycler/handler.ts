@@ -4,7 +4,12 @@ import { newId } from "../../shared/adapters/ids.ts";
 import { twilioCredentials } from "../../shared/adapters/secrets.ts";
 import { TwilioNumberProvider, twilioClient } from "../../shared/adapters/twilio-gateway.ts";
 import { RecyclerService } from "../../shared/app/recycler.ts";
-import { parseConfig, recyclerConfigSchema, webhookConfigSchema } from "../../shared/config.ts";
+import {
+  messagingServiceConfigSchema,
+  parseConfig,
+  recyclerConfigSchema,
+  webhookConfigSchema,
+} from "../../shared/config.ts";
 
 // Composition root: configuration is read once, at cold start.
 const { config, store } = storeFromEnv();
@@ -16,6 +21,7 @@ const topUp = recycler.AUTO_TOP_UP
       provider: new TwilioNumberProvider(
         twilioClient(await twilioCredentials()),
         parseConfig(webhookConfigSchema).PUBLIC_BASE_URL,
+        parseConfig(messagingServiceConfigSchema).TWILIO_MESSAGING_SERVICE_SID,
       ),
       maxPoolSize: recycler.MAX_POOL_SIZE,
     }

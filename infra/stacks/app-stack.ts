@@ -7,7 +7,12 @@ import { FilterCriteria, FilterRule, StartingPosition } from "aws-cdk-lib/aws-la
 import { DynamoEventSource, SqsDlq, SqsEventSource } from "aws-cdk-lib/aws-lambda-event-sources";
 import { NagSuppressions } from "cdk-nag";
 import type { Construct } from "constructs";
-import { coreConfigSchema, parseConfig, recyclerConfigSchema } from "../../shared/config.ts";
+import {
+  coreConfigSchema,
+  messagingServiceConfigSchema,
+  parseConfig,
+  recyclerConfigSchema,
+} from "../../shared/config.ts";
 import {
   type FunctionName,
   forwardQueue,
@@ -96,6 +101,14 @@ export class AppStack extends Stack {
       RECYCLER_BUDGET_MS: String(Math.max(1, functions.recycler.timeoutSeconds - 15) * 1000),
     });
 
+    const messaging = parseConfig(messagingServiceConfigSchema, {
+      TWILIO_MESSAGING_SERVICE_SID: this.node.tryGetContext("maskline:messagingServiceSid"),
+    });
+    // A2P 10DLC: the forwarder names the service on every send, the recycler adds bought numbers to it.
+    const a2p: Record<string, string> = messaging.TWILIO_MESSAGING_SERVICE_SID
+      ? { TWILIO_MESSAGING_SERVICE_SID: messaging.TWILIO_MESSAGING_SERVICE_SID }
+      : {};
+
     const common = {
       TABLE_NAME: stateful.table.tableName,
       QUARANTINE_SECONDS: String(core.QUARANTINE_SECONDS),
@@ -116,11 +129,13 @@ export class AppStack extends Stack {
         FORWARD_QUEUE_URL: queueUrl,
         PUBLIC_BASE_URL: publicBaseUrl,
         TWILIO_SECRET_ARN: secretArn,
+        ...a2p,
       },
       recycler: {
         ...common,
         PUBLIC_BASE_URL: publicBaseUrl,
         TWILIO_SECRET_ARN: secretArn,
+        ...a2p,
         AUTO_TOP_UP: String(recyclerConfig.AUTO_TOP_UP),
         MAX_POOL_SIZE: String(recyclerConfig.MAX_POOL_SIZE),
         POOL_LOW_HEADROOM: String(recyclerConfig.POOL_LOW_HEADROOM),
