@@ -80,7 +80,10 @@ export const messagingServiceConfigSchema = z.object({
     .pipe(
       z
         .string()
-        .regex(MESSAGING_SERVICE_SID_PATTERN, "must be a Messaging Service SID: MG and 32 lowercase hex digits")
+        .regex(
+          MESSAGING_SERVICE_SID_PATTERN,
+          "must be a Messaging Service SID: MG and 32 lowercase hex digits",
+        )
         .optional(),
     ),
 });
