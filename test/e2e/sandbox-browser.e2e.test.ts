@@ -214,7 +214,9 @@ test("two virtual phones text each other through their proxy numbers on the sand
 
   // START lifts the carrier-level block: the state on B's card clears.
   await phoneB.getByTestId("quick-start").click();
-  await phoneB.locator('[data-testid="opt-out-state"][data-opted-out="false"]').waitFor();
+  await phoneB
+    .locator('[data-testid="opt-out-state"][data-opted-out="false"]')
+    .waitFor({ state: "attached" });
   assert.ok(await optOut.isHidden());
 
   // Close the session: its row goes, the compose form offers no proxy any more.
