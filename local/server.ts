@@ -38,8 +38,15 @@ const STATIC: Record<string, string> = {
   "/": "index.html",
   "/app.js": "app.js",
   "/style.css": "style.css",
+  /** The picture a virtual phone can attach to a text (an MMS). */
+  "/sample-picture.png": "sample-picture.png",
 };
-const TYPES: Record<string, string> = { html: "text/html", js: "text/javascript", css: "text/css" };
+const TYPES: Record<string, string> = {
+  html: "text/html; charset=utf-8",
+  js: "text/javascript; charset=utf-8",
+  css: "text/css; charset=utf-8",
+  png: "image/png",
+};
 
 /**
  * One HTTP server for the embedded stack: the public HTTP contract (invoking the deployed handlers with API
@@ -131,7 +138,7 @@ async function serve(req: IncomingMessage, res: ServerResponse, options: LocalSe
   if (staticFile) {
     const content = await readFile(join(webDir, staticFile));
     res.writeHead(200, {
-      "content-type": `${TYPES[staticFile.split(".").pop() ?? ""] ?? "text/plain"}; charset=utf-8`,
+      "content-type": TYPES[staticFile.split(".").pop() ?? ""] ?? "text/plain; charset=utf-8",
       "cache-control": "no-store",
     });
     res.end(content);

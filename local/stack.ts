@@ -5,7 +5,7 @@ import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from "@aws-s
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import { z } from "zod";
 import { DynamoStore } from "../shared/adapters/dynamo-store.ts";
-import { ConfigError, parseConfig } from "../shared/config.ts";
+import { ConfigError, messagingServiceConfigSchema, parseConfig } from "../shared/config.ts";
 import { toE164 } from "../shared/domain/phone.ts";
 import { functions, publisherStream } from "../shared/resources.ts";
 import {
@@ -24,34 +24,36 @@ import { createLocalServer, type HttpHandler } from "./server.ts";
 import { sandboxNumbers, TwilioSandbox } from "./twilio-sandbox.ts";
 
 /** The embedded stack's own settings (the project's configuration names plus local knobs), validated at start-up. */
-const localConfigSchema = z.object({
-  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
-  /** The address to listen on: loopback unless asked otherwise (0.0.0.0 or :: for every interface). */
-  HOST: z
-    .string()
-    .max(253)
-    .regex(
-      /^(\[?[0-9A-Fa-f:.]+\]?|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)$/,
-      "must be an IP address or a host name",
-    )
-    .transform((h) => h.replace(/^\[(.*)\]$/, "$1"))
-    .default("127.0.0.1"),
-  PUBLIC_BASE_URL: z.string().url().optional(),
-  MASKLINE_API_TOKEN: z.string().min(1).optional(),
-  TWILIO_ACCOUNT_SID: z
-    .string()
-    .regex(/^AC\w+$/, "must start with AC")
-    .optional(),
-  TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
-  /** Accepted for webhook signatures too, as during a token rotation in AWS. */
-  TWILIO_SECONDARY_AUTH_TOKEN: z.string().min(1).optional(),
-  TWILIO_API_BASE_URL: z.string().url().optional(),
-  MASKLINE_DATA_DIR: z.string().min(1).optional(),
-  SANDBOX_POOL_SIZE: z.coerce.number().int().min(0).max(100).default(5),
-  LOCAL_EVENTS_WEBHOOK_URL: z.string().url().optional(),
-  LOCAL_VISIBILITY_TIMEOUT_SECONDS: z.coerce.number().int().min(1).default(10),
-  RECYCLER_INTERVAL_SECONDS: z.coerce.number().min(0.1).default(5),
-});
+const localConfigSchema = z
+  .object({
+    PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+    /** The address to listen on: loopback unless asked otherwise (0.0.0.0 or :: for every interface). */
+    HOST: z
+      .string()
+      .max(253)
+      .regex(
+        /^(\[?[0-9A-Fa-f:.]+\]?|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)$/,
+        "must be an IP address or a host name",
+      )
+      .transform((h) => h.replace(/^\[(.*)\]$/, "$1"))
+      .default("127.0.0.1"),
+    PUBLIC_BASE_URL: z.string().url().optional(),
+    MASKLINE_API_TOKEN: z.string().min(1).optional(),
+    TWILIO_ACCOUNT_SID: z
+      .string()
+      .regex(/^AC\w+$/, "must start with AC")
+      .optional(),
+    TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
+    /** Accepted for webhook signatures too, as during a token rotation in AWS. */
+    TWILIO_SECONDARY_AUTH_TOKEN: z.string().min(1).optional(),
+    TWILIO_API_BASE_URL: z.string().url().optional(),
+    MASKLINE_DATA_DIR: z.string().min(1).optional(),
+    SANDBOX_POOL_SIZE: z.coerce.number().int().min(0).max(100).default(5),
+    LOCAL_EVENTS_WEBHOOK_URL: z.string().url().optional(),
+    LOCAL_VISIBILITY_TIMEOUT_SECONDS: z.coerce.number().int().min(1).default(10),
+    RECYCLER_INTERVAL_SECONDS: z.coerce.number().min(0.1).default(5),
+  })
+  .extend(messagingServiceConfigSchema.shape);
 
 /** Sandbox: no TWILIO_API_BASE_URL and no real credentials (both credentials and PUBLIC_BASE_URL). */
 export type TwilioMode = "sandbox" | "custom" | "real";
@@ -175,6 +177,7 @@ export async function startEmbeddedStack(
       authToken,
       publicBaseUrl,
       webhookTarget: internal,
+      messagingServiceSid: local.TWILIO_MESSAGING_SERVICE_SID,
     });
     sandboxHolder.sandbox = sandbox;
     sandboxOn = twilioMode === "sandbox";
@@ -199,6 +202,7 @@ export async function startEmbeddedStack(
         : {}),
       TWILIO_API_BASE_URL: twilioBase,
       PUBLISHER_FAILURES_QUEUE_URL: failuresQueueUrl,
+      TWILIO_MESSAGING_SERVICE_SID: local.TWILIO_MESSAGING_SERVICE_SID ?? "",
       FORWARD_CLAIM_STALE_SECONDS: env.FORWARD_CLAIM_STALE_SECONDS ?? "20",
       POWERTOOLS_METRICS_DISABLED: "true",
       POWERTOOLS_LOG_LEVEL: env.LOG_LEVEL ?? env.POWERTOOLS_LOG_LEVEL ?? "WARN",
@@ -278,6 +282,9 @@ export async function startEmbeddedStack(
       for (const number of sandboxNumbers(local.SANDBOX_POOL_SIZE))
         await callApi("POST", "/numbers", { phoneNumber: number });
     }
+    // The sandbox's Messaging Service holds the pool, as the Console's Sender Pool would.
+    if (twilioMode === "sandbox" && local.TWILIO_MESSAGING_SERVICE_SID)
+      for (const { phoneNumber } of await store.listPool()) sandbox.joinService(phoneNumber);
     return {
       url,
       host: local.HOST,
@@ -331,6 +338,7 @@ function sandboxApi({ sandbox, bus, store, callApi }: SandboxApiDeps) {
         [sandbox, "phone-entry", send("phone-entry")],
         [sandbox, "phone", send("phone")],
         [sandbox, "message", send("twilio-message")],
+        [sandbox, "opt-out", send("opt-out")],
         [bus, "event", send("domain-event")],
       ];
       for (const [emitter, name, fn] of listeners) emitter.on(name, fn);
@@ -347,7 +355,15 @@ function sandboxApi({ sandbox, bus, store, callApi }: SandboxApiDeps) {
       sendJson(res, 200, {
         pool,
         sessions,
-        phones: [...sandbox.phones].map(([phoneNumber, entries]) => ({ phoneNumber, entries })),
+        phones: [...sandbox.phones].map(([phoneNumber, entries]) => ({
+          phoneNumber,
+          entries,
+          optOut: sandbox.optOutOf(phoneNumber),
+        })),
+        messagingServices: [...sandbox.messagingServices].map(([sid, numbers]) => ({
+          sid,
+          phoneNumbers: [...numbers],
+        })),
         events: bus.events.slice(-100),
         twilioMessages: sandbox.messages.length,
       });
@@ -384,10 +400,25 @@ function sandboxApi({ sandbox, bus, store, callApi }: SandboxApiDeps) {
         sendJson(res, 400, { error: "from and to must be E.164 numbers" });
         return true;
       }
+      const media = z
+        .array(
+          z
+            .string()
+            .url()
+            .max(2048)
+            .regex(/^https?:/i),
+        )
+        .max(10)
+        .optional()
+        .safeParse(input.mediaUrls);
+      if (!media.success) {
+        sendJson(res, 400, { error: "mediaUrls: at most 10 http(s) URLs" });
+        return true;
+      }
       sandbox.addPhone(from);
       const result =
         phoneAction[2] === "sms"
-          ? await sandbox.phoneSends(from, to, String(input.body ?? ""))
+          ? await sandbox.phoneSends(from, to, String(input.body ?? ""), { mediaUrls: media.data })
           : await sandbox.phoneCalls(from, to);
       sendJson(res, 200, result);
       return true;

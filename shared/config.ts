@@ -85,6 +85,28 @@ export const webhookConfigSchema = z.object({
   REPLAY_WINDOW_DAYS: z.coerce.number().int().min(1).max(3650).default(30),
 });
 
+export const MESSAGING_SERVICE_SID_PATTERN = /^MG[0-9a-f]{32}$/;
+
+/**
+ * A2P 10DLC: the Messaging Service whose registered campaign carries the traffic. Set, every send names it
+ * (with the proxy number as From) and auto top-up adds bought numbers to it. Unset or empty: plain numbers.
+ */
+export const messagingServiceConfigSchema = z.object({
+  TWILIO_MESSAGING_SERVICE_SID: z
+    .string()
+    .optional()
+    .transform((v) => (v === "" ? undefined : v))
+    .pipe(
+      z
+        .string()
+        .regex(
+          MESSAGING_SERVICE_SID_PATTERN,
+          "must be a Messaging Service SID: MG and 32 lowercase hex digits",
+        )
+        .optional(),
+    ),
+});
+
 /** Twilio credentials: from Secrets Manager in AWS (TWILIO_SECRET_ARN), from the environment locally. */
 export const twilioConfigSchema = z
   .object({

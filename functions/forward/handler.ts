@@ -3,7 +3,12 @@ import { observed } from "../../shared/adapters/observability.ts";
 import { twilioSecret } from "../../shared/adapters/secrets.ts";
 import { TwilioGateway } from "../../shared/adapters/twilio-gateway.ts";
 import { ForwardService } from "../../shared/app/forward.ts";
-import { forwardConfigSchema, parseConfig, twilioConfigSchema } from "../../shared/config.ts";
+import {
+  forwardConfigSchema,
+  messagingServiceConfigSchema,
+  parseConfig,
+  twilioConfigSchema,
+} from "../../shared/config.ts";
 import { createForwardHandler } from "./app.ts";
 
 // Composition root: configuration is read once, at cold start; the Twilio secret at cold start and again
@@ -11,6 +16,7 @@ import { createForwardHandler } from "./app.ts";
 const { deps, webhooks } = messagingFromEnv();
 const forward = parseConfig(forwardConfigSchema);
 const { TWILIO_TIMEOUT_MS } = parseConfig(twilioConfigSchema);
+const { TWILIO_MESSAGING_SERVICE_SID } = parseConfig(messagingServiceConfigSchema);
 const secret = twilioSecret();
 await secret.current();
 
@@ -19,7 +25,11 @@ export const handler = observed(
     logger,
     service: new ForwardService({
       ...deps,
-      gateway: new TwilioGateway({ credentials: () => secret.current(), timeoutMs: TWILIO_TIMEOUT_MS }),
+      gateway: new TwilioGateway({
+        credentials: () => secret.current(),
+        timeoutMs: TWILIO_TIMEOUT_MS,
+        messagingServiceSid: TWILIO_MESSAGING_SERVICE_SID,
+      }),
       statusCallbackUrl: (job) =>
         `${webhooks.PUBLIC_BASE_URL}/twilio/status?m=${encodeURIComponent(job.messageId)}`,
       claimStaleMs: forward.FORWARD_CLAIM_STALE_SECONDS * 1000,

@@ -6,6 +6,7 @@ import { twilioCredentials } from "../../shared/adapters/secrets.ts";
 import { TwilioNumberProvider, twilioClient } from "../../shared/adapters/twilio-gateway.ts";
 import { RecyclerService } from "../../shared/app/recycler.ts";
 import {
+  messagingServiceConfigSchema,
   parseConfig,
   recyclerConfigSchema,
   twilioConfigSchema,
@@ -31,6 +32,7 @@ const topUp = recycler.AUTO_TOP_UP
             new TwilioNumberProvider(
               twilioClient({ ...(await twilioCredentials()), timeoutMs: TWILIO_TIMEOUT_MS }),
               publicBaseUrl,
+              parseConfig(messagingServiceConfigSchema).TWILIO_MESSAGING_SERVICE_SID,
             ).buy(request),
         },
         maxPoolSize: recycler.MAX_POOL_SIZE,

@@ -10,6 +10,7 @@ import type { Construct } from "constructs";
 import {
   awsCallConfigSchema,
   coreConfigSchema,
+  messagingServiceConfigSchema,
   parseConfig,
   recyclerConfigSchema,
   twilioConfigSchema,
@@ -117,6 +118,14 @@ export class AppStack extends Stack {
 
     const calls = parseConfig(awsCallConfigSchema, {});
     const twilioCalls = parseConfig(twilioConfigSchema, { TWILIO_SECRET_ARN: "validated-below" });
+    const messaging = parseConfig(messagingServiceConfigSchema, {
+      TWILIO_MESSAGING_SERVICE_SID: this.node.tryGetContext("maskline:messagingServiceSid"),
+    });
+    // A2P 10DLC: the forwarder names the service on every send, the recycler adds bought numbers to it.
+    const a2p: Record<string, string> = messaging.TWILIO_MESSAGING_SERVICE_SID
+      ? { TWILIO_MESSAGING_SERVICE_SID: messaging.TWILIO_MESSAGING_SERVICE_SID }
+      : {};
+
     const common = {
       // Every SDK call fails fast on a hung dependency (the SDK retries it), well inside the function timeout.
       AWS_CALL_TIMEOUT_MS: String(calls.AWS_CALL_TIMEOUT_MS),
@@ -146,11 +155,13 @@ export class AppStack extends Stack {
         FORWARD_QUEUE_URL: queueUrl,
         PUBLIC_BASE_URL: publicBaseUrl,
         ...twilioEnv,
+        ...a2p,
       },
       recycler: {
         ...common,
         PUBLIC_BASE_URL: publicBaseUrl,
         ...twilioEnv,
+        ...a2p,
         AUTO_TOP_UP: String(recyclerConfig.AUTO_TOP_UP),
         MAX_POOL_SIZE: String(recyclerConfig.MAX_POOL_SIZE),
         POOL_LOW_HEADROOM: String(recyclerConfig.POOL_LOW_HEADROOM),

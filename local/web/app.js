@@ -138,34 +138,45 @@ function ensurePhone(number) {
   const error = $(".form-error", card);
   const target = () => other.value.trim() || to.value;
 
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
+  /** Texts `text` (and pictures) to the chosen number; a typed text is cleared, and restored on failure. */
+  const sendText = async (text, { mediaUrls, typed } = {}) => {
     error.textContent = "";
     const destination = target();
     if (!destination) {
       error.textContent = "Choose a proxy number or type one.";
       return;
     }
-    if (!body.value.trim()) {
-      error.textContent = "Type a message first.";
-      return;
-    }
-    const text = body.value;
-    body.value = "";
+    if (typed) body.value = "";
     form.setAttribute("aria-busy", "true");
     try {
       const result = await api("POST", `/sandbox/phones/${encodeURIComponent(number)}/sms`, {
         to: destination,
         body: text,
+        ...(mediaUrls ? { mediaUrls } : {}),
       });
       if (result.status >= 400) error.textContent = `The SMS webhook answered HTTP ${result.status}.`;
     } catch (e) {
       error.textContent = `Not sent: ${e.message}`;
-      if (!body.value) body.value = text;
+      if (typed && !body.value) body.value = text;
     } finally {
       form.removeAttribute("aria-busy");
     }
+  };
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!body.value.trim()) {
+      error.textContent = "Type a message first.";
+      return;
+    }
+    await sendText(body.value, { typed: true });
   });
+  // One click each: the carrier keywords Twilio acts on, and a picture (an MMS) with whatever is typed.
+  for (const button of card.querySelectorAll(".quick"))
+    button.addEventListener("click", () => void sendText(button.dataset.keyword));
+  $(".picture", card).addEventListener("click", () =>
+    sendText(body.value, { typed: true, mediaUrls: [new URL("/sample-picture.png", location.href).href] }),
+  );
   $(".call", card).addEventListener("click", async () => {
     error.textContent = "";
     const destination = target();
@@ -209,11 +220,21 @@ function addEntry(number, entry) {
     el("span", { class: "num", text: entry.counterpart }),
     isProxy(entry.counterpart) ? el("span", { class: "tag", text: "proxy" }) : null,
     entry.detail === "auto-reply" ? el("span", { class: "tag tag-auto", text: "auto-reply" }) : null,
+    entry.detail === "carrier" ? el("span", { class: "tag tag-auto", text: "carrier" }) : null,
+  );
+  const pictures = (entry.media ?? []).map((url, i) =>
+    el("img", {
+      class: "mms",
+      src: url,
+      alt: `Picture ${i + 1} of ${entry.media.length}`,
+      loading: "lazy",
+      "data-testid": "message-picture",
+    }),
   );
   const bubble = el(
     "li",
     {
-      class: `bubble ${incoming ? "in" : "out"}${call ? " call" : ""}${entry.detail === "auto-reply" ? " auto" : ""}`,
+      class: `bubble ${incoming ? "in" : "out"}${call ? " call" : ""}${entry.detail === "auto-reply" || entry.detail === "carrier" ? " auto" : ""}`,
       "data-testid": "message-bubble",
       "data-direction": entry.direction,
       "data-counterpart": entry.counterpart,
@@ -221,12 +242,32 @@ function addEntry(number, entry) {
       "data-auto-reply": entry.detail === "auto-reply" ? "true" : undefined,
     },
     meta,
-    el("span", { class: "text", text: entry.body }),
+    ...pictures,
+    entry.body || !pictures.length ? el("span", { class: "text", text: entry.body }) : null,
     el("time", { dateTime: entry.at, text: clock(entry.at) }),
   );
   thread.append(bubble);
   while (thread.children.length > 200) thread.firstElementChild.remove();
   if (nearBottom || !incoming) thread.scrollTop = thread.scrollHeight;
+}
+
+/** Twilio's carrier-level block on a phone: the numbers (or Messaging Services) it texted STOP to. */
+function renderOptOut(number, optOut) {
+  const phone = model.phones.get(number);
+  if (!phone) return;
+  const node = $(".phone-optout", phone.card);
+  const numbers = optOut?.numbers ?? [];
+  const services = optOut?.messagingServices ?? [];
+  const blocked = numbers.length + services.length > 0;
+  node.hidden = !blocked;
+  node.dataset.optedOut = String(blocked);
+  node.dataset.numbers = numbers.join(" ");
+  node.dataset.services = services.join(" ");
+  const parts = [...numbers, ...services.map((sid) => `every number of ${sid.slice(0, 8)}…`)];
+  node.textContent = blocked ? `Opted out (carrier): ${parts.join(", ")}` : "";
+  node.title = blocked
+    ? "Sends from these to this phone fail with Twilio error 21610 until it texts START"
+    : "";
 }
 
 /** The "to" choices of a phone: the proxy number of its own participant entry in each open session. */
@@ -484,6 +525,7 @@ async function refresh() {
       for (const phone of state.phones ?? []) {
         ensurePhone(phone.phoneNumber);
         for (const entry of phone.entries) addEntry(phone.phoneNumber, entry);
+        renderOptOut(phone.phoneNumber, phone.optOut);
       }
       const fresh = (state.events ?? []).filter((e) => !seenEvents.has(e.id));
       for (const e of fresh) addFeedEvent(e);
@@ -537,6 +579,10 @@ function connect() {
     parse(({ phoneNumber }) => {
       if (!model.phones.has(phoneNumber)) ensurePhone(phoneNumber);
     }),
+  );
+  source.addEventListener(
+    "opt-out",
+    parse(({ phoneNumber, optOut }) => renderOptOut(phoneNumber, optOut)),
   );
   source.addEventListener(
     "twilio-message",

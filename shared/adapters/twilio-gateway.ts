@@ -60,6 +60,8 @@ export interface TwilioGatewayOptions {
   authToken: string;
   apiBaseUrl: string;
   timeoutMs?: number;
+  /** A2P 10DLC: sends name this Messaging Service as well as their From number. */
+  messagingServiceSid?: string;
 }
 
 /** The official twilio client, its requests routed to TWILIO_API_BASE_URL. */
@@ -93,8 +95,14 @@ export class TwilioGateway implements SmsGateway {
   private readonly source: TwilioCredentialSource;
   private readonly timeoutMs: number | undefined;
   private readonly clients = new Map<string, twilio.Twilio>();
+  private readonly messagingServiceSid: string | undefined;
 
-  constructor(options: TwilioGatewayOptions | { credentials: TwilioCredentialSource; timeoutMs?: number }) {
+  constructor(
+    options:
+      | TwilioGatewayOptions
+      | { credentials: TwilioCredentialSource; timeoutMs?: number; messagingServiceSid?: string | undefined },
+  ) {
+    this.messagingServiceSid = options.messagingServiceSid;
     if ("credentials" in options) {
       this.source = options.credentials;
     } else {
@@ -130,6 +138,9 @@ export class TwilioGateway implements SmsGateway {
     try {
       const created = await this.withClient((client) =>
         client.messages.create({
+          // With a Messaging Service the campaign's service is named AND the proxy stays the sender: Twilio
+          // would otherwise pick any number of the service, and the recipient must see their own proxy.
+          ...(this.messagingServiceSid ? { messagingServiceSid: this.messagingServiceSid } : {}),
           from: message.from,
           to: message.to,
           body: message.body,
@@ -164,11 +175,15 @@ export class TwilioGateway implements SmsGateway {
   }
 }
 
-/** Buys a local number with SMS and voice and points its webhooks at Maskline. */
+/**
+ * Buys a local number with SMS and voice and points its webhooks at Maskline; with a Messaging Service (A2P
+ * 10DLC) it also adds the number to that service, so its traffic runs under the registered campaign.
+ */
 export class TwilioNumberProvider implements NumberProvider {
   constructor(
     private readonly client: twilio.Twilio,
     private readonly publicBaseUrl: string,
+    private readonly messagingServiceSid?: string,
   ) {}
 
   async buy(request: { country: string }): Promise<E164 | undefined> {
@@ -183,6 +198,10 @@ export class TwilioNumberProvider implements NumberProvider {
       voiceUrl: `${this.publicBaseUrl}/twilio/voice`,
       voiceMethod: "POST",
     });
+    if (this.messagingServiceSid)
+      await this.client.messaging.v1
+        .services(this.messagingServiceSid)
+        .phoneNumbers.create({ phoneNumberSid: bought.sid });
     return toE164(bought.phoneNumber);
   }
 }

@@ -156,6 +156,42 @@ test("two virtual phones text each other through their proxy numbers on the sand
   assert.ok(!((await phoneB.getByTestId("thread").textContent()) ?? "").includes(a));
   assert.ok(!((await phoneA.getByTestId("thread").textContent()) ?? "").includes(b));
 
+  // A sends a picture with a caption (an MMS): B receives it, from proxy(B), and the picture loads.
+  await phoneA.getByTestId("compose-to").selectOption(proxyA);
+  await phoneA.getByTestId("compose-body").fill("The view");
+  await phoneA.getByTestId("send-picture").click();
+  const pictureAtB = bubbles(phoneB, "The view");
+  await pictureAtB.waitFor();
+  assert.equal(await pictureAtB.getAttribute("data-counterpart"), proxyB);
+  const picture = pictureAtB.getByTestId("message-picture");
+  assert.equal(await picture.count(), 1);
+  const src = (await picture.getAttribute("src")) ?? "";
+  assert.match(src, /\/sample-picture\.png$/);
+  await page.waitForFunction(
+    `[...document.querySelectorAll('[data-phone="${b}"] [data-testid="message-picture"]')].every((img) => img.complete && img.naturalWidth > 0)`,
+  );
+
+  // One click on STOP: B texts STOP to its proxy, and the carrier-level block shows on B's card.
+  const optOut = phoneB.getByTestId("opt-out-state");
+  assert.equal(await optOut.getAttribute("data-opted-out"), "false");
+  await phoneB.getByTestId("compose-to").selectOption(proxyB);
+  await phoneB.getByTestId("quick-stop").click();
+  const stopBubble = phoneB
+    .locator('[data-testid="message-bubble"][data-direction="out"]')
+    .filter({ has: page.locator(".text", { hasText: /^STOP$/ }) });
+  await stopBubble.first().waitFor();
+  assert.equal(await stopBubble.first().getAttribute("data-counterpart"), proxyB);
+  await phoneB.locator('[data-testid="opt-out-state"][data-opted-out="true"]').waitFor();
+  assert.equal(await optOut.getAttribute("data-numbers"), proxyB);
+  assert.match((await optOut.textContent()) ?? "", new RegExp(proxyB.replace("+", "\\+")));
+  const sandboxState = (await (await fetch(`${stack.url}/sandbox/state`)).json()) as {
+    phones: { phoneNumber: string; optOut: { numbers: string[]; messagingServices: string[] } }[];
+  };
+  assert.deepEqual(sandboxState.phones.find((p) => p.phoneNumber === b)?.optOut, {
+    numbers: [proxyB],
+    messagingServices: [],
+  });
+
   // The feed shows the domain events, newest first.
   await page.locator('[data-testid="feed-item"][data-type="MessageForwarded"]').nth(1).waitFor();
   await page.locator('[data-testid="feed-item"][data-type="SessionOpened"]').waitFor();
@@ -175,6 +211,13 @@ test("two virtual phones text each other through their proxy numbers on the sand
   await page.screenshot({ path: join(artifacts, "sandbox-390px.png"), fullPage: true });
   assert.ok(fit.scrollWidth <= fit.clientWidth, `the page overflows at 390 px: ${JSON.stringify(fit)}`);
   await page.setViewportSize({ width: 1440, height: 1000 });
+
+  // START lifts the carrier-level block: the state on B's card clears.
+  await phoneB.getByTestId("quick-start").click();
+  await phoneB
+    .locator('[data-testid="opt-out-state"][data-opted-out="false"]')
+    .waitFor({ state: "attached" });
+  assert.ok(await optOut.isHidden());
 
   // Close the session: its row goes, the compose form offers no proxy any more.
   await sessionRow.getByTestId("close-session").click();

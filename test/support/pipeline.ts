@@ -38,6 +38,8 @@ export interface PipelineOptions {
   traffic?: Partial<TrafficPolicy>;
   /** The DynamoDB client every store of the pipeline uses (e.g. one that injects faults). */
   client?: DynamoDBDocumentClient;
+  /** A2P 10DLC: the sandbox has this Messaging Service, the pool's numbers join it and sends name it. */
+  messagingServiceSid?: string;
 }
 
 /**
@@ -64,6 +66,7 @@ export async function startPipeline(
     publicBaseUrl,
     webhookTarget: baseUrl,
     statusCallbackDelayMs: 20,
+    messagingServiceSid: options.messagingServiceSid,
   });
   const forwardQueue = new SqsForwardQueue({ queueUrl: queue.queueUrl, client: aws.sqsClient });
   const common = {
@@ -103,6 +106,7 @@ export async function startPipeline(
       authToken: AUTH_TOKEN,
       apiBaseUrl: baseUrl,
       timeoutMs: options.twilioTimeoutMs,
+      messagingServiceSid: options.messagingServiceSid,
     }),
     statusCallbackUrl: (job) =>
       options.statusCallbacks === false
@@ -142,7 +146,10 @@ export async function startPipeline(
       { length: n },
       (_, i) => `+1415555${String(base + i).padStart(4, "0")}` as E164,
     );
-    for (const number of numbers) await sessions.addNumber(number);
+    for (const number of numbers) {
+      await sessions.addNumber(number);
+      if (options.messagingServiceSid) sandbox.joinService(number);
+    }
     return numbers;
   };
   const open = async (a: string, b: string, ttlSeconds = 3600) => {
