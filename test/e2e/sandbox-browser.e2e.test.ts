@@ -192,6 +192,25 @@ test("two virtual phones text each other through their proxy numbers on the sand
     messagingServices: [],
   });
 
+  // Maskline keeps the opt-out too: the keyword is never relayed to A, and A's next text is not sent to B.
+  const whileOptedOut = `Are you there? ${Date.now()}`;
+  await send(phoneA, proxyA, whileOptedOut);
+  await page.locator('[data-testid="feed-item"][data-type="ParticipantOptedOut"]').waitFor();
+  await page
+    .locator('[data-testid="feed-item"][data-type="MessageBlocked"]')
+    .nth(1)
+    .waitFor({ state: "attached" });
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(await bubbles(phoneB, whileOptedOut).count(), 0, "nothing reaches an opted-out person");
+  assert.equal(
+    await phoneA
+      .locator('[data-testid="message-bubble"][data-direction="in"]')
+      .filter({ hasText: /^STOP$/ })
+      .count(),
+    0,
+    "the keyword is never relayed",
+  );
+
   // The feed shows the domain events, newest first.
   await page.locator('[data-testid="feed-item"][data-type="MessageForwarded"]').nth(1).waitFor();
   await page.locator('[data-testid="feed-item"][data-type="SessionOpened"]').waitFor();
@@ -218,6 +237,11 @@ test("two virtual phones text each other through their proxy numbers on the sand
     .locator('[data-testid="opt-out-state"][data-opted-out="false"]')
     .waitFor({ state: "attached" });
   assert.ok(await optOut.isHidden());
+  // And Maskline delivers again.
+  const afterStart = `Welcome back ${Date.now()}`;
+  await send(phoneA, proxyA, afterStart);
+  await bubbles(phoneB, afterStart).waitFor();
+  assert.equal(await bubbles(phoneB, afterStart).getAttribute("data-counterpart"), proxyB);
 
   // Close the session: its row goes, the compose form offers no proxy any more.
   await sessionRow.getByTestId("close-session").click();
