@@ -62,9 +62,26 @@ describe("keywords and consent", () => {
       // The guest's own messages still reach the host.
       await p.sandbox.phoneSends(GUEST, first.proxyA, "still here");
       await p.waitFor(() => p.sentTo(HOST).some((m) => m.body === "still here"), 20_000, "the guest's text");
-      // START to any of our numbers opts back in, everywhere.
+      // START to any of our numbers opts back in with Maskline, everywhere...
       const start = await p.sandbox.phoneSends(GUEST, second.proxyA, "start");
       assert.equal(replyOf(start.twiml), null);
+      assert.equal((await p.sessions.participant(GUEST as never)).optedOut, false);
+      // ...but without a Messaging Service the carrier still blocks the number STOP was sent to (21610):
+      // the send fails and is recorded, nothing is lost silently.
+      await p.sandbox.phoneSends(HOST, first.proxyB, "are you back?");
+      await p.waitFor(
+        async () =>
+          (await p.scan()).some(
+            (i) =>
+              i.kind === "event" &&
+              i.type === "MessageFailed" &&
+              (i.detail as { errorCode: string }).errorCode === "21610",
+          ),
+        20_000,
+        "the carrier's 21610 recorded",
+      );
+      // START on that number too lifts the carrier's block: delivered again.
+      await p.sandbox.phoneSends(GUEST, first.proxyA, "START");
       await p.sandbox.phoneSends(HOST, first.proxyB, "welcome back");
       await p.waitFor(() => p.sentTo(GUEST).length === 1, 20_000, "delivered after START");
       assert.equal(p.sentTo(GUEST)[0]?.body, "welcome back");
