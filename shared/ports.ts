@@ -158,3 +158,15 @@ export interface Metrics {
 export interface DomainEventBus {
   publish(events: readonly DomainEvent[]): Promise<number[]>;
 }
+
+/** Every store port at once: what a full adapter (DynamoDB, in memory) implements. Services name less. */
+export type StorePorts = EventStore &
+  SessionReader &
+  RouteLookup &
+  PoolView &
+  IdempotencyRecords &
+  MessageLog &
+  SendClaims &
+  SessionIndex &
+  TrafficReads &
+  ConsentRecords;

@@ -9,20 +9,7 @@ import type { E164 } from "../domain/phone.ts";
 import { type ItemKey, itemKeys, OPEN_SHARDS } from "../domain/projection.ts";
 import type { Route, Session } from "../domain/session.ts";
 import { trafficKeys } from "../domain/traffic.ts";
-import type {
-  AppendOptions,
-  ClaimResult,
-  ConsentRecords,
-  EventStore,
-  IdempotencyRecords,
-  MessageLog,
-  PoolView,
-  RouteLookup,
-  SendClaims,
-  SessionIndex,
-  SessionReader,
-  TrafficReads,
-} from "../ports.ts";
+import type { AppendOptions, ClaimResult, StorePorts } from "../ports.ts";
 import { appendToDynamo, toUpdateInput } from "./dynamo-append.ts";
 import {
   mergeByExpiry,
@@ -49,19 +36,7 @@ export interface DynamoStoreOptions {
  * The DynamoDB adapter of every store port: one table, events and projections written together (the
  * projection rules are shared/domain/projection.ts; dynamo-append.ts translates them), reads by key.
  */
-export class DynamoStore
-  implements
-    EventStore,
-    SessionReader,
-    RouteLookup,
-    PoolView,
-    IdempotencyRecords,
-    MessageLog,
-    SendClaims,
-    SessionIndex,
-    TrafficReads,
-    ConsentRecords
-{
+export class DynamoStore implements StorePorts {
   private readonly table: string;
   private readonly client: DynamoDBDocumentClient;
   private readonly retentionSeconds: number;

@@ -8,49 +8,15 @@ import type { E164 } from "../domain/phone.ts";
 import { itemKeys, OPEN_SHARDS, projectEvents } from "../domain/projection.ts";
 import type { Route, Session } from "../domain/session.ts";
 import { trafficKeys } from "../domain/traffic.ts";
-import type {
-  AppendOptions,
-  ClaimResult,
-  ConsentRecords,
-  EventStore,
-  IdempotencyRecords,
-  MessageLog,
-  PoolView,
-  RouteLookup,
-  SendClaims,
-  SessionIndex,
-  SessionReader,
-  TrafficReads,
-} from "../ports.ts";
-import {
-  mergeByExpiry,
-  toConsent,
-  toDomainEvent,
-  toHolding,
-  toMessage,
-  toPoolNumber,
-  toRoute,
-  toSession,
-} from "./item-views.ts";
+import type { AppendOptions, ClaimResult, StorePorts } from "../ports.ts";
+import * as views from "./item-views.ts";
 
 /**
  * The store in memory: a table of items (partition → sort key → item) that runs the same projection changes
  * as DynamoDB, guards included, all-or-nothing like a transaction. The pool bench replays a month of
  * sessions through the real SessionService on it in seconds; rebuild folds an event history through it.
  */
-export class MemoryStore
-  implements
-    EventStore,
-    SessionReader,
-    RouteLookup,
-    PoolView,
-    IdempotencyRecords,
-    MessageLog,
-    SendClaims,
-    SessionIndex,
-    TrafficReads,
-    ConsentRecords
-{
+export class MemoryStore implements StorePorts {
   private readonly partitions = new Map<string, Map<string, Item>>();
   private poolCache: PoolNumber[] | undefined;
   /** Transactions that committed. */
@@ -109,27 +75,27 @@ export class MemoryStore
 
   async getSession(sessionId: string): Promise<Session | undefined> {
     const item = this.get(itemKeys.session(sessionId));
-    return item && toSession(item);
+    return item && views.toSession(item);
   }
 
   async sessionEvents(sessionId: string): Promise<DomainEvent[]> {
     return this.partition(itemKeys.session(sessionId).pk)
       .filter((i) => i.kind === "event")
-      .map(toDomainEvent);
+      .map(views.toDomainEvent);
   }
 
   async getRoute(proxyNumber: E164, senderNumber: E164): Promise<Route | undefined> {
     const item = this.get(itemKeys.pair(senderNumber, proxyNumber));
-    return item && toRoute(item, proxyNumber, senderNumber);
+    return item && views.toRoute(item, proxyNumber, senderNumber);
   }
 
   async holdingsOf(participant: E164): Promise<Holding[]> {
-    return this.partition(itemKeys.pair(participant, "").pk).map(toHolding);
+    return this.partition(itemKeys.pair(participant, "").pk).map(views.toHolding);
   }
 
   /** Sorted by number as the DynamoDB query returns it; rebuilt only after the pool changed. */
   async listPool(): Promise<PoolNumber[]> {
-    this.poolCache ??= this.partition("POOL").map(toPoolNumber);
+    this.poolCache ??= this.partition("POOL").map(views.toPoolNumber);
     return this.poolCache;
   }
 
@@ -140,7 +106,7 @@ export class MemoryStore
 
   async getMessage(messageId: string): Promise<MessageRecord | undefined> {
     const item = this.get(itemKeys.message(messageId));
-    return item && toMessage(item, messageId);
+    return item && views.toMessage(item, messageId);
   }
 
   async claimSend(messageId: string, now: number, staleBefore: number): Promise<ClaimResult> {
@@ -159,7 +125,7 @@ export class MemoryStore
 
   async getConsent(phoneNumber: E164): Promise<Consent | undefined> {
     const item = this.get(itemKeys.consent(phoneNumber));
-    return item && toConsent(item);
+    return item && views.toConsent(item);
   }
 
   async ownsNumber(phoneNumber: E164): Promise<boolean> {
@@ -189,6 +155,6 @@ export class MemoryStore
         .sort((a, b) => (String(a.gsi1sk) < String(b.gsi1sk) ? -1 : 1))
         .slice(0, limit),
     );
-    return mergeByExpiry(perShard, limit);
+    return views.mergeByExpiry(perShard, limit);
   }
 }

@@ -1,0 +1,50 @@
+import type { ItemKey } from "./changes.ts";
+import type { DomainEvent } from "./events.ts";
+
+/** Where every projection item and event item lives in the one table: partition key and sort key. */
+export const itemKeys = {
+  session: (id: string): ItemKey => ({ pk: `SESSION#${id}`, sk: "META" }),
+  pair: (participant: string, proxy: string): ItemKey => ({
+    pk: `PARTICIPANT#${participant}`,
+    sk: `PROXY#${proxy}`,
+  }),
+  number: (phone: string): ItemKey => ({ pk: "POOL", sk: `NUMBER#${phone}` }),
+  message: (id: string): ItemKey => ({ pk: `MESSAGE#${id}`, sk: "MESSAGE" }),
+  call: (sid: string): ItemKey => ({ pk: `CALL#${sid}`, sk: "CALL" }),
+  idempotency: (key: string): ItemKey => ({ pk: `IDEMPOTENCY#${key}`, sk: "IDEMPOTENCY" }),
+  consent: (phone: string): ItemKey => ({ pk: `PERSON#${phone}`, sk: "CONSENT" }),
+  event: (event: DomainEvent): ItemKey => ({
+    pk: eventPartition(event),
+    sk: `EVENT#${event.occurredAt}#${event.id}`,
+  }),
+};
+
+/** The partition of an event: its session's, else the aggregate it is about. */
+export function eventPartition(event: DomainEvent): string {
+  if (event.sessionId) return `SESSION#${event.sessionId}`;
+  switch (event.type) {
+    case "NumberAdded":
+    case "NumberDraining":
+    case "NumberRetired":
+      return `NUMBER#${event.detail.phoneNumber}`;
+    case "OutOfSessionMessage":
+      return `NUMBER#${event.detail.to}`;
+    case "ParticipantOptedOut":
+    case "ParticipantOptedIn":
+      return `PERSON#${event.detail.phoneNumber}`;
+    case "PoolHealthReported":
+    case "PoolLow":
+      return POOL_HEALTH_PARTITION;
+    default:
+      return "EVENTS#unscoped";
+  }
+}
+
+export const POOL_HEALTH_PARTITION = "POOLHEALTH";
+/** Open sessions are indexed over this many index partitions (by expiry) so the recycler can read them. */
+export const OPEN_SHARDS = 8;
+export function openShardOf(id: string): number {
+  let h = 0;
+  for (const c of id) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return h % OPEN_SHARDS;
+}
