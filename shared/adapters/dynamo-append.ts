@@ -131,8 +131,9 @@ export async function appendToDynamo(
   const changes = projectEvents(events, options);
   if (changes.length === 0) return;
   try {
-    await client.send(
-      new TransactWriteCommand({ TransactItems: changes.map((c) => toTransactItem(c, tableName)) }),
+    await sendTransaction(
+      client,
+      changes.map((c) => toTransactItem(c, tableName)),
     );
   } catch (error) {
     if (error instanceof TransactionCanceledException) {

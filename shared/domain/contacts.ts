@@ -18,7 +18,7 @@ interface Span {
 const DIGIT_WORDS = "zero|oh|one|two|three|four|five|six|seven|eight|nine";
 const AT = String.raw`(?:@|\s*[([{<]\s*at\s*[)\]}>]\s*|\s+at\s+)`;
 const DOT = String.raw`(?:\.|\s*[([{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+)`;
-const LABEL = String.raw`[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?`;
+const LABEL = "[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?";
 /** name@host.tld, and "name at host dot com", "name [at] host [dot] com", "name(at)host.com". */
 const EMAIL = new RegExp(
   String.raw`[a-z0-9._%+-]+${AT}${LABEL}(?:${DOT}${LABEL})*${DOT}(?:com|net|org|io|co|uk|de|fr|es|it|nl|edu|gov|me|info|biz|us|ca|au|[a-z]{2})\b`,

@@ -1,6 +1,6 @@
 import { type Change, guard, type Item, type ItemKey } from "./changes.ts";
 import type { DomainEvent } from "./events.ts";
-import { eventPartition, itemKeys, openShardOf, POOL_HEALTH_PARTITION } from "./keys.ts";
+import { itemKeys, openShardOf, POOL_HEALTH_PARTITION } from "./keys.ts";
 import { assertNever } from "./session.ts";
 import { type Marker, markerChange } from "./traffic.ts";
 
