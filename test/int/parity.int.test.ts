@@ -240,9 +240,10 @@ async function play(commands: readonly Command[], store: Store) {
           messageSid: `SMin${String(i).padStart(28, "0")}`,
           from,
           to,
-          body: c.optOut ? "STOP" : `text ${i}`,
+          // Keywords alternate between opting out and back in, so both consent events occur.
+          body: c.optOut ? (i % 2 ? "STOP" : "START") : `text ${i}`,
           mediaUrls: [],
-          optOutType: c.optOut ? "STOP" : undefined,
+          optOutType: undefined,
         });
         return `sms reply=${reply !== null} duplicate=${duplicate}`;
       }

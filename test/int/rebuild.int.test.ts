@@ -195,8 +195,8 @@ async function driveServices(store: DynamoStore) {
     "dial",
   );
   // A send Twilio rejects (failed), and one still queued when its session ends.
-  failing.add(A);
-  await sessions.sendPlatformMessage(s1.sessionId, { to: A, body: "Rejected by the carrier" });
+  failing.add(B);
+  await sessions.sendPlatformMessage(s1.sessionId, { to: B, body: "Rejected by the carrier" });
   assert.equal(await forwardNext(), "failed");
   failing.clear();
   // A message left claimed (state sending): out of scope, it compares as received.
