@@ -13,6 +13,7 @@ import type { E164 } from "../../shared/domain/phone.ts";
 import { decideNumber, decidePoolHealth } from "../../shared/domain/pool.ts";
 import { itemKeys, projectEvents } from "../../shared/domain/projection.ts";
 import { decide, type RouteDecision } from "../../shared/domain/session.ts";
+import { autoReplyDue, type Marker, parseRateLimit, windowStart } from "../../shared/domain/traffic.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00.000Z");
 const n = (s: string) => s as E164;
@@ -573,5 +574,89 @@ describe("contact-info policy", () => {
     assert.deepEqual(redacted?.type === "MessageReceived" && redacted.detail.removed, ["phone"]);
     const allowed = withContacts("allow");
     assert.equal(allowed?.type === "MessageReceived" && allowed.detail.removed, undefined);
+  });
+});
+
+describe("traffic policies and the send claim (guards, through the in-memory store)", () => {
+  test("SENDER_RATE_LIMIT parses count/seconds or off; anything else is refused", () => {
+    assert.deepEqual(parseRateLimit("30/60"), { count: 30, seconds: 60 });
+    assert.deepEqual(parseRateLimit(" 5 / 1 "), { count: 5, seconds: 1 });
+    assert.equal(parseRateLimit("OFF"), "off");
+    for (const bad of ["0/60", "30/0", "30", "thirty/60", "-1/60", ""])
+      assert.equal(parseRateLimit(bad), undefined, bad);
+  });
+  test("windows are fixed; an auto-reply is due once per interval", () => {
+    const limit = { count: 2, seconds: 60 };
+    assert.equal(windowStart(T0 + 59_999, limit), T0);
+    assert.equal(windowStart(T0 + 60_000, limit), T0 + 60_000);
+    assert.equal(autoReplyDue(undefined, T0, 60), true);
+    assert.equal(autoReplyDue(T0 - 60_000, T0, 60), true);
+    assert.equal(autoReplyDue(T0 - 59_999, T0, 60), false);
+  });
+  test("markers: a MessageSid once, a window's count never over the limit, one notice, one reply per interval", async () => {
+    const store = new MemoryStore();
+    const limit = { count: 2, seconds: 60 };
+    const at = T0;
+    const append = (marker: Marker, id: string) =>
+      store.append(
+        numberAdded(n(`+1415555${id}`)).map((e) => ({ ...e, id: `evt_${id}` })),
+        { markers: [marker] },
+      );
+    await append({ kind: "replay", messageSid: "SM1", at, windowDays: 30 }, "0001");
+    await assert.rejects(
+      append({ kind: "replay", messageSid: "SM1", at, windowDays: 30 }, "0002"),
+      ConcurrentWriteError,
+    );
+    await append({ kind: "sender-count", sender: A, at, limit }, "0003");
+    await append({ kind: "sender-count", sender: A, at, limit }, "0004");
+    const over = await append({ kind: "sender-count", sender: A, at, limit }, "0005").catch(
+      (e: unknown) => e,
+    );
+    assert.ok(over instanceof ConcurrentWriteError);
+    assert.deepEqual(over.conflicts[0]?.kind, "sender-count");
+    await append({ kind: "sender-notice", sender: A, at, limit }, "0006");
+    await assert.rejects(
+      append({ kind: "sender-notice", sender: A, at, limit }, "0007"),
+      ConcurrentWriteError,
+    );
+    // The next window starts afresh.
+    await append({ kind: "sender-count", sender: A, at: at + 60_000, limit }, "0008");
+    await append({ kind: "auto-reply", proxy: P1, sender: A, at, intervalSeconds: 60 }, "0009");
+    assert.equal(await store.lastAutoReply(P1, A), at);
+    await assert.rejects(
+      append({ kind: "auto-reply", proxy: P1, sender: A, at: at + 1000, intervalSeconds: 60 }, "0010"),
+      ConcurrentWriteError,
+    );
+    await append({ kind: "auto-reply", proxy: P1, sender: A, at: at + 60_000, intervalSeconds: 60 }, "0011");
+  });
+  test("the send claim: received is claimed once, a stale claim is taken over, a done message is left alone", async () => {
+    const store = new MemoryStore();
+    await store.append(decideMessage(sms(inSession), null, ctx()));
+    assert.equal(await store.claimSend("SM1", T0, T0 - 1000), "claimed");
+    assert.equal(await store.claimSend("SM1", T0 + 10, T0 - 1000), "busy");
+    assert.equal(await store.claimSend("SM1", T0 + 5000, T0 + 1), "stale-claim");
+    await store.releaseClaim("SM1", T0);
+    assert.equal((await store.getMessage("SM1"))?.state, "sending", "only the current claim may be released");
+    await store.releaseClaim("SM1", T0 + 5000);
+    assert.equal((await store.getMessage("SM1"))?.state, "received");
+    await store.append(
+      decideMessage({ type: "RecordSend", twilioSid: "SMx" }, (await store.getMessage("SM1")) ?? null, ctx()),
+    );
+    assert.equal(await store.claimSend("SM1", T0 + 9000, T0 + 8000), "done");
+    assert.equal(await store.claimSend("SM404", T0, T0), "done");
+  });
+  test("consent is a projection: the last keyword wins, pool-wide", async () => {
+    const store = new MemoryStore();
+    const keywordSms = (body: string, id: string) =>
+      decideMessage(
+        { ...sms(outOfSession, undefined, body), messageId: id } as MessageCommand,
+        null,
+        ctx(),
+      ).map((e) => ({ ...e, id: `${e.id}-${id}` }));
+    await store.append(keywordSms("STOP", "SMa"));
+    assert.equal((await store.getConsent(A))?.optedOut, true);
+    await store.append(keywordSms("start", "SMb"));
+    assert.equal((await store.getConsent(A))?.optedOut, false);
+    assert.equal(await store.getConsent(B), undefined);
   });
 });
