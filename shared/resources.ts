@@ -76,7 +76,7 @@ export const functions: Record<FunctionName, FunctionDefinition> = {
 };
 
 export interface RouteDefinition {
-  method: "GET" | "POST" | "DELETE";
+  method: "GET" | "POST" | "PATCH" | "DELETE";
   path: string;
   function: FunctionName;
   /** product routes are IAM-authorized in AWS (bearer token locally); twilio routes check the signature. */
@@ -88,10 +88,13 @@ export const routes: RouteDefinition[] = [
   { method: "POST", path: "/twilio/voice", function: "inbound", auth: "twilio" },
   { method: "POST", path: "/twilio/status", function: "inbound", auth: "twilio" },
   { method: "POST", path: "/sessions", function: "allocate", auth: "product" },
+  { method: "GET", path: "/sessions", function: "allocate", auth: "product" },
   { method: "GET", path: "/sessions/{id}", function: "allocate", auth: "product" },
+  { method: "PATCH", path: "/sessions/{id}", function: "allocate", auth: "product" },
   { method: "DELETE", path: "/sessions/{id}", function: "allocate", auth: "product" },
   { method: "POST", path: "/sessions/{id}/messages", function: "allocate", auth: "product" },
   { method: "GET", path: "/sessions/{id}/events", function: "allocate", auth: "product" },
+  { method: "GET", path: "/sessions/{id}/messages", function: "allocate", auth: "product" },
   { method: "POST", path: "/numbers", function: "allocate", auth: "product" },
   { method: "GET", path: "/numbers", function: "allocate", auth: "product" },
   { method: "DELETE", path: "/numbers/{e164}", function: "allocate", auth: "product" },

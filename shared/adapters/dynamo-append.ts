@@ -46,6 +46,8 @@ class Expressions {
         return `(attribute_exists(${this.name(g.field)}) AND ${this.name(g.field)} <> ${this.value(g.value)})`;
       case "in":
         return `${this.name(g.field)} IN (${g.values.map((v) => this.value(v)).join(", ")})`;
+      case "atMost":
+        return `${this.name(g.field)} <= ${this.value(g.value)}`;
       case "and":
         return `(${g.guards.map((x) => this.condition(x)).join(" AND ")})`;
       case "or":

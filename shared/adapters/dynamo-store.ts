@@ -2,7 +2,7 @@ import type { AttributeValue } from "@aws-sdk/client-dynamodb";
 import { type DynamoDBDocumentClient, GetCommand, QueryCommand, UpdateCommand } from "@aws-sdk/lib-dynamodb";
 import { unmarshall } from "@aws-sdk/util-dynamodb";
 import type { Holding, PoolNumber } from "../domain/allocation.ts";
-import { type DomainEvent, domainEventSchema } from "../domain/events.ts";
+import type { DomainEvent } from "../domain/events.ts";
 import type { MessageRecord } from "../domain/message.ts";
 import type { E164 } from "../domain/phone.ts";
 import { itemKeys, OPEN_SHARDS } from "../domain/projection.ts";
@@ -13,13 +13,22 @@ import type {
   EventStore,
   IdempotencyRecords,
   MessageLog,
+  MessageLogEntry,
+  Page,
+  PagedReads,
+  PageRequest,
   PoolView,
   RouteLookup,
   SendClaims,
   SessionIndex,
   SessionReader,
+  SessionRefScope,
 } from "../ports.ts";
 import { appendToDynamo } from "./dynamo-append.ts";
+import { toDomainEvent, toSession } from "./dynamo-items.ts";
+import { DynamoPagedReads } from "./dynamo-pages.ts";
+
+export { toDomainEvent, toSession };
 
 type Item = Record<string, unknown>;
 const keys = itemKeys;
@@ -44,7 +53,8 @@ export class DynamoStore
     IdempotencyRecords,
     MessageLog,
     SendClaims,
-    SessionIndex
+    SessionIndex,
+    PagedReads
 {
   private readonly table: string;
   private readonly client: DynamoDBDocumentClient;
@@ -54,6 +64,25 @@ export class DynamoStore
     this.table = options.tableName;
     this.client = options.client;
     this.retentionSeconds = options.retentionSeconds;
+    this.pages = new DynamoPagedReads(this.table, this.client);
+  }
+
+  private readonly pages: DynamoPagedReads;
+
+  sessionsBy(scope: SessionRefScope, value: string, page: PageRequest, keep?: (s: Session) => boolean) {
+    return this.pages.sessionsBy(scope, value, page, keep);
+  }
+
+  sessionEventsPage(sessionId: string, page: PageRequest, type?: string): Promise<Page<DomainEvent>> {
+    return this.pages.sessionEventsPage(sessionId, page, type);
+  }
+
+  poolPage(page: PageRequest): Promise<Page<PoolNumber>> {
+    return this.pages.poolPage(page);
+  }
+
+  messagesPage(sessionId: string, page: PageRequest): Promise<Page<MessageLogEntry>> {
+    return this.pages.messagesPage(sessionId, page);
   }
 
   async append(events: readonly DomainEvent[], options: AppendOptions = {}): Promise<void> {
@@ -112,6 +141,7 @@ export class DynamoStore
       sessionId: (i.sessionId as string | undefined) ?? null,
       counterpartNumber: (i.counterpartNumber as E164 | undefined) ?? null,
       quarantineUntil: (i.quarantineUntil as number | undefined) ?? null,
+      expiresAt: (i.expiresAt as number | undefined) ?? null,
     }));
   }
 
@@ -262,30 +292,4 @@ export class DynamoStore
     } while (ExclusiveStartKey);
     return out;
   }
-}
-
-function toSession(item: Item): Session {
-  return {
-    sessionId: item.sessionId,
-    status: item.status,
-    mode: item.mode,
-    ttlSeconds: item.ttlSeconds,
-    ttlMode: item.ttlMode,
-    createdAt: item.createdAt,
-    expiresAt: item.expiresAt,
-    closedAt: item.closedAt ?? null,
-    participants: item.participants,
-  } as Session;
-}
-
-export function toDomainEvent(item: Item): DomainEvent {
-  const { id, type, occurredAt, sessionId, detailVersion, detail } = item;
-  return domainEventSchema.parse({
-    id,
-    type,
-    occurredAt,
-    sessionId: sessionId ?? null,
-    detailVersion,
-    detail,
-  });
 }

@@ -95,6 +95,7 @@ export class MemoryStore implements EventStore, SessionReader, PoolView, Idempot
       sessionId: (i.sessionId as string | undefined) ?? null,
       counterpartNumber: (i.counterpartNumber as E164 | undefined) ?? null,
       quarantineUntil: (i.quarantineUntil as number | undefined) ?? null,
+      expiresAt: (i.expiresAt as number | undefined) ?? null,
     }));
   }
 
@@ -125,7 +126,19 @@ export class MemoryStore implements EventStore, SessionReader, PoolView, Idempot
 
 function toSessionView(item: Item) {
   const { sessionId, status, mode, ttlSeconds, ttlMode, createdAt, expiresAt, closedAt, participants } = item;
-  return { sessionId, status, mode, ttlSeconds, ttlMode, createdAt, expiresAt, closedAt, participants };
+  const uniqueName = item.uniqueName ?? null;
+  return {
+    sessionId,
+    status,
+    mode,
+    ttlSeconds,
+    ttlMode,
+    createdAt,
+    expiresAt,
+    closedAt,
+    participants,
+    uniqueName,
+  };
 }
 
 /** The event an event item stores, without its keys. */

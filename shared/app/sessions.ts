@@ -1,12 +1,20 @@
 import { createHash } from "node:crypto";
-import { type Holding, type PoolNumber, rankProxies } from "../domain/allocation.ts";
+import {
+  type GeoMatch,
+  type Holding,
+  type PoolNumber,
+  rankProxies,
+  sharedOpenSession,
+} from "../domain/allocation.ts";
 import {
   ConcurrentWriteError,
   IdempotencyConflictError,
+  ParticipantConflictError,
   ParticipantNotInSessionError,
   PoolExhaustedError,
   SessionNotFoundError,
   SessionNotOpenError,
+  UniqueNameTakenError,
 } from "../domain/errors.ts";
 import type { DomainEvent, SessionMode, TtlMode } from "../domain/events.ts";
 import { decideMessage } from "../domain/message.ts";
@@ -19,10 +27,12 @@ import type {
   ForwardQueue,
   IdempotencyRecords,
   MessageLog,
+  PagedReads,
   PoolView,
   SessionReader,
 } from "../ports.ts";
 import { alreadyDone, handleCommand } from "./command.ts";
+import { SessionQueries } from "./session-queries.ts";
 
 export interface ParticipantInput {
   phoneNumber: E164;
@@ -35,6 +45,11 @@ export interface OpenSessionInput {
   mode: SessionMode;
   ttlSeconds: number;
   ttlMode: TtlMode;
+  /** Unique among open sessions (a name whose holder has expired is free again). */
+  uniqueName?: string | undefined;
+  /** Refuse when the two participants already share an open session. */
+  failOnParticipantConflict?: boolean | undefined;
+  geoMatch?: GeoMatch | undefined;
 }
 
 export interface SessionServiceDeps {
@@ -54,6 +69,13 @@ const hashOf = (value: unknown) => createHash("sha256").update(JSON.stringify(va
 export class SessionService {
   constructor(private readonly deps: SessionServiceDeps) {}
 
+  /** The paged list reads, where the store offers them (DynamoDB does; the in-memory store does not). */
+  queries(): SessionQueries {
+    const store = this.deps.store as SessionServiceDeps["store"] & Partial<PagedReads>;
+    if (!store.sessionsBy || !store.poolPage) throw new Error("this store has no paged reads");
+    return new SessionQueries({ store: store as typeof store & PagedReads, clock: this.deps.clock });
+  }
+
   async openSession(
     input: OpenSessionInput,
     idempotencyKey?: string,
@@ -72,6 +94,10 @@ export class SessionService {
       load: () =>
         Promise.all([store.listPool(), store.holdingsOf(a.phoneNumber), store.holdingsOf(b.phoneNumber)]),
       decide: ([pool, holdingsA, holdingsB], ctx, attempt) => {
+        if (input.failOnParticipantConflict) {
+          const shared = sharedOpenSession(holdingsA, b.phoneNumber, ctx.now);
+          if (shared) throw new ParticipantConflictError(shared.sessionId);
+        }
         const pick = (
           p: ParticipantInput,
           other: ParticipantInput,
@@ -85,6 +111,7 @@ export class SessionService {
             pool,
             holdings,
             now: ctx.now,
+            geoMatch: input.geoMatch,
           });
           if (ranked.length === 0) throw new PoolExhaustedError(p.phoneNumber);
           // After a lost race, spread retries over the best few so concurrent requests stop colliding.
@@ -106,6 +133,7 @@ export class SessionService {
             mode: input.mode,
             ttlSeconds: input.ttlSeconds,
             ttlMode: input.ttlMode,
+            uniqueName: input.uniqueName ?? null,
             participants: [
               { phoneNumber: a.phoneNumber, id: a.id ?? null, name: a.name ?? null, proxyNumber: proxyA },
               { phoneNumber: b.phoneNumber, id: b.id ?? null, name: b.name ?? null, proxyNumber: proxyB },
@@ -116,9 +144,13 @@ export class SessionService {
         );
       },
       options: { idempotency: idempotency && { ...idempotency, result: sessionId } },
-      settles: (conflicts) => conflicts.some((c) => c.kind === "idempotency"),
+      settles: (conflicts) =>
+        conflicts.some((c) => c.kind === "idempotency" || (c.kind === "unique-name" && !c.contention)),
       attempts: MAX_ALLOCATION_ATTEMPTS,
     });
+    const nameTaken = result.outcome === "settled" && result.conflicts.some((c) => c.kind === "unique-name");
+    if (nameTaken && !result.conflicts.some((c) => c.kind === "idempotency"))
+      throw new UniqueNameTakenError(input.uniqueName ?? "");
     if (result.outcome === "settled" && idempotency) {
       // A concurrent request with the same key won: answer what it stored.
       const replay = await this.replay(idempotency.key, idempotency.requestHash);
@@ -158,6 +190,21 @@ export class SessionService {
       if (!(error instanceof ConcurrentWriteError)) throw error;
     });
     return this.getSession(sessionId);
+  }
+
+  /**
+   * PATCH: a new ttl counts from now (a sliding session then extends by it), a new mode applies to the
+   * routing pairs at once. A session that closed or expired meanwhile fails the guard; read again.
+   */
+  async updateSession(
+    sessionId: string,
+    input: { ttlSeconds?: number; mode?: SessionMode },
+  ): Promise<Session> {
+    const result = await handleCommand(this.deps, {
+      load: () => this.mustGet(sessionId),
+      decide: (state, ctx) => decide({ type: "UpdateSession", ...input }, state, ctx),
+    });
+    return result.events.reduce(evolve, result.state) ?? this.getSession(sessionId);
   }
 
   async sessionEvents(sessionId: string): Promise<DomainEvent[]> {

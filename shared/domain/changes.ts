@@ -23,6 +23,8 @@ export type Guard =
   | { op: "eq"; field: string; value: unknown }
   | { op: "ne"; field: string; value: unknown }
   | { op: "in"; field: string; values: readonly unknown[] }
+  /** The field is a number at most `value` (e.g. an expiry that has passed). */
+  | { op: "atMost"; field: string; value: number }
   | { op: "and"; guards: readonly Guard[] }
   | { op: "or"; guards: readonly Guard[] };
 
@@ -33,6 +35,7 @@ export const guard = {
   eq: (field: string, value: unknown): Guard => ({ op: "eq", field, value }),
   ne: (field: string, value: unknown): Guard => ({ op: "ne", field, value }),
   in: (field: string, values: readonly unknown[]): Guard => ({ op: "in", field, values }),
+  atMost: (field: string, value: number): Guard => ({ op: "atMost", field, value }),
   and: (...guards: Guard[]): Guard => ({ op: "and", guards }),
   or: (...guards: Guard[]): Guard => ({ op: "or", guards }),
 };
@@ -71,6 +74,8 @@ export function guardHolds(g: Guard, item: Item | undefined): boolean {
       return item !== undefined && item[g.field] !== undefined && !sameValue(item[g.field], g.value);
     case "in":
       return item !== undefined && g.values.some((v) => sameValue(item[g.field], v));
+    case "atMost":
+      return item !== undefined && typeof item[g.field] === "number" && (item[g.field] as number) <= g.value;
     case "and":
       return g.guards.every((x) => guardHolds(x, item));
     case "or":

@@ -1,5 +1,7 @@
 import { type Change, guard, type Item, type ItemKey } from "./changes.ts";
 import type { DomainEvent } from "./events.ts";
+import { nameFollows, nameReleased, openedLookups, sessionUpdated } from "./projection-lookups.ts";
+import { messageLogChanges } from "./projection-messages.ts";
 import { assertNever } from "./session.ts";
 
 /**
@@ -78,7 +80,7 @@ export function projectEvents(events: readonly DomainEvent[], options: Projectio
   const addLoad = (phone: string, delta: number) => loadDelta.set(phone, (loadDelta.get(phone) ?? 0) + delta);
   for (const event of events) {
     changes.push(eventItem(event));
-    changes.push(...projectEvent(event, options, addLoad));
+    changes.push(...projectEvent(event, options, addLoad), ...messageLogChanges(event));
   }
   for (const [phone, delta] of loadDelta) {
     if (delta === 0) continue;
@@ -153,6 +155,7 @@ function projectEvent(
             expiresAt: d.expiresAt,
             closedAt: null,
             participants: d.participants,
+            ...(d.uniqueName ? { uniqueName: d.uniqueName } : {}),
             gsi1pk: `OPEN#${openShardOf(sessionId)}`,
             gsi1sk: `${d.expiresAt}#${sessionId}`,
           },
@@ -185,7 +188,7 @@ function projectEvent(
         });
         addLoad(p.proxyNumber, 1);
       }
-      return changes;
+      return [...changes, ...openedLookups(event)];
     }
     case "SessionClosed":
     case "SessionExpired":
@@ -202,7 +205,10 @@ function projectEvent(
               : guard.eq("status", "open"),
           conflict: { kind: "session", key: sessionId },
         },
+        ...(event.type === "SessionClosed" ? nameReleased(sessionId, event.detail.uniqueName) : []),
       ];
+    case "SessionUpdated":
+      return sessionUpdated(event, itemKeys.session(sessionId), itemKeys.pair);
     case "SessionExtended": {
       const at = Date.parse(event.detail.expiresAt);
       return [
@@ -222,6 +228,7 @@ function projectEvent(
             conflict: { kind: "pair", key: `${p.proxyNumber}:${p.phoneNumber}` },
           }),
         ),
+        ...nameFollows(sessionId, event.detail.uniqueName, event.detail.expiresAt),
       ];
     }
     case "PairReleased": {

@@ -1,3 +1,4 @@
+import { SessionNotOpenError } from "./errors.ts";
 import {
   type DomainEvent,
   type EventContext,
@@ -19,6 +20,8 @@ export interface Session {
   expiresAt: string;
   closedAt: string | null;
   participants: [SessionParticipant, SessionParticipant];
+  /** Unique among open sessions while this one is open; absent or null when none was given. */
+  uniqueName?: string | null;
 }
 
 export type SessionState = Session | null;
@@ -31,7 +34,9 @@ export type SessionCommand =
       mode: SessionMode;
       ttlSeconds: number;
       ttlMode: TtlMode;
+      uniqueName?: string | null;
     }
+  | { type: "UpdateSession"; ttlSeconds?: number; mode?: SessionMode }
   | { type: "CloseSession" }
   | { type: "ExpireSession" }
   | { type: "RecordActivity" };
@@ -58,6 +63,26 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
           ttlSeconds: command.ttlSeconds,
           ttlMode: command.ttlMode,
           expiresAt: new Date(ctx.now + command.ttlSeconds * 1000).toISOString(),
+          ...(command.uniqueName ? { uniqueName: command.uniqueName } : {}),
+        }),
+      ];
+    }
+    case "UpdateSession": {
+      if (!state) return [];
+      const status = effectiveStatus(state, ctx.now);
+      if (status !== "open") throw new SessionNotOpenError(state.sessionId, status);
+      const ttlSeconds = command.ttlSeconds ?? state.ttlSeconds;
+      return [
+        makeEvent(ctx, "SessionUpdated", state.sessionId, {
+          ttlSeconds,
+          mode: command.mode ?? state.mode,
+          // A new ttl counts from now; a mode change alone keeps the expiry.
+          expiresAt:
+            command.ttlSeconds === undefined
+              ? state.expiresAt
+              : new Date(ctx.now + ttlSeconds * 1000).toISOString(),
+          pairs: pairsOf(state),
+          ...nameOf(state),
         }),
       ];
     }
@@ -66,7 +91,7 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
       const ending =
         effectiveStatus(state, ctx.now) === "expired"
           ? makeEvent(ctx, "SessionExpired", state.sessionId, { expiresAt: state.expiresAt })
-          : makeEvent(ctx, "SessionClosed", state.sessionId, { reason: "api" });
+          : makeEvent(ctx, "SessionClosed", state.sessionId, { reason: "api", ...nameOf(state) });
       return [ending, ...releasePairs(state, ctx)];
     }
     case "ExpireSession": {
@@ -84,7 +109,8 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
       return [
         makeEvent(ctx, "SessionExtended", state.sessionId, {
           expiresAt: new Date(next).toISOString(),
-          pairs: state.participants.map(({ phoneNumber, proxyNumber }) => ({ phoneNumber, proxyNumber })),
+          pairs: pairsOf(state),
+          ...nameOf(state),
         }),
       ];
     }
@@ -92,6 +118,11 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
       return assertNever(command);
   }
 }
+
+const pairsOf = (session: Session) =>
+  session.participants.map(({ phoneNumber, proxyNumber }) => ({ phoneNumber, proxyNumber }));
+
+const nameOf = (session: Session) => (session.uniqueName ? { uniqueName: session.uniqueName } : {});
 
 function releasePairs(session: Session, ctx: SessionContext): DomainEvent[] {
   const quarantineUntil = new Date(ctx.now + ctx.quarantineSeconds * 1000).toISOString();
@@ -123,6 +154,7 @@ export function evolve(state: SessionState, event: DomainEvent): SessionState {
         expiresAt: event.detail.expiresAt,
         closedAt: null,
         participants: event.detail.participants,
+        uniqueName: event.detail.uniqueName ?? null,
       };
     case "SessionClosed":
       return state && { ...state, status: "closed", closedAt: event.occurredAt };
@@ -130,6 +162,15 @@ export function evolve(state: SessionState, event: DomainEvent): SessionState {
       return state && { ...state, status: "expired", closedAt: event.occurredAt };
     case "SessionExtended":
       return state && { ...state, expiresAt: event.detail.expiresAt };
+    case "SessionUpdated":
+      return (
+        state && {
+          ...state,
+          ttlSeconds: event.detail.ttlSeconds,
+          mode: event.detail.mode,
+          expiresAt: event.detail.expiresAt,
+        }
+      );
     case "PairReleased":
     case "MessageReceived":
     case "MessageForwarded":
