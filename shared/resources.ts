@@ -81,6 +81,8 @@ export interface RouteDefinition {
   function: FunctionName;
   /** product routes are IAM-authorized in AWS (bearer token locally); twilio routes check the signature. */
   auth: "product" | "twilio" | "none";
+  /** Why a route without auth may be public (the cdk-nag suppression's reason). */
+  publicBecause?: string;
 }
 
 export const routes: RouteDefinition[] = [
@@ -99,6 +101,15 @@ export const routes: RouteDefinition[] = [
   { method: "GET", path: "/numbers", function: "allocate", auth: "product" },
   { method: "DELETE", path: "/numbers/{e164}", function: "allocate", auth: "product" },
   { method: "GET", path: "/health", function: "allocate", auth: "none" },
+  {
+    method: "GET",
+    path: "/openapi.json",
+    function: "allocate",
+    auth: "none",
+    publicBecause:
+      "The API's OpenAPI description: read-only, the same document that is committed in the repository; " +
+      "no data, no secrets. Clients and code generators fetch it without credentials.",
+  },
 ];
 
 /** EventBridge schedule for the recycler, and the domain-event bus. */

@@ -16,6 +16,7 @@ import {
   productAuth,
 } from "../../shared/http/middleware.ts";
 import { problems } from "../../shared/http/problem.ts";
+import { buildOpenApiDocument } from "./openapi.ts";
 import {
   eventsQuery,
   listSessionsQuery,
@@ -87,6 +88,15 @@ export function sessionView(session: Session) {
   };
 }
 
+const PUBLIC_ROUTES = new Set(["GET /health", "GET /openapi.json"]);
+
+/** Built on first request (pure and quick), then kept for the life of the function instance. */
+let openApi: ReturnType<typeof buildOpenApiDocument> | undefined;
+const openApiDocument = () => {
+  openApi ??= buildOpenApiDocument();
+  return openApi;
+};
+
 export interface AllocateAppDeps {
   service: SessionService;
   auth: ProductAuth;
@@ -116,6 +126,7 @@ export function createAllocateHandler({ service, auth, logger, health, cursorKey
       const ok = Object.values(checks).every((c) => c === "ok");
       return json(ok ? 200 : 503, { status: ok ? "ok" : "degraded", checks });
     },
+    "GET /openapi.json": async () => json(200, openApiDocument()),
     "POST /sessions": async (event) => {
       const key = idempotencyKey(event);
       const body = jsonBody(event, openSessionBody);
@@ -200,7 +211,7 @@ export function createAllocateHandler({ service, auth, logger, health, cursorKey
   };
   return middy<HttpEvent, HttpResult>()
     .use(problemJson(logger))
-    .use(productAuth(auth, (event) => event.routeKey === "GET /health"))
+    .use(productAuth(auth, (event) => PUBLIC_ROUTES.has(event.routeKey)))
     .handler(async (event) => {
       const route = routes[event.routeKey];
       if (!route) throw problems.routeNotFound();

@@ -1,7 +1,8 @@
 import { z } from "zod";
 import { geoMatches } from "../../shared/domain/allocation.ts";
-import { sessionModes, ttlModes } from "../../shared/domain/events.ts";
+import { eventDetailSchemas, eventTypes, sessionModes, ttlModes } from "../../shared/domain/events.ts";
 import { e164Schema } from "../../shared/domain/phone.ts";
+import { PROBLEM_BASE, problemTypes } from "../../shared/http/problem.ts";
 
 /** The product API's inputs: one definition, used to validate requests and to generate the OpenAPI document. */
 
@@ -95,3 +96,99 @@ export const listSessionsQuery = z
 export const eventsQuery = z.object({ type: z.string().min(1).max(64).optional(), ...pageParams }).strict();
 export const numbersQuery = z.object(pageParams).strict();
 export const messagesQuery = z.object(pageParams).strict();
+
+/* Responses: what the routes answer, described with the same zod (the OpenAPI document is built from these). */
+
+const isoTime = z.string().datetime();
+const e164 = z.string().regex(/^\+\d{4,15}$/);
+
+export const sessionResponse = z.object({
+  sessionId: z.string(),
+  uniqueName: z.string().nullable(),
+  status: z.enum(["open", "closed", "expired"]),
+  mode: z.enum(sessionModes),
+  ttlSeconds: z.number().int(),
+  ttlMode: z.enum(ttlModes),
+  createdAt: isoTime,
+  expiresAt: isoTime,
+  closedAt: isoTime.nullable(),
+  participants: z
+    .array(
+      z.object({
+        phoneNumber: e164,
+        id: z.string().nullable(),
+        name: z.string().nullable(),
+        proxyNumber: e164,
+      }),
+    )
+    .length(2),
+});
+
+export const eventResponse = z.union(
+  eventTypes.map((type) =>
+    z.object({
+      id: z.string(),
+      type: z.literal(type),
+      occurredAt: isoTime,
+      sessionId: z.string().nullable(),
+      detailVersion: z.literal(1),
+      detail: eventDetailSchemas[type],
+    }),
+  ) as unknown as [z.ZodTypeAny, z.ZodTypeAny, ...z.ZodTypeAny[]],
+);
+
+export const numberResponse = z.object({
+  phoneNumber: e164,
+  status: z.enum(["active", "draining"]),
+  callingCode: z.string(),
+  load: z.number().int(),
+});
+
+export const retiredNumberResponse = z.object({
+  phoneNumber: e164,
+  status: z.enum(["draining", "retired"]),
+  load: z.number().int(),
+});
+
+export const messageResponse = z.object({
+  messageId: z.string(),
+  from: z.string().nullable(),
+  to: z.string().nullable(),
+  body: z.string().nullable(),
+  mediaCount: z.number().int(),
+  status: z.string(),
+  receivedAt: isoTime,
+  forwardedAt: isoTime.nullable(),
+});
+
+export const queuedMessageResponse = z.object({
+  messageId: z.string(),
+  sessionId: z.string(),
+  status: z.literal("queued"),
+});
+
+export const healthResponse = z.object({
+  status: z.enum(["ok", "degraded"]),
+  checks: z.record(z.enum(["ok", "error"])),
+});
+
+const nextCursor = { nextCursor: z.string().optional() };
+export const sessionListResponse = z.object({ sessions: z.array(sessionResponse), ...nextCursor });
+export const eventListResponse = z.object({ events: z.array(eventResponse), ...nextCursor });
+export const numberListResponse = z.object({ numbers: z.array(numberResponse), ...nextCursor });
+export const messageListResponse = z.object({ messages: z.array(messageResponse), ...nextCursor });
+
+export const problemResponse = z
+  .object({
+    type: z.enum(problemTypes.map((t) => `${PROBLEM_BASE}${t}`) as [string, ...string[]]),
+    title: z.string(),
+    // The HTTP status; session-not-open carries the session's status here instead (as it always has).
+    status: z.union([z.number().int(), z.enum(["open", "closed", "expired"])]),
+    detail: z.string().optional(),
+    instance: z.string().optional(),
+    errors: z.array(z.object({ pointer: z.string(), detail: z.string() })).optional(),
+    participant: z.string().optional(),
+    uniqueName: z.string().optional(),
+    sessionId: z.string().optional(),
+  })
+  .passthrough();

@@ -15,6 +15,28 @@ import {
 
 export const PROBLEM_BASE = "https://maskline.dev/problems/";
 
+/** Every problem type the API may answer with (the OpenAPI document lists them). */
+export const problemTypes = [
+  "validation-error",
+  "malformed-json",
+  "invalid-cursor",
+  "unauthorized",
+  "invalid-twilio-signature",
+  "not-found",
+  "route-not-found",
+  "method-not-allowed",
+  "pool-exhausted",
+  "session-not-open",
+  "unique-name-taken",
+  "participant-conflict",
+  "payload-too-large",
+  "unsupported-media-type",
+  "idempotency-key-reused",
+  "unknown-recipient",
+  "temporarily-unavailable",
+  "internal-error",
+] as const;
+
 /** An RFC 9457 problem. `type` is stable: clients branch on it, never on `title` or `detail`. */
 export class HttpProblem extends Error {
   constructor(

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { ScanCommand } from "@aws-sdk/lib-dynamodb";
 import { createAllocateHandler } from "../../functions/allocate/app.ts";
@@ -7,6 +8,7 @@ import { newId } from "../../shared/adapters/ids.ts";
 import { SqsForwardQueue } from "../../shared/adapters/sqs-queue.ts";
 import { SessionService } from "../../shared/app/sessions.ts";
 import { invoker } from "../support/http.ts";
+import { validated } from "../support/openapi.ts";
 import { startLocalAws } from "../support/stack.ts";
 
 const TOKEN = "test-token-lookups-0123";
@@ -33,7 +35,8 @@ async function fixture(poolSize: number, numbers: (n: number) => string = number
     auth: { mode: "token", token: TOKEN },
     health: async () => ({ table: "ok" }),
   });
-  const call = invoker(handler, { authorization: `Bearer ${TOKEN}` });
+  // Every response in this file is checked against the committed OpenAPI document.
+  const call = validated(invoker(handler, { authorization: `Bearer ${TOKEN}` }));
   for (let i = 0; i < poolSize; i++) {
     const res = await call("POST", "/numbers", { body: { phoneNumber: numbers(i) } });
     assert.equal(res.status, 201, res.text);
@@ -394,5 +397,14 @@ describe("lookups, updates and paging on DynamoDB Local", () => {
       assert.ok(Date.parse(m.receivedAt));
     }
     assert.equal((await call("GET", "/sessions/ses_nope/messages")).status, 404);
+  });
+
+  test("GET /openapi.json: the committed document, without credentials", async () => {
+    const { call } = await fixture(0);
+    const res = await call("GET", "/openapi.json", { headers: { authorization: "" } });
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.json, JSON.parse(readFileSync("docs/openapi.json", "utf8")));
+    const denied = await call("GET", "/numbers", { headers: { authorization: "" } });
+    assert.equal(denied.status, 401, "other routes still need credentials");
   });
 });
