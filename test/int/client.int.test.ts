@@ -1,0 +1,162 @@
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
+import {
+  InvalidCursorError,
+  MasklineClient,
+  NotFoundError,
+  PoolExhaustedError,
+  SessionNotOpenError,
+  UnauthorizedError,
+  UniqueNameTakenError,
+  ValidationError,
+} from "../../clients/typescript/src/index.ts";
+import { type EmbeddedStack, startEmbeddedStack } from "../../local/stack.ts";
+
+let stack: EmbeddedStack;
+let client: MasklineClient;
+const guest = (n: number) => `+1202555${String(2000 + n).padStart(4, "0")}`;
+const collect = async <T>(items: AsyncIterable<T>) => {
+  const out: T[] = [];
+  for await (const item of items) out.push(item);
+  return out;
+};
+
+describe("TypeScript client against the embedded stack (in-process)", () => {
+  before(async () => {
+    stack = await startEmbeddedStack({ PORT: "0", SANDBOX_POOL_SIZE: "3", RECYCLER_INTERVAL_SECONDS: "60" });
+    client = new MasklineClient({ endpoint: stack.url, auth: { type: "bearer", token: stack.apiToken } });
+  });
+  after(async () => stack?.stop());
+
+  test("health, the OpenAPI document, the pool a page at a time", async () => {
+    assert.equal((await client.health()).status, "ok");
+    assert.equal((await client.openapi()).openapi, "3.1.0");
+    const added = await client.numbers.add("+14155557000");
+    assert.equal(added.status, "active");
+    const all = await collect(client.numbers.listAll({ limit: 2 }));
+    assert.equal(all.length, 4, "three sandbox numbers and the one added, over two pages");
+    const retired = await client.numbers.retire("+14155557000");
+    assert.equal(retired.status, "retired");
+  });
+
+  test("a create retried after a lost response opens one session (automatic Idempotency-Key)", async () => {
+    let dropped = 0;
+    const flaky = new MasklineClient({
+      endpoint: stack.url,
+      auth: { type: "bearer", token: stack.apiToken },
+      fetch: async (input, init) => {
+        const response = await fetch(input, init);
+        if (dropped++ === 0) throw new TypeError("fetch failed (the response was lost)");
+        return response;
+      },
+    });
+    const session = await flaky.sessions.open({
+      participants: [{ phoneNumber: guest(1), id: "host-1" }, { phoneNumber: guest(2) }],
+    });
+    assert.equal(session.status, "open");
+    const sessions = await collect(client.sessions.listAll({ participant: "host-1" }));
+    assert.deepEqual(
+      sessions.map((s) => s.sessionId),
+      [session.sessionId],
+      "the retry replayed the first answer",
+    );
+  });
+
+  test("typed errors and paged lookups", async () => {
+    const opened = await client.sessions.open({
+      participants: [{ phoneNumber: guest(10), id: "host-10" }, { phoneNumber: guest(11) }],
+      uniqueName: "client-booking",
+    });
+    await assert.rejects(
+      client.sessions.open({
+        participants: [{ phoneNumber: guest(12) }, { phoneNumber: guest(13) }],
+        uniqueName: "client-booking",
+      }),
+      (e: unknown) =>
+        e instanceof UniqueNameTakenError && e.status === 409 && e.uniqueName === "client-booking",
+    );
+    const found = await client.sessions.list({ uniqueName: "client-booking", status: "open" });
+    assert.deepEqual(
+      found.items.map((s) => s.sessionId),
+      [opened.sessionId],
+    );
+    assert.equal(found.nextCursor, undefined);
+
+    const patched = await client.sessions.update(opened.sessionId, { ttlSeconds: 3600, mode: "sms" });
+    assert.equal(patched.mode, "sms");
+
+    await client.sessions.sendMessage(opened.sessionId, { to: "host-10", body: "welcome" });
+    const messages = await collect(client.sessions.allMessages(opened.sessionId));
+    assert.deepEqual(
+      messages.map((m) => [m.to, m.body]),
+      [["host-10", "welcome"]],
+    );
+    const events = await collect(client.sessions.allEvents(opened.sessionId, { limit: 1 }));
+    assert.deepEqual(
+      events.map((e) => e.type),
+      ["SessionOpened", "SessionUpdated", "MessageReceived"],
+    );
+
+    await client.sessions.close(opened.sessionId);
+    await assert.rejects(client.sessions.update(opened.sessionId, { mode: "sms" }), SessionNotOpenError);
+    await assert.rejects(client.sessions.get("ses_nothere"), NotFoundError);
+    await assert.rejects(
+      client.sessions.open({ participants: [{ phoneNumber: "12345" }, { phoneNumber: guest(3) }] }),
+      (e: unknown) => e instanceof ValidationError && e.errors[0]?.pointer === "/participants/0/phoneNumber",
+    );
+    await assert.rejects(client.numbers.list({ cursor: "forged.cursor" }), InvalidCursorError);
+    const stranger = new MasklineClient({
+      endpoint: stack.url,
+      auth: { type: "bearer", token: "wrong-token" },
+    });
+    await assert.rejects(stranger.numbers.list(), UnauthorizedError);
+
+    // A pool of three: the fourth open session of one participant has no number left.
+    const busy = guest(50);
+    for (let i = 0; i < 3; i++)
+      await client.sessions.open({ participants: [{ phoneNumber: busy }, { phoneNumber: guest(60 + i) }] });
+    await assert.rejects(
+      client.sessions.open({ participants: [{ phoneNumber: busy }, { phoneNumber: guest(70) }] }),
+      (e: unknown) => e instanceof PoolExhaustedError && e.participant === busy,
+    );
+  });
+
+  test("SigV4: requests are signed for execute-api in the endpoint's region", async () => {
+    let seen: Request | undefined;
+    const signed = new MasklineClient({
+      endpoint: "https://abc123.execute-api.eu-west-1.amazonaws.com",
+      auth: {
+        type: "sigv4",
+        credentials: async () => ({
+          accessKeyId: "AKIDEXAMPLE",
+          secretAccessKey: "secret",
+          sessionToken: "tok",
+        }),
+      },
+      fetch: async (input) => {
+        seen = input as Request;
+        return Response.json({ sessions: [] });
+      },
+    });
+    await signed.sessions.list({ participant: "host-1" });
+    const authorization = seen?.headers.get("authorization") ?? "";
+    assert.match(
+      authorization,
+      /^AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE\/\d{8}\/eu-west-1\/execute-api\/aws4_request/,
+    );
+    assert.equal(seen?.headers.get("x-amz-security-token"), "tok");
+    assert.ok(seen?.headers.get("x-amz-date"));
+  });
+
+  test("the client has no Node-only imports (it runs in Deno and edge functions)", () => {
+    const dir = "clients/typescript/src";
+    for (const file of readdirSync(dir)) {
+      const source = readFileSync(`${dir}/${file}`, "utf8");
+      const imports = [...source.matchAll(/from "([^"]+)"/g)].map((m) => m[1] ?? "");
+      for (const name of imports)
+        assert.ok(name.startsWith("./") || name === "aws4fetch", `${file} imports ${name}`);
+      assert.doesNotMatch(source, /\b(Buffer|process|require)\b/, file);
+    }
+  });
+});
