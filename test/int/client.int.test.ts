@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
+import { runCli } from "../../cli/main.ts";
 import {
   InvalidCursorError,
   MasklineClient,
@@ -158,5 +160,120 @@ describe("TypeScript client against the embedded stack (in-process)", () => {
         assert.ok(name.startsWith("./") || name === "aws4fetch", `${file} imports ${name}`);
       assert.doesNotMatch(source, /\b(Buffer|process|require)\b/, file);
     }
+  });
+
+  describe("operator CLI (maskline …) on the client", () => {
+    const cli = async (...argv: string[]) => {
+      let out = "";
+      let err = "";
+      let polls = 0;
+      const code = await runCli(argv, {
+        out: (t) => {
+          out += t;
+        },
+        err: (t) => {
+          err += t;
+        },
+        env: { MASKLINE_ENDPOINT: stack.url, MASKLINE_API_TOKEN: stack.apiToken },
+        // events tail --follow: poll twice, then stop.
+        sleep: async () => ++polls < 2,
+      });
+      return { code, out, err };
+    };
+
+    test("numbers add (several at once), list, retire", async () => {
+      const added = await cli("numbers", "add", "+14155557100", "+14155557101");
+      assert.equal(added.code, 0, added.err);
+      assert.equal((added.out.match(/"status": "active"/g) ?? []).length, 2);
+      const listed = await cli("numbers", "list", "--all", "--limit", "2");
+      assert.equal(listed.code, 0, listed.err);
+      const numbers = JSON.parse(listed.out).numbers.map((n: { phoneNumber: string }) => n.phoneNumber);
+      assert.ok(numbers.includes("+14155557100") && numbers.includes("+14155557101"));
+      const page = JSON.parse((await cli("numbers", "list", "--limit", "1")).out);
+      assert.equal(page.numbers.length, 1);
+      assert.ok(page.nextCursor);
+      const retired = await cli("numbers", "retire", "+14155557101");
+      assert.equal(JSON.parse(retired.out).status, "retired");
+    });
+
+    test("sessions open, get, list, close; events tail; errors and usage", async () => {
+      const opened = await cli(
+        "sessions",
+        "open",
+        "--a",
+        `${guest(80)}=host-80`,
+        "--b",
+        guest(81),
+        "--unique-name",
+        "cli-1",
+      );
+      assert.equal(opened.code, 0, opened.err);
+      const session = JSON.parse(opened.out);
+      assert.equal(session.uniqueName, "cli-1");
+      assert.equal(JSON.parse((await cli("sessions", "get", session.sessionId)).out).status, "open");
+      const listed = JSON.parse((await cli("sessions", "list", "--participant", "host-80", "--all")).out);
+      assert.deepEqual(
+        listed.sessions.map((s: { sessionId: string }) => s.sessionId),
+        [session.sessionId],
+      );
+      const taken = await cli(
+        "sessions",
+        "open",
+        "--a",
+        guest(82),
+        "--b",
+        guest(83),
+        "--unique-name",
+        "cli-1",
+      );
+      assert.equal(taken.code, 1);
+      assert.match(taken.err, /UniqueNameTakenError \(409 unique-name-taken\)/);
+      assert.equal(JSON.parse((await cli("sessions", "close", session.sessionId)).out).status, "closed");
+      const tail = await cli("events", "tail", session.sessionId, "--follow", "--interval", "1");
+      assert.equal(tail.code, 0, tail.err);
+      assert.deepEqual(
+        tail.out
+          .trim()
+          .split("\n")
+          .map((line) => JSON.parse(line).type),
+        ["SessionOpened", "SessionClosed", "PairReleased", "PairReleased"],
+        "each event once, even over several polls",
+      );
+
+      for (const argv of [["sessions", "list"], ["sessions", "get"], ["bogus", "thing"], ["--nope"], []]) {
+        const res = await cli(...argv);
+        assert.equal(res.code, 2, argv.join(" "));
+        assert.match(res.err, /Usage: maskline/);
+      }
+      for (const argv of [
+        ["--help"],
+        ["numbers", "--help"],
+        ["sessions", "open", "--help"],
+        ["events", "tail", "-h"],
+      ]) {
+        const res = await cli(...argv);
+        assert.equal(res.code, 0, argv.join(" "));
+        assert.match(res.out, /Usage: maskline/);
+      }
+    });
+
+    test("the bin and npm start print usage with --help", () => {
+      const bin = spawnSync(process.execPath, ["bin/maskline.mjs", "sessions", "list", "--help"], {
+        encoding: "utf8",
+      });
+      assert.equal(bin.status, 0, bin.stderr);
+      assert.match(bin.stdout, /--participant/);
+      const start = spawnSync(process.execPath, ["--import", "tsx", "local/start.ts", "--help"], {
+        encoding: "utf8",
+      });
+      assert.equal(start.status, 0, start.stderr);
+      assert.match(start.stdout, /Usage: npm start/);
+      const unknown = spawnSync(process.execPath, ["--import", "tsx", "local/start.ts", "--nope"], {
+        encoding: "utf8",
+      });
+      assert.equal(unknown.status, 2);
+      assert.match(unknown.stderr, /Usage: npm start/);
+      assert.doesNotMatch(unknown.stderr, /ERR_PARSE_ARGS/);
+    });
   });
 });
