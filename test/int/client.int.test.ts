@@ -14,6 +14,7 @@ import {
   ValidationError,
 } from "../../clients/typescript/src/index.ts";
 import { type EmbeddedStack, startEmbeddedStack } from "../../local/stack.ts";
+import { assertMatchesOpenApi } from "../support/openapi.ts";
 
 let stack: EmbeddedStack;
 let client: MasklineClient;
@@ -27,7 +28,21 @@ const collect = async <T>(items: AsyncIterable<T>) => {
 describe("TypeScript client against the embedded stack (in-process)", () => {
   before(async () => {
     stack = await startEmbeddedStack({ PORT: "0", SANDBOX_POOL_SIZE: "3", RECYCLER_INTERVAL_SECONDS: "60" });
-    client = new MasklineClient({ endpoint: stack.url, auth: { type: "bearer", token: stack.apiToken } });
+    client = new MasklineClient({
+      endpoint: stack.url,
+      auth: { type: "bearer", token: stack.apiToken },
+      // Every answer the client gets here is checked against the OpenAPI document.
+      fetch: async (input, init) => {
+        const response = await fetch(input, init);
+        const request = input as Request;
+        assertMatchesOpenApi(request.method, new URL(request.url).pathname, {
+          status: response.status,
+          headers: { "content-type": response.headers.get("content-type") ?? "" },
+          text: await response.clone().text(),
+        });
+        return response;
+      },
+    });
   });
   after(async () => stack?.stop());
 
