@@ -16,7 +16,6 @@ import {
   productAuth,
 } from "../../shared/http/middleware.ts";
 import { problems } from "../../shared/http/problem.ts";
-import { buildOpenApiDocument } from "./openapi.ts";
 import {
   eventsQuery,
   listSessionsQuery,
@@ -90,10 +89,13 @@ export function sessionView(session: Session) {
 
 const PUBLIC_ROUTES = new Set(["GET /health", "GET /openapi.json"]);
 
-/** Built on first request (pure and quick), then kept for the life of the function instance. */
-let openApi: ReturnType<typeof buildOpenApiDocument> | undefined;
+/**
+ * Built on the first request for it, then kept for the life of the function instance. The schema tooling
+ * is imported only then, so it costs the product routes' cold start nothing.
+ */
+let openApi: Promise<unknown> | undefined;
 const openApiDocument = () => {
-  openApi ??= buildOpenApiDocument();
+  openApi ??= import("./openapi.ts").then((m) => m.buildOpenApiDocument());
   return openApi;
 };
 
@@ -126,7 +128,7 @@ export function createAllocateHandler({ service, auth, logger, health, cursorKey
       const ok = Object.values(checks).every((c) => c === "ok");
       return json(ok ? 200 : 503, { status: ok ? "ok" : "degraded", checks });
     },
-    "GET /openapi.json": async () => json(200, openApiDocument()),
+    "GET /openapi.json": async () => json(200, await openApiDocument()),
     "POST /sessions": async (event) => {
       const key = idempotencyKey(event);
       const body = jsonBody(event, openSessionBody);
