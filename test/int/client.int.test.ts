@@ -104,16 +104,44 @@ describe("TypeScript client against the embedded stack (in-process)", () => {
     assert.equal(patched.mode, "sms");
 
     await client.sessions.sendMessage(opened.sessionId, { to: "host-10", body: "welcome" });
-    const messages = await collect(client.sessions.allMessages(opened.sessionId));
+    // The guest texts the host through the sandbox: webhook, queue, forward, all of the embedded stack.
+    const guestProxy = patched.participants[1].proxyNumber;
+    await stack.sandbox.phoneSends(guest(11), guestProxy, "hi host");
+    let messages = await collect(client.sessions.allMessages(opened.sessionId));
+    for (let i = 0; i < 100 && messages.some((m) => m.forwardedAt === null); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      messages = await collect(client.sessions.allMessages(opened.sessionId));
+    }
     assert.deepEqual(
-      messages.map((m) => [m.to, m.body]),
-      [["host-10", "welcome"]],
+      messages.map((m) => [m.from, m.to, m.body]),
+      [
+        [null, "host-10", "welcome"],
+        [guest(11), "host-10", "hi host"],
+      ],
+      "participants by id when they have one, else by number",
     );
+    // Forwarded, then the carrier's status callbacks (the sandbox reports sent/delivered).
+    for (const m of messages) assert.ok(["forwarded", "sent", "delivered"].includes(m.status), m.status);
+    for (const m of messages) assert.ok(m.forwardedAt && m.forwardedAt >= m.receivedAt);
     const events = await collect(client.sessions.allEvents(opened.sessionId, { limit: 1 }));
     assert.deepEqual(
-      events.map((e) => e.type),
-      ["SessionOpened", "SessionUpdated", "MessageReceived"],
+      events
+        .map((e) => e.type)
+        // Extensions and delivery callbacks depend on timing; the rest is fixed.
+        .filter((t) => t !== "SessionExtended" && t !== "MessageDelivered")
+        .sort(),
+      [
+        "MessageForwarded",
+        "MessageForwarded",
+        "MessageReceived",
+        "MessageReceived",
+        "SessionOpened",
+        "SessionUpdated",
+      ],
+      "every event once, over pages of one",
     );
+    assert.equal(events[0]?.type, "SessionOpened");
+    assert.equal(new Set(events.map((e) => e.id)).size, events.length);
 
     await client.sessions.close(opened.sessionId);
     await assert.rejects(client.sessions.update(opened.sessionId, { mode: "sms" }), SessionNotOpenError);
