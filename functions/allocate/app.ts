@@ -111,7 +111,11 @@ export interface AllocateAppDeps {
 /** The product API: thin routes over SessionService. */
 export function createAllocateHandler({ service, auth, logger, health, cursorKey }: AllocateAppDeps) {
   const cursors = new CursorCodec(cursorKey ?? (auth.mode === "token" ? auth.token : "maskline"));
-  const queries = () => service.queries();
+  let sessionQueries: ReturnType<SessionService["queries"]> | undefined;
+  const queries = () => {
+    sessionQueries ??= service.queries();
+    return sessionQueries;
+  };
   /** The page request of a query, its cursor checked against the query it belongs to. */
   const pageOf = (scope: string, q: { limit: number; cursor?: string | undefined }) => ({
     limit: q.limit,
