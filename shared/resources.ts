@@ -26,7 +26,8 @@ export const mainTable: TableDefinition = {
   stream: "NEW_IMAGE",
   globalSecondaryIndexes: [
     {
-      // Sparse: only open sessions carry gsi1pk ("OPEN#<shard>") with gsi1sk = expiresAt, for the recycler.
+      // Sparse and overloaded: open sessions carry gsi1pk "OPEN#<shard>" (gsi1sk = expiresAt, for the recycler);
+      // message log entries carry "MESSAGES#<sessionId>" (gsi1sk = receivedAt, for GET /sessions/{id}/messages).
       indexName: "gsi1",
       partitionKey: { name: "gsi1pk", type: "S" },
       sortKey: { name: "gsi1sk", type: "S" },
