@@ -3,10 +3,39 @@ import { ConfigError } from "../shared/config.ts";
 import { MIN_API_TOKEN_LENGTH, startEmbeddedStack } from "./stack.ts";
 
 /** `npm start`: the whole system on this machine. Ctrl-C stops every part of it. */
-const { values } = parseArgs({
-  options: { "data-dir": { type: "string" }, port: { type: "string" } },
-  allowPositionals: false,
-});
+const USAGE = `Usage: npm start [-- options]
+
+Runs Maskline on this machine: DynamoDB Local, an SQS server, the pollers and scheduler, a Twilio sandbox
+and its web page. Ctrl-C stops everything.
+
+Options:
+  --data-dir <dir>  keep the data in <dir> across restarts (MASKLINE_DATA_DIR); default: in memory
+  --port <port>     the HTTP port (PORT, default 3000)
+  -h, --help        this help
+
+Environment variables (PORT, MASKLINE_API_TOKEN, TWILIO_*, …) are listed in the README.
+`;
+
+const parsed = (() => {
+  try {
+    return parseArgs({
+      options: {
+        "data-dir": { type: "string" },
+        port: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      allowPositionals: false,
+    });
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+})();
+const { values } = parsed;
+if (values.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
 // Lambda runs Node 22; the SDK's notice about local Node 20 is noise in the console.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 if (values["data-dir"]) process.env.MASKLINE_DATA_DIR = values["data-dir"];

@@ -146,6 +146,8 @@ export const apiConfigSchema = z
   .object({
     MASKLINE_AUTH: z.enum(["token", "iam"]).default("token"),
     MASKLINE_API_TOKEN: z.string().min(1).optional(),
+    /** Signs page cursors (HMAC); defaults to one derived from the API token, or a fixed one with IAM. */
+    CURSOR_SIGNING_KEY: z.string().min(16).optional(),
   })
   .refine((c) => c.MASKLINE_AUTH === "iam" || c.MASKLINE_API_TOKEN, {
     message: "required unless MASKLINE_AUTH=iam",

@@ -170,3 +170,49 @@ export type StorePorts = EventStore &
   SessionIndex &
   TrafficReads &
   ConsentRecords;
+/** Where a page ends: the store's own key of the last item served (the HTTP edge seals it in a cursor). */
+export type PageKey = Record<string, string | number>;
+
+export interface PageRequest {
+  limit: number;
+  after?: PageKey | undefined;
+  /** Stop before the serialized items pass this many bytes (a response stays under API limits). */
+  maxBytes: number;
+}
+
+/** `next` is absent on the last page. */
+export interface Page<T> {
+  items: T[];
+  next: PageKey | undefined;
+}
+
+export type SessionRefScope = "PHONE" | "PID" | "NAME";
+
+/** One message of a session's log: what happened to it; the body only while retained. */
+export interface MessageLogEntry {
+  messageId: string;
+  source: "sms" | "platform";
+  from: E164 | null;
+  to: E164 | null;
+  body: string | null;
+  mediaCount: number;
+  status: string;
+  receivedAt: string;
+  forwardedAt: string | null;
+}
+
+/** The paged reads of the product API: lists that grow without bound are always read a page at a time. */
+export interface PagedReads {
+  /** Sessions of a participant (number or product id) or of a uniqueName, newest first; `keep` filters. */
+  sessionsBy(
+    scope: SessionRefScope,
+    value: string,
+    page: PageRequest,
+    keep?: (session: Session) => boolean,
+  ): Promise<Page<Session>>;
+  /** A session's events, oldest first, optionally of one type. */
+  sessionEventsPage(sessionId: string, page: PageRequest, type?: string): Promise<Page<DomainEvent>>;
+  poolPage(page: PageRequest): Promise<Page<PoolNumber>>;
+  /** A session's messages, oldest first. */
+  messagesPage(sessionId: string, page: PageRequest): Promise<Page<MessageLogEntry>>;
+}

@@ -26,7 +26,8 @@ export const mainTable: TableDefinition = {
   stream: "NEW_IMAGE",
   globalSecondaryIndexes: [
     {
-      // Sparse: only open sessions carry gsi1pk ("OPEN#<shard>") with gsi1sk = expiresAt, for the recycler.
+      // Sparse and overloaded: open sessions carry gsi1pk "OPEN#<shard>" (gsi1sk = expiresAt, for the recycler);
+      // message log entries carry "MESSAGES#<sessionId>" (gsi1sk = receivedAt, for GET /sessions/{id}/messages).
       indexName: "gsi1",
       partitionKey: { name: "gsi1pk", type: "S" },
       sortKey: { name: "gsi1sk", type: "S" },
@@ -76,11 +77,13 @@ export const functions: Record<FunctionName, FunctionDefinition> = {
 };
 
 export interface RouteDefinition {
-  method: "GET" | "POST" | "DELETE";
+  method: "GET" | "POST" | "PATCH" | "DELETE";
   path: string;
   function: FunctionName;
   /** product routes are IAM-authorized in AWS (bearer token locally); twilio routes check the signature. */
   auth: "product" | "twilio" | "none";
+  /** Why a route without auth may be public (the cdk-nag suppression's reason). */
+  publicBecause?: string;
 }
 
 export const routes: RouteDefinition[] = [
@@ -88,15 +91,27 @@ export const routes: RouteDefinition[] = [
   { method: "POST", path: "/twilio/voice", function: "inbound", auth: "twilio" },
   { method: "POST", path: "/twilio/status", function: "inbound", auth: "twilio" },
   { method: "POST", path: "/sessions", function: "allocate", auth: "product" },
+  { method: "GET", path: "/sessions", function: "allocate", auth: "product" },
   { method: "GET", path: "/sessions/{id}", function: "allocate", auth: "product" },
+  { method: "PATCH", path: "/sessions/{id}", function: "allocate", auth: "product" },
   { method: "DELETE", path: "/sessions/{id}", function: "allocate", auth: "product" },
   { method: "POST", path: "/sessions/{id}/messages", function: "allocate", auth: "product" },
   { method: "GET", path: "/sessions/{id}/events", function: "allocate", auth: "product" },
+  { method: "GET", path: "/sessions/{id}/messages", function: "allocate", auth: "product" },
   { method: "POST", path: "/numbers", function: "allocate", auth: "product" },
   { method: "GET", path: "/numbers", function: "allocate", auth: "product" },
   { method: "DELETE", path: "/numbers/{e164}", function: "allocate", auth: "product" },
   { method: "GET", path: "/participants/{e164}", function: "allocate", auth: "product" },
   { method: "GET", path: "/health", function: "allocate", auth: "none" },
+  {
+    method: "GET",
+    path: "/openapi.json",
+    function: "allocate",
+    auth: "none",
+    publicBecause:
+      "The API's OpenAPI description: read-only, the same document that is committed in the repository; " +
+      "no data, no secrets. Clients and code generators fetch it without credentials.",
+  },
 ];
 
 /**

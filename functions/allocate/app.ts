@@ -1,10 +1,10 @@
 import type { Logger } from "@aws-lambda-powertools/logger";
 import middy from "@middy/core";
-import { z } from "zod";
+import type { z } from "zod";
 import type { SessionService } from "../../shared/app/sessions.ts";
-import { sessionModes, ttlModes } from "../../shared/domain/events.ts";
-import { e164Schema, toE164 } from "../../shared/domain/phone.ts";
+import { toE164 } from "../../shared/domain/phone.ts";
 import type { Session } from "../../shared/domain/session.ts";
+import { CursorCodec } from "../../shared/http/cursor.ts";
 import {
   type HttpEvent,
   type HttpResult,
@@ -16,52 +16,20 @@ import {
   productAuth,
 } from "../../shared/http/middleware.ts";
 import { problems } from "../../shared/http/problem.ts";
+import {
+  eventsQuery,
+  listSessionsQuery,
+  MAX_PAGE_BYTES,
+  messagesQuery,
+  numberBody,
+  numbersQuery,
+  openSessionBody,
+  type participantInput,
+  platformMessageBody,
+  updateSessionBody,
+} from "./schemas.ts";
 
-/** TTL bounds: at least a second (tests and demos), at most 90 days (a long stay plus its follow-up). */
-export const TTL_BOUNDS = { min: 1, max: 90 * 24 * 3600, default: 7 * 24 * 3600 };
-
-const participantInput = z.object({
-  phoneNumber: e164Schema,
-  id: z.string().min(1).max(128).optional(),
-  name: z.string().min(1).max(128).optional(),
-});
-
-const openSessionBody = z
-  .object({
-    participants: z.array(participantInput).length(2, "exactly two participants"),
-    mode: z.enum(sessionModes).default("sms+voice"),
-    ttlSeconds: z.number().int().min(TTL_BOUNDS.min).max(TTL_BOUNDS.max).default(TTL_BOUNDS.default),
-    ttlMode: z.enum(ttlModes).default("absolute"),
-    policy: z
-      .object({
-        ttlMode: z.enum(ttlModes).optional(),
-        contacts: z.enum(["allow", "redact", "block"]).optional(),
-      })
-      .strict()
-      .optional(),
-  })
-  .superRefine((body, ctx) => {
-    const [a, b] = body.participants;
-    if (a && b && a.phoneNumber === b.phoneNumber)
-      ctx.addIssue({
-        code: "custom",
-        path: ["participants", 1, "phoneNumber"],
-        message: "participants must differ",
-      });
-    if (a?.id && b?.id && a.id === b.id)
-      ctx.addIssue({
-        code: "custom",
-        path: ["participants", 1, "id"],
-        message: "participant ids must differ",
-      });
-  });
-
-const platformMessageBody = z.object({
-  to: z.string().min(1).max(128),
-  body: z.string().min(1).max(1600),
-});
-
-const numberBody = z.object({ phoneNumber: e164Schema });
+export { TTL_BOUNDS } from "./schemas.ts";
 
 const idempotencyKey = (event: HttpEvent) => {
   const key = headerOf(event, "idempotency-key");
@@ -100,9 +68,17 @@ const sessionIdParam = (event: HttpEvent) => {
   return id;
 };
 
+/** Query parameters, validated like bodies: every failure is a 400 problem naming the parameter. */
+function queryOf<T extends z.ZodTypeAny>(event: HttpEvent, schema: T): z.output<T> {
+  const parsed = schema.safeParse(event.queryStringParameters ?? {});
+  if (!parsed.success) throw problems.validation(parsed.error);
+  return parsed.data;
+}
+
 export function sessionView(session: Session, optedOut: ReadonlySet<string> = new Set()) {
   return {
     sessionId: session.sessionId,
+    uniqueName: session.uniqueName ?? null,
     status: session.status,
     mode: session.mode,
     ttlSeconds: session.ttlSeconds,
@@ -121,21 +97,52 @@ export function sessionView(session: Session, optedOut: ReadonlySet<string> = ne
   };
 }
 
+const PUBLIC_ROUTES = new Set(["GET /health", "GET /openapi.json"]);
+
+/**
+ * Built on the first request for it, then kept for the life of the function instance. The schema tooling
+ * is imported only then, so it costs the product routes' cold start nothing.
+ */
+let openApi: Promise<unknown> | undefined;
+const openApiDocument = () => {
+  openApi ??= import("./openapi.ts").then((m) => m.buildOpenApiDocument());
+  return openApi;
+};
+
 export interface AllocateAppDeps {
   service: SessionService;
   auth: ProductAuth;
   logger: Logger;
   health: () => Promise<Record<string, "ok" | "error">>;
+  /** Signs page cursors; by default derived from the API token (set CURSOR_SIGNING_KEY in AWS). */
+  cursorKey?: string;
 }
 
 /** The product API: thin routes over SessionService. */
-export function createAllocateHandler({ service, auth, logger, health }: AllocateAppDeps) {
+export function createAllocateHandler({ service, auth, logger, health, cursorKey }: AllocateAppDeps) {
+  const cursors = new CursorCodec(cursorKey ?? (auth.mode === "token" ? auth.token : "maskline"));
+  let sessionQueries: ReturnType<SessionService["queries"]> | undefined;
+  const queries = () => {
+    sessionQueries ??= service.queries();
+    return sessionQueries;
+  };
+  /** The page request of a query, its cursor checked against the query it belongs to. */
+  const pageOf = (scope: string, q: { limit: number; cursor?: string | undefined }) => ({
+    limit: q.limit,
+    after: cursors.open(scope, q.cursor),
+    maxBytes: MAX_PAGE_BYTES,
+  });
+  const nextCursor = (scope: string, next: Parameters<CursorCodec["seal"]>[1]) => {
+    const cursor = cursors.seal(scope, next);
+    return cursor ? { nextCursor: cursor } : {};
+  };
   const routes: Record<string, (event: HttpEvent) => Promise<HttpResult>> = {
     "GET /health": async () => {
       const checks = await health();
       const ok = Object.values(checks).every((c) => c === "ok");
       return json(ok ? 200 : 503, { status: ok ? "ok" : "degraded", checks });
     },
+    "GET /openapi.json": async () => json(200, await openApiDocument()),
     "POST /sessions": async (event) => {
       const key = idempotencyKey(event);
       const body = jsonBody(event, openSessionBody);
@@ -150,6 +157,9 @@ export function createAllocateHandler({ service, auth, logger, health }: Allocat
           ttlSeconds: body.ttlSeconds,
           ttlMode: body.policy?.ttlMode ?? body.ttlMode,
           contacts: body.policy?.contacts,
+          ...(body.uniqueName ? { uniqueName: body.uniqueName } : {}),
+          ...(body.failOnParticipantConflict ? { failOnParticipantConflict: true } : {}),
+          ...(body.geoMatch !== "area-code" ? { geoMatch: body.geoMatch } : {}),
         },
         key,
       );
@@ -166,9 +176,31 @@ export function createAllocateHandler({ service, auth, logger, health }: Allocat
       const session = await service.closeSession(sessionIdParam(event));
       return json(200, sessionView(session, await service.optedOut(session)));
     },
+    "GET /sessions": async (event) => {
+      const q = queryOf(event, listSessionsQuery);
+      const scope = `sessions\n${q.participant ?? ""}\n${q.uniqueName ?? ""}\n${q.status ?? ""}`;
+      const page = await queries().listSessions(q, pageOf(scope, q));
+      return json(200, { sessions: page.items.map((s) => sessionView(s)), ...nextCursor(scope, page.next) });
+    },
+    "PATCH /sessions/{id}": async (event) => {
+      const id = sessionIdParam(event);
+      const body = jsonBody(event, updateSessionBody);
+      const session = await service.updateSession(id, body);
+      return json(200, sessionView(session, await service.optedOut(session)));
+    },
     "GET /sessions/{id}/events": async (event) => {
-      const events = await service.sessionEvents(sessionIdParam(event));
-      return json(200, { events });
+      const id = sessionIdParam(event);
+      const q = queryOf(event, eventsQuery);
+      const scope = `events\n${id}\n${q.type ?? ""}`;
+      const page = await queries().events(id, pageOf(scope, q), q.type);
+      return json(200, { events: page.items, ...nextCursor(scope, page.next) });
+    },
+    "GET /sessions/{id}/messages": async (event) => {
+      const id = sessionIdParam(event);
+      const q = queryOf(event, messagesQuery);
+      const scope = `messages\n${id}`;
+      const page = await queries().messages(id, pageOf(scope, q));
+      return json(200, { messages: page.items, ...nextCursor(scope, page.next) });
     },
     "POST /sessions/{id}/messages": async (event) => {
       const id = sessionIdParam(event);
@@ -187,13 +219,17 @@ export function createAllocateHandler({ service, auth, logger, health }: Allocat
       const number = (await service.listNumbers()).find((n) => n.phoneNumber === phoneNumber);
       return json(created ? 201 : 200, number);
     },
-    "GET /numbers": async () => json(200, { numbers: await service.listNumbers() }),
+    "GET /numbers": async (event) => {
+      const q = queryOf(event, numbersQuery);
+      const page = await queries().numbers(pageOf("numbers", q));
+      return json(200, { numbers: page.items, ...nextCursor("numbers", page.next) });
+    },
     "DELETE /numbers/{e164}": async (event) => json(200, await service.retireNumber(phonePathParam(event))),
     "GET /participants/{e164}": async (event) => json(200, await service.participant(phonePathParam(event))),
   };
   return middy<HttpEvent, HttpResult>()
     .use(problemJson(logger))
-    .use(productAuth(auth, (event) => event.routeKey === "GET /health"))
+    .use(productAuth(auth, (event) => PUBLIC_ROUTES.has(event.routeKey)))
     .handler(async (event) => {
       const route = routes[event.routeKey];
       if (!route) throw problems.routeNotFound();

@@ -34,6 +34,7 @@ async function check(probe: () => Promise<unknown>): Promise<"ok" | "error"> {
 const allocate = createAllocateHandler({
   service,
   logger,
+  ...(api.CURSOR_SIGNING_KEY ? { cursorKey: api.CURSOR_SIGNING_KEY } : {}),
   auth:
     api.MASKLINE_AUTH === "iam" ? { mode: "iam" } : { mode: "token", token: api.MASKLINE_API_TOKEN ?? "" },
   health: async () => ({

@@ -144,8 +144,9 @@ export class MasklineHttpApi extends Construct {
           {
             id: "AwsSolutions-APIG4",
             reason:
+              definition.publicBecause ??
               "Liveness check for load balancers and uptime probes: read-only, returns only ok/error per " +
-              "dependency, no data and no secrets (the HTTP contract: GET /health is for anyone).",
+                "dependency, no data and no secrets (the HTTP contract: GET /health is for anyone).",
           },
         ]);
       }

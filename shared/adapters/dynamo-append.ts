@@ -48,6 +48,8 @@ class Expressions {
         return `${this.name(g.field)} IN (${g.values.map((v) => this.value(v)).join(", ")})`;
       case "lt":
         return `${this.name(g.field)} < ${this.value(g.value)}`;
+      case "atMost":
+        return `${this.name(g.field)} <= ${this.value(g.value)}`;
       case "and":
         return `(${g.guards.map((x) => this.condition(x)).join(" AND ")})`;
       case "or":

@@ -9,8 +9,18 @@ import type { E164 } from "../domain/phone.ts";
 import { type ItemKey, itemKeys, OPEN_SHARDS } from "../domain/projection.ts";
 import type { Route, Session } from "../domain/session.ts";
 import { trafficKeys } from "../domain/traffic.ts";
-import type { AppendOptions, ClaimResult, StorePorts } from "../ports.ts";
+import type {
+  AppendOptions,
+  ClaimResult,
+  MessageLogEntry,
+  Page,
+  PagedReads,
+  PageRequest,
+  SessionRefScope,
+  StorePorts,
+} from "../ports.ts";
 import { appendToDynamo, toUpdateInput } from "./dynamo-append.ts";
+import { DynamoPagedReads } from "./dynamo-pages.ts";
 import {
   mergeByExpiry,
   toConsent,
@@ -36,7 +46,7 @@ export interface DynamoStoreOptions {
  * The DynamoDB adapter of every store port: one table, events and projections written together (the
  * projection rules are shared/domain/projection.ts; dynamo-append.ts translates them), reads by key.
  */
-export class DynamoStore implements StorePorts {
+export class DynamoStore implements StorePorts, PagedReads {
   private readonly table: string;
   private readonly client: DynamoDBDocumentClient;
   private readonly retentionSeconds: number;
@@ -45,6 +55,25 @@ export class DynamoStore implements StorePorts {
     this.table = options.tableName;
     this.client = options.client;
     this.retentionSeconds = options.retentionSeconds;
+    this.pages = new DynamoPagedReads(this.table, this.client);
+  }
+
+  private readonly pages: DynamoPagedReads;
+
+  sessionsBy(scope: SessionRefScope, value: string, page: PageRequest, keep?: (s: Session) => boolean) {
+    return this.pages.sessionsBy(scope, value, page, keep);
+  }
+
+  sessionEventsPage(sessionId: string, page: PageRequest, type?: string): Promise<Page<DomainEvent>> {
+    return this.pages.sessionEventsPage(sessionId, page, type);
+  }
+
+  poolPage(page: PageRequest): Promise<Page<PoolNumber>> {
+    return this.pages.poolPage(page);
+  }
+
+  messagesPage(sessionId: string, page: PageRequest): Promise<Page<MessageLogEntry>> {
+    return this.pages.messagesPage(sessionId, page);
   }
 
   async append(events: readonly DomainEvent[], options: AppendOptions = {}): Promise<void> {

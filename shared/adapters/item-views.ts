@@ -23,6 +23,7 @@ export function toSession(item: Item): Session {
     closedAt: item.closedAt ?? null,
     participants: item.participants,
     ...(item.contacts ? { contacts: item.contacts } : {}),
+    uniqueName: (item.uniqueName as string | undefined) ?? null,
   } as Session;
 }
 
@@ -47,6 +48,7 @@ export function toHolding(item: Item): Holding {
     sessionId: (item.sessionId as string | undefined) ?? null,
     counterpartNumber: (item.counterpartNumber as E164 | undefined) ?? null,
     quarantineUntil: (item.quarantineUntil as number | undefined) ?? null,
+    expiresAt: (item.expiresAt as number | undefined) ?? null,
   };
 }
 

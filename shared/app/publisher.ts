@@ -65,6 +65,7 @@ export function eventMetrics(event: DomainEvent): EventMetric[] {
     case "SessionClosed":
     case "SessionExpired":
     case "SessionExtended":
+    case "SessionUpdated":
     case "PairReleased":
     case "MessageDelivered":
     case "OutOfSessionMessage":

@@ -1,15 +1,23 @@
 import { createHash } from "node:crypto";
-import { type Holding, type PoolNumber, rankProxies } from "../domain/allocation.ts";
+import {
+  type GeoMatch,
+  type Holding,
+  type PoolNumber,
+  rankProxies,
+  sharedOpenSession,
+} from "../domain/allocation.ts";
 import type { ContactPolicy } from "../domain/contacts.ts";
 import {
   ConcurrentWriteError,
   IdempotencyConflictError,
   NumberIsParticipantError,
+  ParticipantConflictError,
   ParticipantIsPoolNumberError,
   ParticipantNotInSessionError,
   PoolExhaustedError,
   SessionNotFoundError,
   SessionNotOpenError,
+  UniqueNameTakenError,
 } from "../domain/errors.ts";
 import type { DomainEvent, SessionMode, TtlMode } from "../domain/events.ts";
 import { decideMessage } from "../domain/message.ts";
@@ -23,10 +31,12 @@ import type {
   ForwardQueue,
   IdempotencyRecords,
   MessageLog,
+  PagedReads,
   PoolView,
   SessionReader,
 } from "../ports.ts";
 import { alreadyDone, handleCommand } from "./command.ts";
+import { SessionQueries } from "./session-queries.ts";
 
 export interface ParticipantInput {
   phoneNumber: E164;
@@ -41,6 +51,11 @@ export interface OpenSessionInput {
   ttlMode: TtlMode;
   /** The session's own contact-info policy; undefined: the global one. */
   contacts?: ContactPolicy | undefined;
+  /** Unique among open sessions (a name whose holder has expired is free again). */
+  uniqueName?: string | undefined;
+  /** Refuse when the two participants already share an open session. */
+  failOnParticipantConflict?: boolean | undefined;
+  geoMatch?: GeoMatch | undefined;
 }
 
 export interface SessionServiceDeps {
@@ -59,6 +74,13 @@ const hashOf = (value: unknown) => createHash("sha256").update(JSON.stringify(va
 /** Application service behind the product API: sessions, platform messages and the number pool. */
 export class SessionService {
   constructor(private readonly deps: SessionServiceDeps) {}
+
+  /** The paged list reads, where the store offers them (DynamoDB does; the in-memory store does not). */
+  queries(): SessionQueries {
+    const store = this.deps.store as SessionServiceDeps["store"] & Partial<PagedReads>;
+    if (!store.sessionsBy || !store.poolPage) throw new Error("this store has no paged reads");
+    return new SessionQueries({ store: store as typeof store & PagedReads, clock: this.deps.clock });
+  }
 
   async openSession(
     input: OpenSessionInput,
@@ -82,6 +104,10 @@ export class SessionService {
         for (const p of input.participants)
           if (pool.some((n) => n.phoneNumber === p.phoneNumber))
             throw new ParticipantIsPoolNumberError(p.phoneNumber);
+        if (input.failOnParticipantConflict) {
+          const shared = sharedOpenSession(holdingsA, b.phoneNumber, ctx.now);
+          if (shared) throw new ParticipantConflictError(shared.sessionId);
+        }
         const pick = (
           p: ParticipantInput,
           other: ParticipantInput,
@@ -95,6 +121,7 @@ export class SessionService {
             pool,
             holdings,
             now: ctx.now,
+            geoMatch: input.geoMatch,
           });
           if (ranked.length === 0) throw new PoolExhaustedError(p.phoneNumber);
           // After a lost race, spread retries over the best few so concurrent requests stop colliding.
@@ -117,6 +144,7 @@ export class SessionService {
             ttlSeconds: input.ttlSeconds,
             ttlMode: input.ttlMode,
             ...(input.contacts ? { contacts: input.contacts } : {}),
+            uniqueName: input.uniqueName ?? null,
             participants: [
               { phoneNumber: a.phoneNumber, id: a.id ?? null, name: a.name ?? null, proxyNumber: proxyA },
               { phoneNumber: b.phoneNumber, id: b.id ?? null, name: b.name ?? null, proxyNumber: proxyB },
@@ -127,9 +155,13 @@ export class SessionService {
         );
       },
       options: { idempotency: idempotency && { ...idempotency, result: sessionId } },
-      settles: (conflicts) => conflicts.some((c) => c.kind === "idempotency"),
+      settles: (conflicts) =>
+        conflicts.some((c) => c.kind === "idempotency" || (c.kind === "unique-name" && !c.contention)),
       attempts: MAX_ALLOCATION_ATTEMPTS,
     });
+    const nameTaken = result.outcome === "settled" && result.conflicts.some((c) => c.kind === "unique-name");
+    if (nameTaken && !result.conflicts.some((c) => c.kind === "idempotency"))
+      throw new UniqueNameTakenError(input.uniqueName ?? "");
     if (result.outcome === "settled" && idempotency) {
       // A concurrent request with the same key won: answer what it stored.
       const replay = await this.replay(idempotency.key, idempotency.requestHash);
@@ -169,6 +201,21 @@ export class SessionService {
       if (!(error instanceof ConcurrentWriteError)) throw error;
     });
     return this.getSession(sessionId);
+  }
+
+  /**
+   * PATCH: a new ttl counts from now (a sliding session then extends by it), a new mode applies to the
+   * routing pairs at once. A session that closed or expired meanwhile fails the guard; read again.
+   */
+  async updateSession(
+    sessionId: string,
+    input: { ttlSeconds?: number; mode?: SessionMode },
+  ): Promise<Session> {
+    const result = await handleCommand(this.deps, {
+      load: () => this.mustGet(sessionId),
+      decide: (state, ctx) => decide({ type: "UpdateSession", ...input }, state, ctx),
+    });
+    return result.events.reduce(evolve, result.state) ?? this.getSession(sessionId);
   }
 
   async sessionEvents(sessionId: string): Promise<DomainEvent[]> {

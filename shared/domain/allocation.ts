@@ -17,7 +17,13 @@ export interface Holding {
   counterpartNumber: E164 | null;
   /** Epoch ms until which a released pair is not handed to a different counterpart. */
   quarantineUntil: number | null;
+  /** Epoch ms when the held pair's session expires (absent when unknown). */
+  expiresAt?: number | null;
 }
+
+/** How close to the participant a proxy should be: same country, or (NANP) the same area code too. */
+export const geoMatches = ["country", "area-code"] as const;
+export type GeoMatch = (typeof geoMatches)[number];
 
 export interface AllocationRequest {
   participant: E164;
@@ -26,12 +32,30 @@ export interface AllocationRequest {
   pool: readonly PoolNumber[];
   holdings: readonly Holding[];
   now: number;
+  /** Default "area-code": within the country, a proxy of the participant's area code first (soft). */
+  geoMatch?: GeoMatch;
+}
+
+/** The NANP area code (the three digits after +1), or undefined for other numbers. */
+export function nanpAreaCode(phoneNumber: string): string | undefined {
+  return /^\+1(\d{3})\d{7}$/.exec(phoneNumber)?.[1];
+}
+
+/** Whether the participant already shares an open (held, unexpired) session with the counterpart. */
+export function sharedOpenSession(holdings: readonly Holding[], counterpart: string, now: number) {
+  return holdings.find(
+    (h) =>
+      h.state === "held" &&
+      h.counterpartNumber === counterpart &&
+      (h.expiresAt === undefined || h.expiresAt === null || h.expiresAt > now),
+  );
 }
 
 /**
  * Ranks the proxy numbers a participant may be given, best first. A number is eligible when it is active
  * and the participant holds it in no open session. Preference: the pair's previous number (sticky), then
- * free numbers in the participant's country, then the least loaded; pairs still in quarantine with a
+ * free numbers of the participant's area code (NANP, unless `geoMatch` is "country"), then of the
+ * participant's country, then the least loaded; pairs still in quarantine with a
  * different counterpart come last (quarantine is soft: reused, longest-quarantined first, rather than fail).
  * An empty result means the pool is exhausted for this participant.
  */
@@ -52,7 +76,15 @@ export function rankProxies(request: AllocationRequest): E164[] {
       else free.push(number);
     }
   }
-  const local = (n: PoolNumber) => (n.callingCode === request.participantCallingCode ? 0 : 1);
+  const area =
+    (request.geoMatch ?? "area-code") === "area-code" ? nanpAreaCode(request.participant) : undefined;
+  // 0: same area code (NANP), 1: same country, 2: elsewhere.
+  const local = (n: PoolNumber) =>
+    n.callingCode !== request.participantCallingCode
+      ? 2
+      : area && nanpAreaCode(n.phoneNumber) === area
+        ? 0
+        : 1;
   free.sort((a, b) => local(a) - local(b) || a.load - b.load || a.phoneNumber.localeCompare(b.phoneNumber));
   quarantined.sort((a, b) => a.until - b.until || a.number.phoneNumber.localeCompare(b.number.phoneNumber));
   return [...sticky, ...free, ...quarantined.map((q) => q.number)].map((n) => n.phoneNumber);

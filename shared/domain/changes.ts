@@ -25,6 +25,8 @@ export type Guard =
   | { op: "in"; field: string; values: readonly unknown[] }
   /** The field is a number below `value`. */
   | { op: "lt"; field: string; value: number }
+  /** The field is a number at most `value` (e.g. an expiry that has passed). */
+  | { op: "atMost"; field: string; value: number }
   | { op: "and"; guards: readonly Guard[] }
   | { op: "or"; guards: readonly Guard[] };
 
@@ -36,6 +38,7 @@ export const guard = {
   ne: (field: string, value: unknown): Guard => ({ op: "ne", field, value }),
   in: (field: string, values: readonly unknown[]): Guard => ({ op: "in", field, values }),
   lt: (field: string, value: number): Guard => ({ op: "lt", field, value }),
+  atMost: (field: string, value: number): Guard => ({ op: "atMost", field, value }),
   and: (...guards: Guard[]): Guard => ({ op: "and", guards }),
   or: (...guards: Guard[]): Guard => ({ op: "or", guards }),
 };
@@ -78,6 +81,8 @@ export function guardHolds(g: Guard, item: Item | undefined): boolean {
       return item !== undefined && g.values.some((v) => sameValue(item[g.field], v));
     case "lt":
       return typeof item?.[g.field] === "number" && (item[g.field] as number) < g.value;
+    case "atMost":
+      return item !== undefined && typeof item[g.field] === "number" && (item[g.field] as number) <= g.value;
     case "and":
       return g.guards.every((x) => guardHolds(x, item));
     case "or":

@@ -57,6 +57,18 @@ export class IdempotencyConflictError extends DomainError {
   }
 }
 
+export class UniqueNameTakenError extends DomainError {
+  constructor(readonly uniqueName: string) {
+    super("An open session already has this uniqueName");
+  }
+}
+
+export class ParticipantConflictError extends DomainError {
+  constructor(readonly sessionId: string | null) {
+    super("These two participants already share an open session");
+  }
+}
+
 /** What a failed guard says: which kind of item, which one. A typed value the command can act on. */
 export type ConflictKind =
   | "event"
@@ -70,7 +82,8 @@ export type ConflictKind =
   | "replay"
   | "auto-reply"
   | "sender-count"
-  | "sender-notice";
+  | "sender-notice"
+  | "unique-name";
 export interface Conflict {
   kind: ConflictKind;
   key: string;
@@ -85,5 +98,12 @@ export class ConcurrentWriteError extends DomainError {
     options?: ErrorOptions,
   ) {
     super("A concurrent write changed the state this command read", options);
+  }
+}
+
+/** A page key that does not belong to the query it was given to. */
+export class InvalidPageKeyError extends DomainError {
+  constructor() {
+    super("The page key does not belong to this query");
   }
 }

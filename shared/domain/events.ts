@@ -30,12 +30,28 @@ export const eventDetailSchemas = {
     expiresAt: iso,
     /** The session's own contact-info policy (absent: the global CONTENT_POLICY). */
     contacts: z.enum(["allow", "redact", "block"]).optional(),
+    /** Unique among open sessions; absent in events written before names existed. */
+    uniqueName: z.string().nullable().optional(),
   }),
-  SessionClosed: z.object({ reason: z.enum(["api", "policy"]) }),
+  SessionClosed: z.object({
+    reason: z.enum(["api", "policy"]),
+    /** The name this close releases. */
+    uniqueName: z.string().optional(),
+  }),
   SessionExpired: z.object({ expiresAt: iso }),
   SessionExtended: z.object({
     expiresAt: iso,
     pairs: z.array(z.object({ phoneNumber: phone, proxyNumber: phone })),
+    /** The name whose hold follows the new expiry. */
+    uniqueName: z.string().optional(),
+  }),
+  /** PATCH /sessions/{id}: the new ttl (expiry counted from the update) and mode, carried to the pairs. */
+  SessionUpdated: z.object({
+    ttlSeconds: z.number().int().positive(),
+    mode: z.enum(sessionModes),
+    expiresAt: iso,
+    pairs: z.array(z.object({ phoneNumber: phone, proxyNumber: phone })),
+    uniqueName: z.string().optional(),
   }),
   PairReleased: z.object({
     proxyNumber: phone,

@@ -1,6 +1,8 @@
 import { type Change, guard, type Item, type ItemKey } from "./changes.ts";
 import type { DomainEvent } from "./events.ts";
 import { itemKeys, openShardOf, POOL_HEALTH_PARTITION } from "./keys.ts";
+import { nameFollows, nameReleased, openedLookups, sessionUpdated } from "./projection-lookups.ts";
+import { messageLogChanges } from "./projection-messages.ts";
 import { assertNever } from "./session.ts";
 import { type Marker, markerChange } from "./traffic.ts";
 
@@ -40,7 +42,7 @@ export function projectEvents(events: readonly DomainEvent[], options: Projectio
   const addLoad = (phone: string, delta: number) => loadDelta.set(phone, (loadDelta.get(phone) ?? 0) + delta);
   for (const event of events) {
     changes.push(eventItem(event));
-    changes.push(...projectEvent(event, options, addLoad));
+    changes.push(...projectEvent(event, options, addLoad), ...messageLogChanges(event));
   }
   for (const [phone, delta] of loadDelta) {
     if (delta === 0) continue;
@@ -117,6 +119,7 @@ function projectEvent(
             closedAt: null,
             participants: d.participants,
             ...(d.contacts ? { contacts: d.contacts } : {}),
+            ...(d.uniqueName ? { uniqueName: d.uniqueName } : {}),
             gsi1pk: `OPEN#${openShardOf(sessionId)}`,
             gsi1sk: `${d.expiresAt}#${sessionId}`,
           },
@@ -150,7 +153,7 @@ function projectEvent(
         });
         addLoad(p.proxyNumber, 1);
       }
-      return changes;
+      return [...changes, ...openedLookups(event)];
     }
     case "SessionClosed":
     case "SessionExpired":
@@ -167,7 +170,10 @@ function projectEvent(
               : guard.eq("status", "open"),
           conflict: { kind: "session", key: sessionId },
         },
+        ...(event.type === "SessionClosed" ? nameReleased(sessionId, event.detail.uniqueName) : []),
       ];
+    case "SessionUpdated":
+      return sessionUpdated(event, itemKeys.session(sessionId), itemKeys.pair);
     case "SessionExtended": {
       const at = Date.parse(event.detail.expiresAt);
       return [
@@ -187,6 +193,7 @@ function projectEvent(
             conflict: { kind: "pair", key: `${p.proxyNumber}:${p.phoneNumber}` },
           }),
         ),
+        ...nameFollows(sessionId, event.detail.uniqueName, event.detail.expiresAt),
       ];
     }
     case "PairReleased": {

@@ -1,4 +1,5 @@
 import type { ContactPolicy } from "./contacts.ts";
+import { SessionNotOpenError } from "./errors.ts";
 import {
   type DomainEvent,
   type EventContext,
@@ -22,6 +23,8 @@ export interface Session {
   participants: [SessionParticipant, SessionParticipant];
   /** The session's own contact-info policy; absent: the global default. */
   contacts?: ContactPolicy;
+  /** Unique among open sessions while this one is open; absent or null when none was given. */
+  uniqueName?: string | null;
 }
 
 export type SessionState = Session | null;
@@ -35,7 +38,9 @@ export type SessionCommand =
       ttlSeconds: number;
       ttlMode: TtlMode;
       contacts?: ContactPolicy;
+      uniqueName?: string | null;
     }
+  | { type: "UpdateSession"; ttlSeconds?: number; mode?: SessionMode }
   | { type: "CloseSession" }
   | { type: "ExpireSession" }
   | { type: "RecordActivity" };
@@ -63,6 +68,26 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
           ttlMode: command.ttlMode,
           expiresAt: new Date(ctx.now + command.ttlSeconds * 1000).toISOString(),
           ...(command.contacts ? { contacts: command.contacts } : {}),
+          ...(command.uniqueName ? { uniqueName: command.uniqueName } : {}),
+        }),
+      ];
+    }
+    case "UpdateSession": {
+      if (!state) return [];
+      const status = effectiveStatus(state, ctx.now);
+      if (status !== "open") throw new SessionNotOpenError(state.sessionId, status);
+      const ttlSeconds = command.ttlSeconds ?? state.ttlSeconds;
+      return [
+        makeEvent(ctx, "SessionUpdated", state.sessionId, {
+          ttlSeconds,
+          mode: command.mode ?? state.mode,
+          // A new ttl counts from now; a mode change alone keeps the expiry.
+          expiresAt:
+            command.ttlSeconds === undefined
+              ? state.expiresAt
+              : new Date(ctx.now + ttlSeconds * 1000).toISOString(),
+          pairs: pairsOf(state),
+          ...nameOf(state),
         }),
       ];
     }
@@ -71,7 +96,7 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
       const ending =
         effectiveStatus(state, ctx.now) === "expired"
           ? makeEvent(ctx, "SessionExpired", state.sessionId, { expiresAt: state.expiresAt })
-          : makeEvent(ctx, "SessionClosed", state.sessionId, { reason: "api" });
+          : makeEvent(ctx, "SessionClosed", state.sessionId, { reason: "api", ...nameOf(state) });
       return [ending, ...releasePairs(state, ctx)];
     }
     case "ExpireSession": {
@@ -89,7 +114,8 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
       return [
         makeEvent(ctx, "SessionExtended", state.sessionId, {
           expiresAt: new Date(next).toISOString(),
-          pairs: state.participants.map(({ phoneNumber, proxyNumber }) => ({ phoneNumber, proxyNumber })),
+          pairs: pairsOf(state),
+          ...nameOf(state),
         }),
       ];
     }
@@ -97,6 +123,11 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
       return assertNever(command);
   }
 }
+
+const pairsOf = (session: Session) =>
+  session.participants.map(({ phoneNumber, proxyNumber }) => ({ phoneNumber, proxyNumber }));
+
+const nameOf = (session: Session) => (session.uniqueName ? { uniqueName: session.uniqueName } : {});
 
 function releasePairs(session: Session, ctx: SessionContext): DomainEvent[] {
   const quarantineUntil = new Date(ctx.now + ctx.quarantineSeconds * 1000).toISOString();
@@ -129,6 +160,7 @@ export function evolve(state: SessionState, event: DomainEvent): SessionState {
         closedAt: null,
         participants: event.detail.participants,
         ...(event.detail.contacts ? { contacts: event.detail.contacts } : {}),
+        uniqueName: event.detail.uniqueName ?? null,
       };
     case "SessionClosed":
       return state && { ...state, status: "closed", closedAt: event.occurredAt };
@@ -136,6 +168,15 @@ export function evolve(state: SessionState, event: DomainEvent): SessionState {
       return state && { ...state, status: "expired", closedAt: event.occurredAt };
     case "SessionExtended":
       return state && { ...state, expiresAt: event.detail.expiresAt };
+    case "SessionUpdated":
+      return (
+        state && {
+          ...state,
+          ttlSeconds: event.detail.ttlSeconds,
+          mode: event.detail.mode,
+          expiresAt: event.detail.expiresAt,
+        }
+      );
     case "PairReleased":
     case "MessageReceived":
     case "MessageForwarded":

@@ -3,16 +3,41 @@ import type { ZodError } from "zod";
 import {
   ConcurrentWriteError,
   IdempotencyConflictError,
+  InvalidPageKeyError,
   NumberIsParticipantError,
   NumberNotFoundError,
+  ParticipantConflictError,
   ParticipantIsPoolNumberError,
   ParticipantNotInSessionError,
   PoolExhaustedError,
   SessionNotFoundError,
   SessionNotOpenError,
+  UniqueNameTakenError,
 } from "../domain/errors.ts";
 
 export const PROBLEM_BASE = "https://maskline.dev/problems/";
+
+/** Every problem type the API may answer with (the OpenAPI document lists them). */
+export const problemTypes = [
+  "validation-error",
+  "malformed-json",
+  "invalid-cursor",
+  "unauthorized",
+  "invalid-twilio-signature",
+  "not-found",
+  "route-not-found",
+  "method-not-allowed",
+  "pool-exhausted",
+  "session-not-open",
+  "unique-name-taken",
+  "participant-conflict",
+  "payload-too-large",
+  "unsupported-media-type",
+  "idempotency-key-reused",
+  "unknown-recipient",
+  "temporarily-unavailable",
+  "internal-error",
+] as const;
 
 /** An RFC 9457 problem. `type` is stable: clients branch on it, never on `title` or `detail`. */
 export class HttpProblem extends Error {
@@ -70,6 +95,13 @@ export const problems = {
       `${field} is missing, malformed or not ours`,
     ),
   notFound: (detail = "No such resource") => new HttpProblem(404, "not-found", "Not found", detail),
+  invalidCursor: () =>
+    new HttpProblem(
+      400,
+      "invalid-cursor",
+      "The cursor is not valid",
+      "Pass back the nextCursor of a previous page of the same query, unchanged",
+    ),
   routeNotFound: () => new HttpProblem(404, "route-not-found", "No such route"),
   internal: () =>
     new HttpProblem(500, "internal-error", "Internal error", "The error was logged; retry later"),
@@ -104,6 +136,25 @@ export function toProblem(error: unknown): HttpProblem {
     return new HttpProblem(409, "session-not-open", "The session is not open", error.message, {
       status: error.status,
     });
+  if (error instanceof InvalidPageKeyError) return problems.invalidCursor();
+  if (error instanceof UniqueNameTakenError)
+    return new HttpProblem(
+      409,
+      "unique-name-taken",
+      "An open session already has this uniqueName",
+      error.message,
+      {
+        uniqueName: error.uniqueName,
+      },
+    );
+  if (error instanceof ParticipantConflictError)
+    return new HttpProblem(
+      409,
+      "participant-conflict",
+      "The participants already share an open session",
+      error.message,
+      error.sessionId ? { sessionId: error.sessionId } : {},
+    );
   if (error instanceof ParticipantNotInSessionError)
     return new HttpProblem(422, "unknown-recipient", "The recipient is not in this session", error.message);
   if (error instanceof ParticipantIsPoolNumberError)
