@@ -93,7 +93,9 @@ export class MasklineHttpApi extends Construct {
     const throttle = definition.auth === "twilio" ? this.props.twilioThrottle : this.props.productThrottle;
     // RouteSettings is a map CloudFormation reads with its own (Pascal-case) property names.
     const stage = this.stage.node.defaultChild as CfnStage;
-    stage.addPropertyOverride(`RouteSettings.${definition.method} ${definition.path}`, {
+    // A "." in the route key (/openapi.json) would be read as a path separator: CDK takes "\." literally.
+    const routeKey = `${definition.method} ${definition.path}`.replaceAll(".", "\\.");
+    stage.addPropertyOverride(`RouteSettings.${routeKey}`, {
       ThrottlingRateLimit: throttle.rateLimit,
       ThrottlingBurstLimit: throttle.burstLimit,
     });

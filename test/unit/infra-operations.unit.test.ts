@@ -53,10 +53,11 @@ describe("capacity", () => {
     const settings = stage?.Properties.RouteSettings as Record<string, Json>;
     for (const route of routes) {
       const expected = route.auth === "twilio" ? capacity.twilio : capacity.product;
-      assert.deepEqual(settings[`${route.method} ${route.path}`], {
-        ThrottlingRateLimit: expected.rateLimit,
-        ThrottlingBurstLimit: expected.burstLimit,
-      });
+      assert.deepEqual(
+        settings[`${route.method} ${route.path}`],
+        { ThrottlingRateLimit: expected.rateLimit, ThrottlingBurstLimit: expected.burstLimit },
+        `${route.method} ${route.path} in ${Object.keys(settings).join(", ")}`,
+      );
     }
     assert.ok(capacity.twilio.rateLimit > capacity.product.rateLimit);
   });
