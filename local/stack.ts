@@ -5,7 +5,12 @@ import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from "@aws-s
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import { z } from "zod";
 import { DynamoStore } from "../shared/adapters/dynamo-store.ts";
-import { ConfigError, messagingServiceConfigSchema, parseConfig } from "../shared/config.ts";
+import {
+  ConfigError,
+  messagingServiceConfigSchema,
+  parseConfig,
+  twilioCredentialFields,
+} from "../shared/config.ts";
 import { toE164 } from "../shared/domain/phone.ts";
 import { functions, publisherStream } from "../shared/resources.ts";
 import {
@@ -39,13 +44,7 @@ const localConfigSchema = z
       .default("127.0.0.1"),
     PUBLIC_BASE_URL: z.string().url().optional(),
     MASKLINE_API_TOKEN: z.string().min(1).optional(),
-    TWILIO_ACCOUNT_SID: z
-      .string()
-      .regex(/^AC\w+$/, "must start with AC")
-      .optional(),
-    TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
-    /** Accepted for webhook signatures too, as during a token rotation in AWS. */
-    TWILIO_SECONDARY_AUTH_TOKEN: z.string().min(1).optional(),
+    ...twilioCredentialFields,
     TWILIO_API_BASE_URL: z.string().url().optional(),
     MASKLINE_DATA_DIR: z.string().min(1).optional(),
     SANDBOX_POOL_SIZE: z.coerce.number().int().min(0).max(100).default(5),

@@ -107,17 +107,22 @@ export const messagingServiceConfigSchema = z.object({
     ),
 });
 
+/** The Twilio credentials as environment variables (locally; the embedded stack validates them too). */
+export const twilioCredentialFields = {
+  TWILIO_ACCOUNT_SID: z
+    .string()
+    .regex(/^AC\w+$/, "must start with AC")
+    .optional(),
+  TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
+  /** Also accepted for webhook signatures while a token rotation is under way. */
+  TWILIO_SECONDARY_AUTH_TOKEN: z.string().min(1).optional(),
+};
+
 /** Twilio credentials: from Secrets Manager in AWS (TWILIO_SECRET_ARN), from the environment locally. */
 export const twilioConfigSchema = z
   .object({
     TWILIO_SECRET_ARN: z.string().min(1).optional(),
-    TWILIO_ACCOUNT_SID: z
-      .string()
-      .regex(/^AC\w+$/, "must start with AC")
-      .optional(),
-    TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
-    /** Also accepted for webhook signatures while a token rotation is under way. */
-    TWILIO_SECONDARY_AUTH_TOKEN: z.string().min(1).optional(),
+    ...twilioCredentialFields,
     /** How long a function trusts its copy of the secret before reading it again (AWS). */
     TWILIO_SECRET_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(3600).default(60),
     /** Timeout of one Twilio REST request (connect + answer). */

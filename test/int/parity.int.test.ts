@@ -34,6 +34,7 @@ import {
   rebuildFromItems,
   sortEvents,
 } from "../../shared/rebuild.ts";
+import { testReplies, testTraffic } from "../support/pipeline.ts";
 import { startLocalAws } from "../support/stack.ts";
 
 /**
@@ -163,17 +164,8 @@ async function play(commands: readonly Command[], store: Store) {
   const sessions = new SessionService(common);
   const inbound = new InboundService({
     ...common,
-    outOfSessionReply: "Ended.",
-    outOfSessionVoice: "Bye.",
-    helpReply: "HELP: reply STOP to opt out.",
-    traffic: {
-      autoReplyIntervalSeconds: 600,
-      senderRateLimit: { count: 2, seconds: 60 },
-      rateLimitReply: "Slow down.",
-      replayWindowDays: 30,
-      contentPolicy: "off",
-      contentBlockedReply: "No contact details, please.",
-    },
+    ...testReplies,
+    traffic: testTraffic({ autoReplyIntervalSeconds: 600, senderRateLimit: { count: 2, seconds: 60 } }),
   });
   const forward = new ForwardService({
     ...common,

@@ -26,6 +26,7 @@ import type { E164 } from "../../shared/domain/phone.ts";
 import { itemKeys } from "../../shared/domain/projection.ts";
 import { type ForwardJob, type SmsGateway, SmsSendError } from "../../shared/ports.ts";
 import { compareProjections, describeDifference } from "../../shared/rebuild.ts";
+import { testReplies, testTraffic } from "../support/pipeline.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const TABLE = "maskline";
@@ -98,17 +99,8 @@ async function driveServices(store: DynamoStore) {
   const sessions = new SessionService(common);
   const inbound = new InboundService({
     ...common,
-    outOfSessionReply: "Ended.",
-    outOfSessionVoice: "Bye.",
-    helpReply: "HELP: reply STOP to opt out.",
-    traffic: {
-      autoReplyIntervalSeconds: 3600,
-      senderRateLimit: undefined,
-      rateLimitReply: "Slow down.",
-      replayWindowDays: 30,
-      contentPolicy: "off",
-      contentBlockedReply: "No contact details, please.",
-    },
+    ...testReplies,
+    traffic: testTraffic({ autoReplyIntervalSeconds: 3600 }),
   });
   const forward = new ForwardService({
     ...common,

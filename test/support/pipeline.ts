@@ -24,6 +24,27 @@ export const ACCOUNT_SID = `AC${"0123456789abcdef".repeat(2)}`;
 export const AUTH_TOKEN = "sandbox-auth-token-for-tests";
 export const OUT_OF_SESSION = "This conversation has ended.";
 export const HELP_REPLY = "HELP: reply STOP to opt out.";
+export const CONTENT_BLOCKED = "No contact details, please.";
+
+/** The webhook replies every in-process test composes InboundService with. */
+export const testReplies = {
+  outOfSessionReply: OUT_OF_SESSION,
+  outOfSessionVoice: "Goodbye.",
+  helpReply: HELP_REPLY,
+};
+
+/** Hostile-traffic settings for tests: the rate limit off unless a test sets it. */
+export function testTraffic(overrides: Partial<TrafficPolicy> = {}): TrafficPolicy {
+  return {
+    autoReplyIntervalSeconds: 86_400,
+    senderRateLimit: undefined,
+    rateLimitReply: RATE_LIMIT_NOTICE,
+    replayWindowDays: 30,
+    contentPolicy: "off",
+    contentBlockedReply: CONTENT_BLOCKED,
+    ...overrides,
+  };
+}
 export const RATE_LIMIT_NOTICE = "Slow down.";
 
 export interface PipelineOptions {
@@ -77,15 +98,7 @@ export async function startPipeline(
     outOfSessionReply: OUT_OF_SESSION,
     outOfSessionVoice: "Goodbye.",
     helpReply: HELP_REPLY,
-    traffic: {
-      autoReplyIntervalSeconds: 86_400,
-      senderRateLimit: undefined,
-      rateLimitReply: RATE_LIMIT_NOTICE,
-      replayWindowDays: 30,
-      contentPolicy: "off" as const,
-      contentBlockedReply: "No contact details, please.",
-      ...options.traffic,
-    },
+    traffic: testTraffic(options.traffic),
   };
   let invalidRequests = 0;
   const inbound = createInboundHandler({
