@@ -61,6 +61,7 @@ type Store = EventStore &
 type Command =
   | { t: "open"; a: number; d: number; ttlSeconds: number; ttlMode: TtlMode; mode: SessionMode }
   | { t: "close"; s: number }
+  | { t: "update"; s: number; ttlSeconds: number; mode: SessionMode | undefined }
   | { t: "expire"; seconds: number }
   | { t: "add"; n: number }
   | { t: "retire"; n: number }
@@ -86,6 +87,15 @@ const command: fc.Arbitrary<Command> = fc.oneof(
     }),
   },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("close" as const), s: fc.nat(20) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      t: fc.constant("update" as const),
+      s: fc.nat(20),
+      ttlSeconds: fc.constantFrom(60, 600, 7200),
+      mode: fc.constantFrom<SessionMode | undefined>(undefined, "sms", "sms+voice"),
+    }),
+  },
   {
     weight: 2,
     arbitrary: fc.record({ t: fc.constant("expire" as const), seconds: fc.constantFrom(30, 120, 900, 4000) }),
@@ -206,6 +216,15 @@ async function play(commands: readonly Command[], store: Store) {
         const session = pick(opened, c.s);
         if (!session) return "no session";
         return `closed: ${(await sessions.closeSession(session.sessionId)).status}`;
+      }
+      case "update": {
+        const session = pick(opened, c.s);
+        if (!session) return "no session";
+        const updated = await sessions.updateSession(session.sessionId, {
+          ttlSeconds: c.ttlSeconds,
+          ...(c.mode ? { mode: c.mode } : {}),
+        });
+        return `updated: ${updated.expiresAt} ${updated.mode}`;
       }
       case "expire": {
         t += c.seconds * 1000;
