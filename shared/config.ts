@@ -16,6 +16,15 @@ export const coreConfigSchema = z.object({
     .min(1)
     .max(24 * 90)
     .default(72),
+  /**
+   * Unset: no cap. Set: a participant who holds this many proxies in open sessions gets their next sessions
+   * on one hub number, each under a thread tag.
+   */
+  MAX_PROXIES_PER_PARTICIPANT: z
+    .string()
+    .optional()
+    .transform((v) => (v === "" ? undefined : v))
+    .pipe(z.coerce.number().int().min(1).max(1000).optional()),
 });
 
 /** How long a closed session's data, and the EventBridge archive of its events, are kept. */

@@ -1,6 +1,7 @@
 import type { Holding, PoolNumber } from "./domain/allocation.ts";
 import type { Consent } from "./domain/consent.ts";
 import type { DomainEvent } from "./domain/events.ts";
+import type { HubThread } from "./domain/hub.ts";
 import type { MessageRecord } from "./domain/message.ts";
 import type { E164 } from "./domain/phone.ts";
 import type { Route, Session } from "./domain/session.ts";
@@ -36,6 +37,8 @@ export interface AppendOptions {
   content?: ReadonlyMap<string, MessageContent>;
   /** Operational markers written under their own guards in the same transaction. */
   markers?: readonly Marker[];
+  /** MAX_PROXIES_PER_PARTICIPANT when opening a session: the proxy count is guarded below it. */
+  proxyCap?: number;
 }
 
 /*
@@ -56,6 +59,14 @@ export interface SessionReader {
 /** The hot-path lookup `(proxy, sender) → session, counterpart, counterpart's proxy`: one GetItem. */
 export interface RouteLookup {
   getRoute(proxyNumber: E164, senderNumber: E164): Promise<Route | undefined>;
+}
+
+/** A hub participant's threads: one by tag (the hot path's second read), or all of them. */
+export interface HubThreads {
+  hubThread(participant: E164, tag: string): Promise<HubThread | undefined>;
+  hubThreadsOf(participant: E164): Promise<HubThread[]>;
+  /** The participant's hub number, if they have had one. */
+  hubNumberOf(participant: E164): Promise<E164 | undefined>;
 }
 
 /** What allocation reads: the pool with its load, and what a participant holds. */
@@ -169,7 +180,8 @@ export type StorePorts = EventStore &
   SendClaims &
   SessionIndex &
   TrafficReads &
-  ConsentRecords;
+  ConsentRecords &
+  HubThreads;
 /** Where a page ends: the store's own key of the last item served (the HTTP edge seals it in a cursor). */
 export type PageKey = Record<string, string | number>;
 

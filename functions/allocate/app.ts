@@ -93,6 +93,7 @@ export function sessionView(session: Session, optedOut: ReadonlySet<string> = ne
       name: p.name,
       proxyNumber: p.proxyNumber,
       optedOut: optedOut.has(p.phoneNumber),
+      ...(p.hub && p.threadTag ? { hub: true as const, threadTag: p.threadTag } : {}),
     })),
   };
 }

@@ -20,6 +20,7 @@ const service = new SessionService({
   clock: { now: () => Date.now() },
   newId,
   quarantineSeconds: config.QUARANTINE_SECONDS,
+  maxProxiesPerParticipant: config.MAX_PROXIES_PER_PARTICIPANT,
 });
 
 async function check(probe: () => Promise<unknown>): Promise<"ok" | "error"> {

@@ -126,6 +126,13 @@ export const sessionResponse = z.object({
         proxyNumber: e164,
         /** The person opted out (pool-wide): nothing is sent to them until they opt in. */
         optedOut: z.boolean(),
+        /**
+         * Present and true when this participant is on their hub number (MAX_PROXIES_PER_PARTICIPANT reached):
+         * proxyNumber is the hub, shared by their over-cap sessions, and the session is its thread.
+         */
+        hub: z.literal(true).optional(),
+        /** With hub: the session's tag (e.g. `#K7`), unique among this person's open hub sessions. */
+        threadTag: z.string().optional(),
       }),
     )
     .length(2),

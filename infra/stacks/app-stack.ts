@@ -107,6 +107,7 @@ export class AppStack extends Stack {
     const core = parseConfig(coreConfigSchema, {
       QUARANTINE_SECONDS: this.node.tryGetContext("maskline:quarantineSeconds"),
       MESSAGE_RETENTION_HOURS: this.node.tryGetContext("maskline:messageRetentionHours"),
+      MAX_PROXIES_PER_PARTICIPANT: this.node.tryGetContext("maskline:maxProxiesPerParticipant"),
     });
     const recyclerConfig = parseConfig(recyclerConfigSchema, {
       AUTO_TOP_UP: String(this.node.tryGetContext("maskline:autoTopUp") ?? "false"),
@@ -133,6 +134,10 @@ export class AppStack extends Stack {
       TABLE_NAME: stateful.table.tableName,
       QUARANTINE_SECONDS: String(core.QUARANTINE_SECONDS),
       MESSAGE_RETENTION_HOURS: String(core.MESSAGE_RETENTION_HOURS),
+      // Unset: no cap (every session gets its own proxy per participant).
+      ...(core.MAX_PROXIES_PER_PARTICIPANT === undefined
+        ? {}
+        : { MAX_PROXIES_PER_PARTICIPANT: String(core.MAX_PROXIES_PER_PARTICIPANT) }),
     };
     const queueUrl = stateful.forwardQueue.queueUrl;
     const secretArn = stateful.twilioSecret.secretArn;

@@ -4,6 +4,7 @@ import { unmarshall } from "@aws-sdk/util-dynamodb";
 import type { Holding, PoolNumber } from "../domain/allocation.ts";
 import type { Consent } from "../domain/consent.ts";
 import type { DomainEvent } from "../domain/events.ts";
+import type { HubThread } from "../domain/hub.ts";
 import { claimChange, claimOutcome, type MessageRecord, releaseChange } from "../domain/message.ts";
 import type { E164 } from "../domain/phone.ts";
 import { type ItemKey, itemKeys, OPEN_SHARDS } from "../domain/projection.ts";
@@ -26,6 +27,7 @@ import {
   toConsent,
   toDomainEvent,
   toHolding,
+  toHubThread,
   toMessage,
   toPoolNumber,
   toRoute,
@@ -109,6 +111,24 @@ export class DynamoStore implements StorePorts, PagedReads {
       ConsistentRead: true,
     });
     return items.map(toHolding);
+  }
+
+  async hubThread(participant: E164, tag: string): Promise<HubThread | undefined> {
+    const item = await this.getItem(keys.hubThread(participant, tag));
+    return item && toHubThread(item);
+  }
+
+  async hubThreadsOf(participant: E164): Promise<HubThread[]> {
+    const items = await this.queryAll({
+      KeyConditionExpression: "pk = :pk AND begins_with(sk, :tag)",
+      ExpressionAttributeValues: { ":pk": keys.hubThread(participant, "").pk, ":tag": "TAG#" },
+      ConsistentRead: true,
+    });
+    return items.map(toHubThread);
+  }
+
+  async hubNumberOf(participant: E164): Promise<E164 | undefined> {
+    return (await this.getItem(keys.hubNumber(participant)))?.hubNumber as E164 | undefined;
   }
 
   async listPool(): Promise<PoolNumber[]> {

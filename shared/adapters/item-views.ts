@@ -2,6 +2,7 @@ import type { Holding, PoolNumber } from "../domain/allocation.ts";
 import type { Item } from "../domain/changes.ts";
 import type { Consent } from "../domain/consent.ts";
 import { type DomainEvent, domainEventSchema } from "../domain/events.ts";
+import type { HubThread } from "../domain/hub.ts";
 import type { MessageRecord } from "../domain/message.ts";
 import type { E164 } from "../domain/phone.ts";
 import type { Route, Session } from "../domain/session.ts";
@@ -35,9 +36,28 @@ export function toRoute(item: Item, proxyNumber: E164, senderNumber: E164): Rout
     sessionId: (item.sessionId as string | undefined) ?? null,
     counterpartNumber: (item.counterpartNumber as E164 | undefined) ?? null,
     counterpartProxy: (item.counterpartProxy as E164 | undefined) ?? null,
+    ...(item.counterpartTag ? { counterpartTag: item.counterpartTag as string } : {}),
     mode: (item.mode as Route["mode"] | undefined) ?? null,
     expiresAt: (item.expiresAt as number | undefined) ?? null,
     contacts: (item.contacts as Route["contacts"] | undefined) ?? null,
+  };
+}
+
+export function toHubThread(item: Item): HubThread {
+  return {
+    participantNumber: item.participantNumber as E164,
+    hubNumber: item.hubNumber as E164,
+    tag: item.tag as string,
+    state: item.state as HubThread["state"],
+    sessionId: (item.sessionId as string | undefined) ?? null,
+    counterpartNumber: (item.counterpartNumber as E164 | undefined) ?? null,
+    counterpartProxy: (item.counterpartProxy as E164 | undefined) ?? null,
+    counterpartTag: (item.counterpartTag as string | undefined) ?? null,
+    counterpartName: (item.counterpartName as string | undefined) ?? null,
+    mode: (item.mode as HubThread["mode"] | undefined) ?? null,
+    expiresAt: (item.expiresAt as number | undefined) ?? null,
+    quarantineUntil: (item.quarantineUntil as number | undefined) ?? null,
+    contacts: (item.contacts as HubThread["contacts"] | undefined) ?? null,
   };
 }
 

@@ -3,6 +3,7 @@ import { applyChange, guardHolds, type Item, type ItemKey } from "../domain/chan
 import type { Consent } from "../domain/consent.ts";
 import { ConcurrentWriteError, type Conflict } from "../domain/errors.ts";
 import type { DomainEvent } from "../domain/events.ts";
+import type { HubThread } from "../domain/hub.ts";
 import { claimChange, claimOutcome, type MessageRecord, releaseChange } from "../domain/message.ts";
 import type { E164 } from "../domain/phone.ts";
 import { itemKeys, OPEN_SHARDS, projectEvents } from "../domain/projection.ts";
@@ -91,6 +92,21 @@ export class MemoryStore implements StorePorts {
 
   async holdingsOf(participant: E164): Promise<Holding[]> {
     return this.partition(itemKeys.pair(participant, "").pk).map(views.toHolding);
+  }
+
+  async hubThread(participant: E164, tag: string): Promise<HubThread | undefined> {
+    const item = this.get(itemKeys.hubThread(participant, tag));
+    return item && views.toHubThread(item);
+  }
+
+  async hubThreadsOf(participant: E164): Promise<HubThread[]> {
+    return this.partition(itemKeys.hubThread(participant, "").pk)
+      .filter((i) => i.kind === "hub-thread")
+      .map(views.toHubThread);
+  }
+
+  async hubNumberOf(participant: E164): Promise<E164 | undefined> {
+    return this.get(itemKeys.hubNumber(participant))?.hubNumber as E164 | undefined;
   }
 
   /** Sorted by number as the DynamoDB query returns it; rebuilt only after the pool changed. */

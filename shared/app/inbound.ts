@@ -1,6 +1,7 @@
 import { detectKeyword } from "../domain/consent.ts";
 import { contactKinds, contactPolicy, findContacts, redactContacts } from "../domain/contacts.ts";
 import type { DomainEvent } from "../domain/events.ts";
+import { HUB_VOICE_REPLY, resolveHub, splitTag, threadRoute, withTag } from "../domain/hub.ts";
 import { decideMessage } from "../domain/message.ts";
 import { countryOf, type E164 } from "../domain/phone.ts";
 import { decide, type Route, routeInbound } from "../domain/session.ts";
@@ -9,6 +10,7 @@ import type {
   Clock,
   EventStore,
   ForwardQueue,
+  HubThreads,
   MessageLog,
   RouteLookup,
   SessionReader,
@@ -58,7 +60,12 @@ export interface TrafficPolicy {
 }
 
 export interface InboundDeps {
-  store: EventStore & RouteLookup & MessageLog & TrafficReads & Pick<SessionReader, "getSession">;
+  store: EventStore &
+    RouteLookup &
+    HubThreads &
+    MessageLog &
+    TrafficReads &
+    Pick<SessionReader, "getSession">;
   queue: ForwardQueue;
   clock: Clock;
   newId: (prefix: string) => string;
@@ -74,6 +81,9 @@ export interface InboundDeps {
 /** What a text's decision reads: the route, and only when out of session, whether and when we replied. */
 interface SmsState {
   route: Route | undefined;
+  /** The text came to the sender's hub number (its tag was resolved into `route`, or into a prompt). */
+  fromHub?: boolean;
+  hubPrompt?: string;
   /** The sender is a number of the pool (a reply could loop between our own numbers). */
   senderIsOurs: boolean;
   lastAutoReply: number | undefined;
@@ -95,30 +105,41 @@ export class InboundService {
     const from = sms.from;
     const autoReply = this.deps.outOfSessionReply || null;
     const limit = traffic.senderRateLimit;
-    // Decided before routing: a keyword is never relayed, in or out of a session.
-    const keyword = detectKeyword(sms.body, sms.optOutType);
+    // Decided before routing: a keyword is never relayed, in or out of a session. A thread tag is
+    // stripped first: "#K7 STOP" to a hub number is a keyword.
+    const tagged = splitTag(sms.body);
+    const keyword = detectKeyword(tagged.rest, sms.optOutType);
     // Learned from lost races: the window is full / its notice was given.
     let overLimit = false;
     let noticeGiven = false;
     const load = async (): Promise<SmsState> => {
-      const route = await store.getRoute(sms.to, from);
+      const pair = await store.getRoute(sms.to, from);
+      const hub = pair?.state === "hub" ? await this.resolveHub(from, sms.to, tagged.tag) : undefined;
+      const route = hub ? hub.route : pair;
+      if (hub?.prompt)
+        return { route, fromHub: true, hubPrompt: hub.prompt, senderIsOurs: false, lastAutoReply: undefined };
       if (keyword || routeInbound(route, "sms", this.deps.clock.now()).kind === "in-session")
-        return { route, senderIsOurs: false, lastAutoReply: undefined };
+        return { route, fromHub: Boolean(hub), senderIsOurs: false, lastAutoReply: undefined };
       const [senderIsOurs, lastAutoReply] = await Promise.all([
         store.ownsNumber(from),
         store.lastAutoReply(sms.to, from),
       ]);
-      return { route, senderIsOurs, lastAutoReply };
+      return { route, fromHub: Boolean(hub), senderIsOurs, lastAutoReply };
     };
     let markers: Marker[] = [];
-    // The contact-info policy works on the text itself: found once, redacted into what is stored.
-    const spans = findContacts(sms.body, countryOf(from));
     let body = sms.body;
+    let prompt: string | undefined;
     const result = await handleCommand(this.deps, {
       load,
       decide: (state, ctx) => {
         const route = routeInbound(state.route, "sms", ctx.now);
+        // A hub participant's text travels without its tag. The contact-info policy works on the text
+        // itself: found once, redacted into what is stored.
+        const text = state.fromHub ? tagged.rest : sms.body;
+        const spans = findContacts(text, countryOf(from));
+        prompt = state.hubPrompt;
         const replying =
+          !prompt &&
           autoReply !== null &&
           !state.senderIsOurs &&
           autoReplyDue(state.lastAutoReply, ctx.now, traffic.autoReplyIntervalSeconds);
@@ -129,7 +150,7 @@ export class InboundService {
             from,
             to: sms.to,
             route,
-            bodyLength: sms.body.length,
+            bodyLength: text.length,
             numMedia: sms.mediaUrls.length,
             keyword,
             replying,
@@ -141,19 +162,19 @@ export class InboundService {
                 traffic.contentPolicy,
               ),
             },
+            ...(prompt ? { hubPrompt: true } : {}),
           },
           null,
           ctx,
         );
         const event = events[0];
-        body =
-          event?.type === "MessageReceived" && event.detail.removed
-            ? redactContacts(sms.body, spans)
-            : sms.body;
+        body = event?.type === "MessageReceived" && event.detail.removed ? redactContacts(text, spans) : text;
+        // The recipient is on a hub: they read it behind the session's tag.
+        if (route.kind === "in-session" && route.recipientTag) body = withTag(route.recipientTag, body);
         markers = [
           { kind: "replay", messageSid: sms.messageSid, at: ctx.now, windowDays: traffic.replayWindowDays },
         ];
-        if (event?.type === "OutOfSessionMessage" && event.detail.replied)
+        if (event?.type === "OutOfSessionMessage" && event.detail.replied && !prompt)
           markers.push({
             kind: "auto-reply",
             proxy: sms.to,
@@ -188,6 +209,8 @@ export class InboundService {
     const event = result.events[0];
     // HELP is answered on every delivery of it (Twilio retries only when it lost our answer).
     if (keyword) return { reply: keyword.kind === "help" ? this.deps.helpReply : null, duplicate };
+    // The tagging prompt is answered on every delivery, like HELP.
+    if (event?.type === "OutOfSessionMessage" && prompt) return { reply: prompt, duplicate };
     if (event?.type === "OutOfSessionMessage")
       return { reply: event.detail.replied && !duplicate ? autoReply : null, duplicate };
     if (event?.type === "MessageBlocked" && event.detail.reason === "content")
@@ -212,6 +235,8 @@ export class InboundService {
     if (!call.from) return { kind: "reject", say: this.deps.outOfSessionVoice };
     const from = call.from;
     const route = await store.getRoute(call.to, from);
+    // A hub participant's side is text only, both ways.
+    if (route?.state === "hub" || route?.counterpartTag) return { kind: "reject", say: HUB_VOICE_REPLY };
     const result = await handleCommand(this.deps, {
       load: async () =>
         route?.state === "held" && route.sessionId
@@ -241,6 +266,25 @@ export class InboundService {
     if (result.outcome === "settled" && result.events.length > 1)
       await this.appendIgnoringDuplicate([bridged]);
     return { kind: "dial", to: bridged.detail.to as E164, callerId: bridged.detail.callerId as E164 };
+  }
+
+  /**
+   * A text to the sender's hub number: the session its tag names (one more read), the only open one when
+   * untagged, or the prompt listing the open tags. The whole list is read only when the tag does not settle it.
+   */
+  private async resolveHub(
+    from: E164,
+    hubNumber: E164,
+    tag: string | undefined,
+  ): Promise<{ route: Route | undefined; prompt?: string }> {
+    const { store } = this.deps;
+    const now = this.deps.clock.now();
+    const one = tag ? await store.hubThread(from, tag) : undefined;
+    let found = one ? resolveHub({ hubNumber, tag, threads: [one] }, now) : undefined;
+    if (found?.kind !== "thread")
+      found = resolveHub({ hubNumber, tag, threads: await store.hubThreadsOf(from) }, now);
+    if (found.kind === "thread") return { route: threadRoute(found.thread) };
+    return found.kind === "prompt" ? { route: undefined, prompt: found.reply } : { route: undefined };
   }
 
   /** Status callbacks: delivered / failed outcomes; a callback for a claim still open completes the forward. */

@@ -20,6 +20,7 @@ import {
   UniqueNameTakenError,
 } from "../domain/errors.ts";
 import type { DomainEvent, SessionMode, TtlMode } from "../domain/events.ts";
+import { allocateHub, type HubThread, needsHub, withTag } from "../domain/hub.ts";
 import { decideMessage } from "../domain/message.ts";
 import { callingCode, type E164, toE164 } from "../domain/phone.ts";
 import { decideNumber } from "../domain/pool.ts";
@@ -29,6 +30,7 @@ import type {
   ConsentRecords,
   EventStore,
   ForwardQueue,
+  HubThreads,
   IdempotencyRecords,
   MessageLog,
   PagedReads,
@@ -59,11 +61,24 @@ export interface OpenSessionInput {
 }
 
 export interface SessionServiceDeps {
-  store: EventStore & SessionReader & PoolView & IdempotencyRecords & MessageLog & ConsentRecords;
+  store: EventStore &
+    SessionReader &
+    PoolView &
+    IdempotencyRecords &
+    MessageLog &
+    ConsentRecords &
+    HubThreads;
   queue: ForwardQueue;
   clock: Clock;
   newId: (prefix: string) => string;
   quarantineSeconds: number;
+  /** Above this many proxies in open sessions a participant's new sessions share their hub number. */
+  maxProxiesPerParticipant?: number | undefined;
+}
+
+interface HubView {
+  hubNumber: E164 | undefined;
+  threads: HubThread[];
 }
 
 /** Bounded so a pathological race ends in an answer; each lost race re-reads and takes the next number. */
@@ -97,9 +112,15 @@ export class SessionService {
     const sessionId = this.deps.newId("ses");
     const [a, b] = input.participants;
     const result = await handleCommand(this.deps, {
-      load: () =>
-        Promise.all([store.listPool(), store.holdingsOf(a.phoneNumber), store.holdingsOf(b.phoneNumber)]),
-      decide: ([pool, holdingsA, holdingsB], ctx, attempt) => {
+      load: async () => {
+        const loaded = await Promise.all([
+          store.listPool(),
+          store.holdingsOf(a.phoneNumber),
+          store.holdingsOf(b.phoneNumber),
+        ]);
+        return [...loaded, await this.hubViews(a, b, loaded[1], loaded[2])] as const;
+      },
+      decide: ([pool, holdingsA, holdingsB, [hubA, hubB]], ctx, attempt) => {
         // A number we own (active or draining) is never a participant: its texts would loop through us.
         for (const p of input.participants)
           if (pool.some((n) => n.phoneNumber === p.phoneNumber))
@@ -128,14 +149,38 @@ export class SessionService {
           const spread = Math.min(ranked.length, 1 + Math.floor(attempt / 2));
           return ranked[Math.floor(Math.random() * spread)] as E164;
         };
-        const proxyA = pick(a, b, holdingsA, pool);
+        // At the cap, the participant's side goes on their hub number with a new thread tag.
+        const cap = this.deps.maxProxiesPerParticipant;
+        const hub = (p: ParticipantInput, other: ParticipantInput, holdings: Holding[], view: HubView) =>
+          needsHub(holdings, cap)
+            ? allocateHub({
+                participant: p.phoneNumber,
+                participantCallingCode: callingCode(p.phoneNumber),
+                counterpart: other.phoneNumber,
+                counterpartName: other.name ?? null,
+                mode: input.mode,
+                pool,
+                holdings,
+                threads: view.threads,
+                previousHub: view.hubNumber,
+                now: ctx.now,
+              })
+            : cap === undefined
+              ? undefined
+              : { capped: true as const };
+        const sideA = hub(a, b, holdingsA, hubA);
+        const sideB = hub(b, a, holdingsB, hubB);
+        const proxyA = sideA && "hub" in sideA ? sideA.proxyNumber : pick(a, b, holdingsA, pool);
         // B's choice counts A's new pair, so the two sides spread over numbers when the pool allows.
-        const proxyB = pick(
-          b,
-          a,
-          holdingsB,
-          pool.map((n) => (n.phoneNumber === proxyA ? { ...n, load: n.load + 1 } : n)),
-        );
+        const proxyB =
+          sideB && "hub" in sideB
+            ? sideB.proxyNumber
+            : pick(
+                b,
+                a,
+                holdingsB,
+                pool.map((n) => (n.phoneNumber === proxyA ? { ...n, load: n.load + 1 } : n)),
+              );
         return decide(
           {
             type: "OpenSession",
@@ -146,15 +191,32 @@ export class SessionService {
             ...(input.contacts ? { contacts: input.contacts } : {}),
             uniqueName: input.uniqueName ?? null,
             participants: [
-              { phoneNumber: a.phoneNumber, id: a.id ?? null, name: a.name ?? null, proxyNumber: proxyA },
-              { phoneNumber: b.phoneNumber, id: b.id ?? null, name: b.name ?? null, proxyNumber: proxyB },
+              {
+                phoneNumber: a.phoneNumber,
+                id: a.id ?? null,
+                name: a.name ?? null,
+                ...sideA,
+                proxyNumber: proxyA,
+              },
+              {
+                phoneNumber: b.phoneNumber,
+                id: b.id ?? null,
+                name: b.name ?? null,
+                ...sideB,
+                proxyNumber: proxyB,
+              },
             ],
           },
           null,
           ctx,
         );
       },
-      options: { idempotency: idempotency && { ...idempotency, result: sessionId } },
+      options: {
+        idempotency: idempotency && { ...idempotency, result: sessionId },
+        ...(this.deps.maxProxiesPerParticipant === undefined
+          ? {}
+          : { proxyCap: this.deps.maxProxiesPerParticipant }),
+      },
       settles: (conflicts) =>
         conflicts.some((c) => c.kind === "idempotency" || (c.kind === "unique-name" && !c.contention)),
       attempts: MAX_ALLOCATION_ATTEMPTS,
@@ -171,6 +233,25 @@ export class SessionService {
     // The projection is what the events say: no need to read back what was just written.
     const session = result.events.reduce(evolve, initialState());
     return { session: session ?? (await this.mustGet(sessionId)), replayed: false };
+  }
+
+  /** The hub and tags of the participants at their cap, read only when a hub is needed. */
+  private async hubViews(
+    a: ParticipantInput,
+    b: ParticipantInput,
+    holdingsA: Holding[],
+    holdingsB: Holding[],
+  ): Promise<[HubView, HubView]> {
+    const cap = this.deps.maxProxiesPerParticipant;
+    const read = async (p: ParticipantInput, holdings: Holding[]): Promise<HubView> => {
+      if (!needsHub(holdings, cap)) return { hubNumber: undefined, threads: [] };
+      const [hubNumber, threads] = await Promise.all([
+        this.deps.store.hubNumberOf(p.phoneNumber),
+        this.deps.store.hubThreadsOf(p.phoneNumber),
+      ]);
+      return { hubNumber, threads };
+    };
+    return Promise.all([read(a, holdingsA), read(b, holdingsB)]);
   }
 
   private async replay(key: string, requestHash: string): Promise<string | undefined> {
@@ -258,7 +339,19 @@ export class SessionService {
           ),
         options: {
           idempotency: idempotency && { ...idempotency, result: messageId },
-          content: new Map([[messageId, { body: input.body, mediaUrls: [] }]]),
+          // A hub participant reads it behind the session's tag, like every text of that thread.
+          content: new Map([
+            [
+              messageId,
+              {
+                body:
+                  recipient.hub && recipient.threadTag
+                    ? withTag(recipient.threadTag, input.body)
+                    : input.body,
+                mediaUrls: [],
+              },
+            ],
+          ]),
         },
         settles: (conflicts) => conflicts.some((c) => c.kind === "idempotency"),
       });
@@ -286,12 +379,15 @@ export class SessionService {
   async participant(
     phoneNumber: E164,
   ): Promise<{ phoneNumber: E164; optedOut: boolean; openSessions: string[] }> {
-    const [consent, holdings] = await Promise.all([
+    const [consent, holdings, threads] = await Promise.all([
       this.deps.store.getConsent(phoneNumber),
       this.deps.store.holdingsOf(phoneNumber),
+      this.deps.store.hubThreadsOf(phoneNumber),
     ]);
     const held = [
-      ...new Set(holdings.flatMap((h) => (h.state === "held" && h.sessionId ? [h.sessionId] : []))),
+      ...new Set(
+        [...holdings, ...threads].flatMap((h) => (h.state === "held" && h.sessionId ? [h.sessionId] : [])),
+      ),
     ];
     const sessions = await Promise.all(held.map((id) => this.deps.store.getSession(id)));
     const now = this.deps.clock.now();

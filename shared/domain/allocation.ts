@@ -12,7 +12,8 @@ export interface PoolNumber {
 /** What a participant holds or held on one proxy number: the (proxy, participant) pair. */
 export interface Holding {
   proxyNumber: E164;
-  state: "held" | "released";
+  /** hub: the participant's hub number (their over-cap sessions share it); never a proxy of theirs. */
+  state: "held" | "released" | "hub";
   sessionId: string | null;
   counterpartNumber: E164 | null;
   /** Epoch ms until which a released pair is not handed to a different counterpart. */

@@ -83,7 +83,9 @@ export type ConflictKind =
   | "auto-reply"
   | "sender-count"
   | "sender-notice"
-  | "unique-name";
+  | "unique-name"
+  | "thread-tag"
+  | "proxy-cap";
 export interface Conflict {
   kind: ConflictKind;
   key: string;

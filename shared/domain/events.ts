@@ -18,6 +18,13 @@ export const participantSchema = z.object({
   proxyNumber: phone,
   id: z.string().nullable(),
   name: z.string().nullable(),
+  /** On a hub number (MAX_PROXIES_PER_PARTICIPANT reached): proxyNumber is the hub, threadTag its thread. */
+  hub: z.boolean().optional(),
+  threadTag: z.string().optional(),
+  /** With hub: the person's previous hub, no longer active, which this session's hub replaces. */
+  replacesHub: phone.optional(),
+  /** This proxy counts toward the participant's cap (opened while a cap was set). */
+  capped: z.boolean().optional(),
 });
 export type SessionParticipant = z.infer<typeof participantSchema>;
 
@@ -41,7 +48,7 @@ export const eventDetailSchemas = {
   SessionExpired: z.object({ expiresAt: iso }),
   SessionExtended: z.object({
     expiresAt: iso,
-    pairs: z.array(z.object({ phoneNumber: phone, proxyNumber: phone })),
+    pairs: z.array(z.object({ phoneNumber: phone, proxyNumber: phone, threadTag: z.string().optional() })),
     /** The name whose hold follows the new expiry. */
     uniqueName: z.string().optional(),
   }),
@@ -50,7 +57,7 @@ export const eventDetailSchemas = {
     ttlSeconds: z.number().int().positive(),
     mode: z.enum(sessionModes),
     expiresAt: iso,
-    pairs: z.array(z.object({ phoneNumber: phone, proxyNumber: phone })),
+    pairs: z.array(z.object({ phoneNumber: phone, proxyNumber: phone, threadTag: z.string().optional() })),
     uniqueName: z.string().optional(),
   }),
   PairReleased: z.object({
@@ -58,6 +65,10 @@ export const eventDetailSchemas = {
     participantNumber: phone,
     counterpartNumber: phone,
     quarantineUntil: iso,
+    /** A hub participant's side: the thread tag released (quarantined like a pair). */
+    threadTag: z.string().optional(),
+    /** The proxy counted toward the participant's cap. */
+    capped: z.boolean().optional(),
   }),
   MessageReceived: z.object({
     messageId: z.string(),
@@ -102,6 +113,8 @@ export const eventDetailSchemas = {
     from: phone,
     to: phone,
     replied: z.boolean(),
+    /** A text to a hub number that named no open thread: the reply listed the open tags instead. */
+    hubPrompt: z.boolean().optional(),
   }),
   CallBridged: z.object({ callSid: z.string(), from: phone, to: phone, callerId: phone }),
   NumberAdded: z.object({ phoneNumber: phone, callingCode: z.string() }),

@@ -45,6 +45,8 @@ export type MessageCommand =
       rateLimited: boolean;
       /** Kinds of contact information in the body, and the policy in force (the session's or the global). */
       contacts: { found: ContactKind[]; policy: ContactPolicy };
+      /** A text to a hub number that named no open thread: answered with the open tags, never guessed. */
+      hubPrompt?: boolean;
     }
   | {
       type: "ReceivePlatform";
@@ -83,7 +85,8 @@ export function decideMessage(
             channel: "sms",
             from: command.from,
             to: command.to,
-            replied: command.replying,
+            replied: command.replying || command.hubPrompt === true,
+            ...(command.hubPrompt ? { hubPrompt: true } : {}),
           }),
         ];
       if (command.rateLimited)

@@ -1,4 +1,5 @@
 import { type Change, guard, type ItemKey } from "./changes.ts";
+import type { Conflict } from "./errors.ts";
 import type { EventOf } from "./events.ts";
 
 /**
@@ -99,7 +100,8 @@ export function nameReleased(sessionId: string, uniqueName: string | undefined):
 export function sessionUpdated(
   event: EventOf<"SessionUpdated">,
   sessionKey: ItemKey,
-  pairKey: (participant: string, proxy: string) => ItemKey,
+  pairKey: (pair: EventOf<"SessionUpdated">["detail"]["pairs"][number]) => ItemKey,
+  pairConflict: (pair: EventOf<"SessionUpdated">["detail"]["pairs"][number]) => Conflict,
 ): Change[] {
   const sessionId = event.sessionId ?? "";
   const d = event.detail;
@@ -119,10 +121,10 @@ export function sessionUpdated(
     ...d.pairs.map(
       (p): Change => ({
         type: "update",
-        key: pairKey(p.phoneNumber, p.proxyNumber),
+        key: pairKey(p),
         set: { expiresAt: Date.parse(d.expiresAt), mode: d.mode },
         guard: guard.eq("sessionId", sessionId),
-        conflict: { kind: "pair", key: `${p.proxyNumber}:${p.phoneNumber}` },
+        conflict: pairConflict(p),
       }),
     ),
     ...nameFollows(sessionId, d.uniqueName, d.expiresAt),

@@ -1,6 +1,7 @@
 import { type Change, guard, type Item, type ItemKey } from "./changes.ts";
 import type { DomainEvent } from "./events.ts";
 import { itemKeys, openShardOf, POOL_HEALTH_PARTITION } from "./keys.ts";
+import { hubOpened, hubReleased, proxyCountChange, routingConflict, routingKey } from "./projection-hub.ts";
 import { nameFollows, nameReleased, openedLookups, sessionUpdated } from "./projection-lookups.ts";
 import { messageLogChanges } from "./projection-messages.ts";
 import { assertNever } from "./session.ts";
@@ -33,6 +34,8 @@ export interface ProjectionOptions {
   idempotency?: { key: string; requestHash: string; result: string };
   /** Operational markers guarded in the same transaction (replay, auto-reply throttle, rate window). */
   markers?: readonly Marker[];
+  /** MAX_PROXIES_PER_PARTICIPANT, from the allocation that opens a session: guards the proxy count. */
+  proxyCap?: number;
 }
 
 /** The changes that appending `events` (in one transaction) makes, in order; load deltas are summed. */
@@ -131,6 +134,12 @@ function projectEvent(
         [a, b],
         [b, a],
       ] as const) {
+        addLoad(p.proxyNumber, 1);
+        if (p.hub) {
+          changes.push(...hubOpened(event, p, other, sessionId));
+          continue;
+        }
+        if (p.capped) changes.push(proxyCountChange(p.phoneNumber, 1, options.proxyCap));
         changes.push({
           type: "put",
           key: itemKeys.pair(p.phoneNumber, p.proxyNumber),
@@ -146,12 +155,12 @@ function projectEvent(
             expiresAt: Date.parse(d.expiresAt),
             quarantineUntil: null,
             ...(d.contacts ? { contacts: d.contacts } : {}),
+            ...(other.hub && other.threadTag ? { counterpartTag: other.threadTag } : {}),
           },
           // What makes concurrent allocations safe: a pair is taken only if free.
           guard: guard.or(guard.absent, guard.eq("state", "released")),
           conflict: { kind: "pair", key: `${p.proxyNumber}:${p.phoneNumber}` },
         });
-        addLoad(p.proxyNumber, 1);
       }
       return [...changes, ...openedLookups(event)];
     }
@@ -173,7 +182,7 @@ function projectEvent(
         ...(event.type === "SessionClosed" ? nameReleased(sessionId, event.detail.uniqueName) : []),
       ];
     case "SessionUpdated":
-      return sessionUpdated(event, itemKeys.session(sessionId), itemKeys.pair);
+      return sessionUpdated(event, itemKeys.session(sessionId), routingKey, routingConflict);
     case "SessionExtended": {
       const at = Date.parse(event.detail.expiresAt);
       return [
@@ -187,10 +196,10 @@ function projectEvent(
         ...event.detail.pairs.map(
           (p): Change => ({
             type: "update",
-            key: itemKeys.pair(p.phoneNumber, p.proxyNumber),
+            key: routingKey(p),
             set: { expiresAt: at },
             guard: guard.eq("sessionId", sessionId),
-            conflict: { kind: "pair", key: `${p.proxyNumber}:${p.phoneNumber}` },
+            conflict: routingConflict(p),
           }),
         ),
         ...nameFollows(sessionId, event.detail.uniqueName, event.detail.expiresAt),
@@ -200,7 +209,9 @@ function projectEvent(
       const d = event.detail;
       const until = Date.parse(d.quarantineUntil);
       addLoad(d.proxyNumber, -1);
+      if (d.threadTag) return hubReleased(event, sessionId);
       return [
+        ...(d.capped ? [proxyCountChange(d.participantNumber, -1)] : []),
         {
           type: "update",
           key: itemKeys.pair(d.participantNumber, d.proxyNumber),

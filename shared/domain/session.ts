@@ -124,8 +124,13 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
   }
 }
 
+/** The routing items a session's expiry and mode live on: each pair, or a hub participant's thread. */
 const pairsOf = (session: Session) =>
-  session.participants.map(({ phoneNumber, proxyNumber }) => ({ phoneNumber, proxyNumber }));
+  session.participants.map(({ phoneNumber, proxyNumber, hub, threadTag }) => ({
+    phoneNumber,
+    proxyNumber,
+    ...(hub && threadTag ? { threadTag } : {}),
+  }));
 
 const nameOf = (session: Session) => (session.uniqueName ? { uniqueName: session.uniqueName } : {});
 
@@ -142,6 +147,8 @@ function releasePairs(session: Session, ctx: SessionContext): DomainEvent[] {
       participantNumber: p.phoneNumber,
       counterpartNumber: other.phoneNumber,
       quarantineUntil,
+      ...(p.hub && p.threadTag ? { threadTag: p.threadTag } : {}),
+      ...(p.capped ? { capped: true } : {}),
     }),
   );
 }
@@ -206,10 +213,13 @@ export function assertNever(value: never): never {
 export interface Route {
   proxyNumber: E164;
   senderNumber: E164;
-  state: "held" | "released";
+  /** hub: the number is the sender's hub; the session is found by the text's tag (hub.ts). */
+  state: "held" | "released" | "hub";
   sessionId: string | null;
   counterpartNumber: E164 | null;
   counterpartProxy: E164 | null;
+  /** The counterpart is on a hub: what they receive carries this tag. */
+  counterpartTag?: string | null;
   mode: SessionMode | null;
   expiresAt: number | null;
   contacts?: ContactPolicy | null;
@@ -221,6 +231,8 @@ export type RouteDecision =
       sessionId: string;
       recipient: E164;
       recipientProxy: E164;
+      /** The recipient is on a hub: the text reaches them behind this tag. */
+      recipientTag?: string;
       contacts: ContactPolicy | undefined;
     }
   | { kind: "out-of-session"; sessionId: string | null; reason: "no-session" | "expired" | "mode" };
@@ -238,6 +250,7 @@ export function routeInbound(route: Route | undefined, channel: "sms" | "voice",
     sessionId: route.sessionId,
     recipient: route.counterpartNumber,
     recipientProxy: route.counterpartProxy,
+    ...(route.counterpartTag ? { recipientTag: route.counterpartTag } : {}),
     contacts: route.contacts ?? undefined,
   };
 }

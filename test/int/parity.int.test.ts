@@ -16,6 +16,7 @@ import {
   type ConsentRecords,
   type EventStore,
   type ForwardJob,
+  type HubThreads,
   type IdempotencyRecords,
   type MessageLog,
   type PoolView,
@@ -56,7 +57,8 @@ type Store = EventStore &
   SendClaims &
   SessionIndex &
   TrafficReads &
-  ConsentRecords;
+  ConsentRecords &
+  HubThreads;
 
 type Command =
   | { t: "open"; a: number; d: number; ttlSeconds: number; ttlMode: TtlMode; mode: SessionMode }

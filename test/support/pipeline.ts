@@ -61,6 +61,8 @@ export interface PipelineOptions {
   client?: DynamoDBDocumentClient;
   /** A2P 10DLC: the sandbox has this Messaging Service, the pool's numbers join it and sends name it. */
   messagingServiceSid?: string;
+  /** MAX_PROXIES_PER_PARTICIPANT of the session service (hub numbers above it). */
+  maxProxiesPerParticipant?: number;
 }
 
 /**
@@ -130,7 +132,11 @@ export async function startPipeline(
     sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 50))),
   });
   const forward = createForwardHandler({ service: forwardService, logger });
-  const sessions = new SessionService({ ...common, store });
+  const sessions = new SessionService({
+    ...common,
+    store,
+    maxProxiesPerParticipant: options.maxProxiesPerParticipant,
+  });
   const server: Server = createLocalServer({
     handlers: { inbound: inbound as unknown as HttpHandler },
     sandbox,
@@ -165,9 +171,12 @@ export async function startPipeline(
     }
     return numbers;
   };
-  const open = async (a: string, b: string, ttlSeconds = 3600) => {
+  const open = async (a: string, b: string, ttlSeconds = 3600, names: [string?, string?] = []) => {
     const { session } = await sessions.openSession({
-      participants: [{ phoneNumber: a as E164 }, { phoneNumber: b as E164 }],
+      participants: [
+        { phoneNumber: a as E164, name: names[0] },
+        { phoneNumber: b as E164, name: names[1] },
+      ],
       mode: "sms+voice",
       ttlSeconds,
       ttlMode: "absolute",
