@@ -21,6 +21,7 @@ import { PoolExhaustedError } from "../shared/domain/errors.ts";
 import type { E164 } from "../shared/domain/phone.ts";
 import { startLocalAws } from "../test/support/stack.ts";
 import { benchOptions, heading, log, quietNodeWarnings } from "./lib/cli.ts";
+import { hubReplay } from "./lib/hub-replay.ts";
 import { AwsMeter, type MeteredCall, sizeOf } from "./lib/meter.ts";
 import { main, onCleanup } from "./lib/processes.ts";
 import { int, ms, ratio, summarize, table, usd } from "./lib/stats.ts";
@@ -52,6 +53,7 @@ const options = benchOptions({
   "window-hours": { full: 6, quick: 8, help: "trace window replayed on DynamoDB Local" },
   burst: { full: 20, quick: 6, help: "concurrent allocations for one host in the race check" },
   "price-per-number": { full: 1.15, quick: 1.15, help: "USD per number per month" },
+  "messages-per-session": { full: 2, quick: 2, help: "messages per session in the hub replay" },
 });
 
 const HOUR = 3600_000;
@@ -215,6 +217,9 @@ main(async () => {
     `  load at peak: ${int(totalPairs)} open pairs on ${atL.loadAtPeak.length} numbers, per number ` +
       `mean ${loads.mean.toFixed(1)}, max ${loads.max}, min ${Math.min(...atL.loadAtPeak)}`,
   );
+
+  // ---- Below the lower bound: hub numbers -----------------------------------------------------------------
+  await hubSection(trace.sessions, trace.length, c.L);
 
   // ---- Pool models ---------------------------------------------------------------------------------------
   heading("Pool needed for this trace, and what it costs");
@@ -514,6 +519,76 @@ main(async () => {
     ]),
   );
 });
+
+/**
+ * MAX_PROXIES_PER_PARTICIPANT at several caps and without one, side by side: the smallest pool the month
+ * replays with no pool-exhausted open, its price, the share of messages through a hub, and every message
+ * through the real routing, with hub users who always tag their replies and who forget 10 % of the time.
+ */
+async function hubSection(sessions: readonly TraceSession[], until: number, L: number) {
+  heading(
+    "Below the lower bound: MAX_PROXIES_PER_PARTICIPANT (hub numbers), full trace, every message routed",
+  );
+  const caps = options.quick ? [2, 5, 10, undefined] : [5, 10, 25, 50, undefined];
+  const base = {
+    sessions,
+    until,
+    hosts: options.hosts,
+    quarantineSeconds: QUARANTINE_SECONDS,
+    messagesPerSession: options["messages-per-session"],
+    seed: options.seed,
+  };
+  const rows: string[][] = [];
+  for (const cap of caps) {
+    // Per person at most `cap` proxies plus one hub: the pool cannot need more than min(L, cap + 1).
+    let poolSize = cap === undefined ? L : Math.min(L, cap + 1);
+    let tagged = await hubReplay({ ...base, cap, poolSize, forgetTag: 0 });
+    while (tagged.failures > 0 && poolSize < L) {
+      poolSize++;
+      tagged = await hubReplay({ ...base, cap, poolSize, forgetTag: 0 });
+    }
+    const forgetful =
+      cap === undefined ? tagged : await hubReplay({ ...base, cap, poolSize, forgetTag: 0.1 });
+    const share = (x: number) => `${((100 * x) / Math.max(1, tagged.messages)).toFixed(1)} %`;
+    rows.push([
+      cap === undefined ? "no cap" : String(cap),
+      int(poolSize),
+      usd(poolSize * PRICE, 0),
+      usd((L - poolSize) * PRICE, 0),
+      int(tagged.failures),
+      int(tagged.hubSessions),
+      share(tagged.viaHub),
+      int(tagged.maxOpenThreads),
+      `${int(tagged.messages)} / ${int(tagged.misrouted)}`,
+      `${int(forgetful.misrouted)} / ${int(forgetful.prompted)}`,
+      ms(tagged.wallMs + (forgetful === tagged ? 0 : forgetful.wallMs), 0),
+    ]);
+    if (tagged.misrouted + forgetful.misrouted + tagged.otherErrors + forgetful.otherErrors > 0)
+      process.exitCode = 1;
+  }
+  log(
+    table([
+      [
+        "cap",
+        "numbers",
+        "per month",
+        "saved",
+        "exhausted",
+        "hub sessions",
+        "msgs via hub",
+        "max threads/person",
+        "msgs / misrouted (all tagged)",
+        "misrouted / prompted (10 % untagged)",
+        "replay",
+      ],
+      ...rows,
+    ]),
+  );
+  log(
+    `  ${options["messages-per-session"]} messages per session (guest and host alternately); "numbers" is the smallest ` +
+      "pool with 0 pool-exhausted opens; every message went through InboundService and was checked against its session",
+  );
+}
 
 /** Size of one pool-number item as DynamoStore writes it. */
 const poolItemBytes = sizeOf({

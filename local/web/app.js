@@ -136,7 +136,9 @@ function ensurePhone(number) {
   $(".thread", card).setAttribute("aria-label", `Messages of ${nameOf(number)}`);
   const form = $(".compose", card);
   const error = $(".form-error", card);
-  const target = () => other.value.trim() || to.value;
+  // A hub session's choice is "<hub number> <tag>": the tag starts every typed text to it.
+  const target = () => other.value.trim() || to.value.split(" ")[0];
+  const tagOf = () => (other.value.trim() ? undefined : to.value.split(" ")[1]);
 
   /** Texts `text` (and pictures) to the chosen number; a typed text is cleared, and restored on failure. */
   const sendText = async (text, { mediaUrls, typed } = {}) => {
@@ -149,9 +151,10 @@ function ensurePhone(number) {
     if (typed) body.value = "";
     form.setAttribute("aria-busy", "true");
     try {
+      const tag = typed ? tagOf() : undefined;
       const result = await api("POST", `/sandbox/phones/${encodeURIComponent(number)}/sms`, {
         to: destination,
-        body: text,
+        body: tag && !text.trim().startsWith("#") ? `${tag} ${text}` : text,
         ...(mediaUrls ? { mediaUrls } : {}),
       });
       if (result.status >= 400) error.textContent = `The SMS webhook answered HTTP ${result.status}.`;
@@ -221,6 +224,9 @@ function addEntry(number, entry) {
     isProxy(entry.counterpart) ? el("span", { class: "tag", text: "proxy" }) : null,
     entry.detail === "auto-reply" ? el("span", { class: "tag tag-auto", text: "auto-reply" }) : null,
     entry.detail === "carrier" ? el("span", { class: "tag tag-auto", text: "carrier" }) : null,
+    threadOf(entry.body)
+      ? el("span", { class: "tag tag-hub", text: `thread ${threadOf(entry.body)}` })
+      : null,
   );
   const pictures = (entry.media ?? []).map((url, i) =>
     el("img", {
@@ -240,6 +246,7 @@ function addEntry(number, entry) {
       "data-counterpart": entry.counterpart,
       "data-entry-id": entry.id,
       "data-auto-reply": entry.detail === "auto-reply" ? "true" : undefined,
+      "data-thread-tag": threadOf(entry.body),
     },
     meta,
     ...pictures,
@@ -249,6 +256,11 @@ function addEntry(number, entry) {
   thread.append(bubble);
   while (thread.children.length > 200) thread.firstElementChild.remove();
   if (nearBottom || !incoming) thread.scrollTop = thread.scrollHeight;
+}
+
+/** The hub thread a text belongs to: "[#K1] …" as a hub participant receives it, "#K1 …" as they reply. */
+function threadOf(body) {
+  return /^\s*\[?(#[A-Za-z]\d{1,2})\]?(?![A-Za-z0-9])/.exec(body ?? "")?.[1]?.toUpperCase();
 }
 
 /** Twilio's carrier-level block on a phone: the numbers (or Messaging Services) it texted STOP to. */
@@ -280,10 +292,11 @@ function renderComposeTargets(number) {
   for (const session of model.sessions) {
     const mine = session.participants.find((p) => p.phoneNumber === number);
     const peer = session.participants.find((p) => p !== mine);
-    if (!mine || choices.some((c) => c.value === mine.proxyNumber)) continue;
+    const value = mine?.hub ? `${mine.proxyNumber} ${mine.threadTag}` : mine?.proxyNumber;
+    if (!mine || choices.some((c) => c.value === value)) continue;
     choices.push({
-      value: mine.proxyNumber,
-      text: `${mine.proxyNumber} → ${peer ? (letterOf(peer.phoneNumber) ?? peer.phoneNumber) : "?"}`,
+      value,
+      text: `${mine.proxyNumber}${mine.hub ? ` (hub) ${mine.threadTag}` : ""} → ${peer ? (letterOf(peer.phoneNumber) ?? peer.phoneNumber) : "?"}`,
     });
   }
   const options = choices.length
@@ -346,6 +359,9 @@ function renderSessions() {
           el("span", { class: "num", text: p.phoneNumber }),
           el("span", { class: "via", text: "sees" }),
           el("span", { class: "num proxy", text: p.proxyNumber }),
+          p.hub
+            ? el("span", { class: "tag tag-hub", "data-testid": "hub-tag", text: `hub ${p.threadTag}` })
+            : null,
         ),
       ),
     );
