@@ -21,7 +21,11 @@ export interface HubReplayOptions {
   poolSize: number;
   cap: number | undefined;
   quarantineSeconds: number;
-  /** Probability that a hub participant's reply carries no tag. */
+  /**
+   * The forgetful model: with this probability a hub participant's reply is also sent once more without
+   * its tag (as the forgetful user would have sent it). Messages never change allocation, so one replay
+   * measures both models: the tagged replies are the always-tag model, the copies the forgetful one.
+   */
   forgetTag: number;
   /** Messages per session: alternately guest → host and host → guest, spread over the session. */
   messagesPerSession: number;
@@ -41,6 +45,10 @@ export interface HubReplayResult {
   misrouted: number;
   /** Untagged replies with several open hub threads: answered with the prompt, forwarded nowhere. */
   prompted: number;
+  /** The forgetful model's untagged copies, and how many of them were forwarded (to their only thread). */
+  untagged: number;
+  untaggedDelivered: number;
+  untaggedMisrouted: number;
   /** Neither forwarded nor prompted (e.g. the session had already expired). */
   other: number;
   /** Hub sessions opened, and the most hub threads one person had open at once. */
@@ -106,6 +114,9 @@ export async function hubReplay(options: HubReplayOptions): Promise<HubReplayRes
     delivered: 0,
     misrouted: 0,
     prompted: 0,
+    untagged: 0,
+    untaggedDelivered: 0,
+    untaggedMisrouted: 0,
     other: 0,
     hubSessions: 0,
     maxOpenThreads: 0,
@@ -156,31 +167,38 @@ export async function hubReplay(options: HubReplayOptions): Promise<HubReplayRes
     const [host, guest] = session.participants as [SessionParticipant, SessionParticipant];
     const [sender, recipient] = fromGuest ? [guest, host] : [host, guest];
     const text = `m${s.id}.${event.seq}`;
-    const tagged = sender.hub && sender.threadTag && random() >= options.forgetTag;
-    const body = tagged ? `${sender.threadTag} ${text}` : text;
-    const messageSid = `SM${(++sid).toString(16).padStart(32, "0")}`;
-    result.messages++;
-    if (sender.hub || recipient.hub) result.viaHub++;
-    const { reply } = await inbound.receiveSms({
-      messageSid,
-      from: sender.phoneNumber as E164,
-      to: sender.proxyNumber as E164,
-      body,
-      mediaUrls: [],
-      optOutType: undefined,
-    });
-    const stored = await store.getMessage(messageSid);
-    if (stored?.state === "received") {
+    const send = async (body: string) => {
+      const messageSid = `SM${(++sid).toString(16).padStart(32, "0")}`;
+      const { reply } = await inbound.receiveSms({
+        messageSid,
+        from: sender.phoneNumber as E164,
+        to: sender.proxyNumber as E164,
+        body,
+        mediaUrls: [],
+        optOutType: undefined,
+      });
+      const stored = await store.getMessage(messageSid);
+      if (stored?.state !== "received") return reply && /tag/.test(reply) ? "prompted" : "other";
       const expected = recipient.hub && recipient.threadTag ? withTag(recipient.threadTag, text) : text;
       const right =
         stored.sessionId === session.sessionId &&
         stored.recipient === recipient.phoneNumber &&
         stored.recipientProxy === recipient.proxyNumber &&
         stored.body === expected;
-      if (right) result.delivered++;
-      else result.misrouted++;
-    } else if (reply && sender.hub && !tagged && /tag/.test(reply)) result.prompted++;
-    else result.other++;
+      return right ? "delivered" : "misrouted";
+    };
+    result.messages++;
+    if (sender.hub || recipient.hub) result.viaHub++;
+    const outcome = await send(sender.hub ? `${sender.threadTag} ${text}` : text);
+    result[outcome]++;
+    if (sender.hub && random() < options.forgetTag) {
+      result.untagged++;
+      const forgot = await send(text);
+      if (forgot === "prompted") result.prompted++;
+      else if (forgot === "delivered") result.untaggedDelivered++;
+      else if (forgot === "misrouted") result.untaggedMisrouted++;
+      else result.other++;
+    }
   }
   result.wallMs = performance.now() - began;
   return result;

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { hubReplay } from "../../bench/lib/hub-replay.ts";
 import { sizeOf } from "../../bench/lib/meter.ts";
 import { seededRandom, zipfSampler, zipfTopShare } from "../../bench/lib/rng.ts";
 import { percentile, summarize } from "../../bench/lib/stats.ts";
@@ -206,5 +207,42 @@ describe("bench in-memory store under the real SessionService", () => {
     const c = concurrency(trace.sessions, trace.length, small.hosts);
     assert.equal(await replay(trace.sessions, trace.length, small.hosts, c.L), 0);
     assert.ok((await replay(trace.sessions, trace.length, small.hosts, c.L - 1)) > 0);
+  });
+});
+
+describe("bench hub replay (MAX_PROXIES_PER_PARTICIPANT)", () => {
+  test("a small trace with a cap: pool cap + 1, every message delivered to its counterpart or prompted, none misrouted", async () => {
+    const trace = generateTrace({
+      hosts: 20,
+      guests: 300,
+      days: 2,
+      zipf: 1,
+      tripsPerDay: 40,
+      seed: 3,
+      bookingMedianHours: 30,
+      inquiryMedianHours: 6,
+    });
+    const { L } = concurrency(trace.sessions, trace.length, 20);
+    const cap = 2;
+    assert.ok(L > cap + 1, "the trace needs a hub at this cap");
+    const result = await hubReplay({
+      sessions: trace.sessions,
+      until: trace.length,
+      hosts: 20,
+      poolSize: cap + 1,
+      cap,
+      quarantineSeconds: 3600,
+      forgetTag: 0.5,
+      messagesPerSession: 2,
+      seed: 3,
+    });
+    assert.equal(result.failures, 0);
+    assert.equal(result.otherErrors, 0);
+    assert.ok(result.hubSessions > 0 && result.viaHub > 0);
+    assert.equal(result.misrouted, 0);
+    assert.equal(result.untaggedMisrouted, 0);
+    assert.equal(result.delivered + result.other, result.messages);
+    assert.ok(result.prompted > 0, "forgotten tags with several threads open get the prompt");
+    assert.ok(result.prompted + result.untaggedDelivered <= result.untagged);
   });
 });
