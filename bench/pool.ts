@@ -535,7 +535,7 @@ async function hubSection(sessions: readonly TraceSession[], until: number, L: n
   heading(
     "Below the lower bound: MAX_PROXIES_PER_PARTICIPANT (hub numbers), full trace, every message routed",
   );
-  const caps = options.quick ? [2, 5, 10, undefined] : [5, 10, 25, 50, undefined];
+  const caps = options.quick ? [2, 5, 10, undefined] : [50, 25, 10, 5, undefined];
   const base = {
     sessions,
     until,
@@ -567,7 +567,7 @@ async function hubSection(sessions: readonly TraceSession[], until: number, L: n
       `${int(r.untagged)} / ${int(r.prompted)} / ${int(r.untaggedDelivered)} / ${int(r.untaggedMisrouted)}`,
       ms(r.wallMs, 0),
     ]);
-    log(`  cap ${cap ?? "none"}: pool ${poolSize}, replayed in ${ms(r.wallMs, 0)}`);
+    log(`  cap ${cap ?? "none"}: ${(rows.at(-1) ?? []).join(" | ")}`);
     if (r.misrouted + r.untaggedMisrouted + r.otherErrors > 0) process.exitCode = 1;
   }
   log(

@@ -14,7 +14,17 @@ import { assertNever } from "./domain/session.ts";
  */
 
 /** The item kinds that events define, and so the kinds a rebuild restores and compares. */
-export const PROJECTION_KINDS = ["session", "pair", "number", "message", "call", "consent"] as const;
+export const PROJECTION_KINDS = [
+  "session",
+  "pair",
+  "number",
+  "message",
+  "call",
+  "consent",
+  "hub-thread",
+  "hub-number",
+  "proxy-count",
+] as const;
 export type ProjectionKind = (typeof PROJECTION_KINDS)[number];
 
 /**
@@ -29,6 +39,9 @@ export const IGNORED_FIELDS: Readonly<Record<ProjectionKind, readonly string[]>>
   message: ["ttl", "body", "mediaUrls", "claimedAt", "previousClaim", "attempts"],
   call: ["ttl"],
   consent: ["ttl"],
+  "hub-thread": ["ttl"],
+  "hub-number": ["ttl"],
+  "proxy-count": ["ttl"],
 };
 
 export type Difference =

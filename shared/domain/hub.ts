@@ -164,7 +164,8 @@ const PROMPT_LIMIT = 1500;
 
 /** How to tag, and the open tags with the counterpart's name where the session has one. */
 export function hubPrompt(open: readonly HubThread[], unknownTag: string | undefined): string {
-  const sorted = [...open].sort((a, b) => a.tag.localeCompare(b.tag, "en", { numeric: true }));
+  const order = (tag: string) => tag.charCodeAt(1) * 1000 + Number(tag.slice(2));
+  const sorted = [...open].sort((a, b) => order(a.tag) - order(b.tag));
   const example = sorted[0]?.tag ?? "#A1";
   let text = unknownTag ? `No open conversation has the tag ${unknownTag}. ` : "Not sent: ";
   text += `start your message with the conversation's tag, e.g. "${example} see you at 3". Open:`;

@@ -173,7 +173,8 @@ async function play(commands: readonly Command[], store: Store) {
     newId,
     quarantineSeconds: 1800,
   };
-  const sessions = new SessionService(common);
+  // A cap of 2 proxies per person: with four people, sessions over it go on hubs (threads, tags, counts).
+  const sessions = new SessionService({ ...common, maxProxiesPerParticipant: 2 });
   const inbound = new InboundService({
     ...common,
     ...testReplies,
@@ -350,6 +351,7 @@ describe("parity: DynamoDB and in-memory stores, and the rebuild, under random c
         assert.deepEqual(eventList(memory.items()), events);
         runs++;
         for (const e of events) seen.add(e.type);
+        for (const i of items) if (i.kind === "hub-thread") seen.add("hub-thread");
         commandCount += commands.length;
         eventCount += events.length;
       }),
@@ -363,5 +365,6 @@ describe("parity: DynamoDB and in-memory stores, and the rebuild, under random c
       [],
       "event types never generated",
     );
+    assert.ok(seen.has("hub-thread"), "sessions over the cap went on hubs");
   });
 });
