@@ -173,8 +173,8 @@ async function play(commands: readonly Command[], store: Store) {
     newId,
     quarantineSeconds: 1800,
   };
-  // A cap of 2 proxies per person: with four people, sessions over it go on hubs (threads, tags, counts).
-  const sessions = new SessionService({ ...common, maxProxiesPerParticipant: 2 });
+  // A cap of 1 proxy per person: with four people, sessions over it go on hubs (threads, tags, counts).
+  const sessions = new SessionService({ ...common, maxProxiesPerParticipant: 1 });
   const inbound = new InboundService({
     ...common,
     ...testReplies,
