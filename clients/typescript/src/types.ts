@@ -27,6 +27,9 @@ export interface Participant {
   id: string | null;
   name: string | null;
   proxyNumber: string;
+  /** On their hub number (MAX_PROXIES_PER_PARTICIPANT reached): proxyNumber is the hub, threadTag the thread. */
+  hub?: true;
+  threadTag?: string;
 }
 
 export interface Session {
