@@ -100,7 +100,7 @@ async function refusal(
   assert.fail("the send was accepted");
 }
 
-describe("Twilio sandbox fidelity through the official twilio client", () => {
+describe("Twilio sandbox fidelity through the official twilio resources", () => {
   let h: Harness;
   before(async () => {
     h = await start();
