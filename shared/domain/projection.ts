@@ -268,18 +268,9 @@ function projectEvent(
         },
       ];
     case "MessageDelivered":
-      return [
-        {
-          type: "update",
-          key: itemKeys.message(event.detail.messageId),
-          set: { deliveryStatus: event.detail.status },
-          guard: guard.and(
-            guard.present,
-            guard.or(guard.missing("deliveryStatus"), guard.ne("deliveryStatus", event.detail.status)),
-          ),
-          conflict: { kind: "message", key: event.detail.messageId },
-        },
-      ];
+      // Only the message log entry records delivery (projection-messages.ts): the message item is the
+      // transient sending state, and rewriting it bought nothing but a write.
+      return [];
     case "MessageBlocked":
     case "OutOfSessionMessage": {
       const id = event.detail.messageId;
