@@ -55,6 +55,7 @@ const options = benchOptions({
   "window-hours": { full: 6, quick: 8, help: "trace window replayed on DynamoDB Local" },
   burst: { full: 20, quick: 6, help: "concurrent allocations for one host in the race check" },
   "size-opens": { full: 300, quick: 60, help: "sequential opens measured at each pool size" },
+  "large-pool": { full: 10_000, quick: 2000, help: "the large pool size (against a pool of 100)" },
   "price-per-number": { full: 1.15, quick: 1.15, help: "USD per number per month" },
 });
 
@@ -419,7 +420,7 @@ main(async () => {
 
   // ---- Reads and latency per open against the pool's size ------------------------------------------
   heading("Reads and latency per open against the pool's size (fresh DynamoDB Local per size)");
-  const sizes = options.quick ? [100, 2000] : [100, 10_000];
+  const sizes = [100, options["large-pool"]];
   const bySize: { size: number; open: ReturnType<typeof summarize>; rcu: number; warmMs: number }[] = [];
   for (const size of sizes) {
     aws = await localAws();
