@@ -665,7 +665,8 @@ const poolItemBytes = sizeOf({
 });
 
 async function localAws() {
-  const aws = await startLocalAws();
+  // On a loaded machine the JVM sometimes misses its start deadline: try again before giving up.
+  const aws = await startLocalAws().catch(() => startLocalAws());
   onCleanup(() => aws.stop());
   return aws;
 }
