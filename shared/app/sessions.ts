@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
 import {
+  chooseProxy,
   type GeoMatch,
   type Holding,
   type PoolNumber,
-  rankProxies,
   sharedOpenSession,
 } from "../domain/allocation.ts";
 import type { ContactPolicy } from "../domain/contacts.ts";
@@ -34,8 +34,16 @@ import type {
   PagedReads,
   PoolView,
   SessionReader,
+  TrafficReads,
 } from "../ports.ts";
-import { alreadyDone, handleCommand } from "./command.ts";
+import {
+  alreadyDone,
+  type CommandDeps,
+  type CommandResult,
+  type CommandSpec,
+  handleCommand,
+} from "./command.ts";
+import { CachedPoolView } from "./pool-view.ts";
 import { SessionQueries } from "./session-queries.ts";
 
 export interface ParticipantInput {
@@ -59,21 +67,43 @@ export interface OpenSessionInput {
 }
 
 export interface SessionServiceDeps {
-  store: EventStore & SessionReader & PoolView & IdempotencyRecords & MessageLog & ConsentRecords;
+  store: EventStore &
+    SessionReader &
+    PoolView &
+    Pick<TrafficReads, "ownsNumber"> &
+    IdempotencyRecords &
+    MessageLog &
+    ConsentRecords;
   queue: ForwardQueue;
   clock: Clock;
   newId: (prefix: string) => string;
   quarantineSeconds: number;
+  /** How long the container's pool view is used before it is read again (default 30 s). */
+  poolViewTtlMs?: number;
 }
 
 /** Bounded so a pathological race ends in an answer; each lost race re-reads and takes the next number. */
 const MAX_ALLOCATION_ATTEMPTS = 40;
 
+/** A command spec whose state type is inferred from its `load`. */
+const commandSpec = <S>(spec: CommandSpec<S>) => spec;
+
 const hashOf = (value: unknown) => createHash("sha256").update(JSON.stringify(value)).digest("hex");
 
 /** Application service behind the product API: sessions, platform messages and the number pool. */
 export class SessionService {
-  constructor(private readonly deps: SessionServiceDeps) {}
+  /** The pool as this container sees it: ranks candidates; the transaction's guards decide. */
+  private readonly poolView: CachedPoolView;
+  /** What every command appends through: the store, with the pool view following the appends. */
+  private readonly commandDeps: CommandDeps;
+
+  constructor(private readonly deps: SessionServiceDeps) {
+    this.poolView = new CachedPoolView({ store: deps.store, clock: deps.clock, ttlMs: deps.poolViewTtlMs });
+    this.commandDeps = {
+      ...deps,
+      store: { append: (events, options) => this.poolView.append(deps.store, events, options) },
+    };
+  }
 
   /** The paged list reads, where the store offers them (DynamoDB does; the in-memory store does not). */
   queries(): SessionQueries {
@@ -96,14 +126,24 @@ export class SessionService {
     }
     const sessionId = this.deps.newId("ses");
     const [a, b] = input.participants;
-    const result = await handleCommand(this.deps, {
+    const view = this.poolView;
+    const spec = commandSpec({
       load: () =>
-        Promise.all([store.listPool(), store.holdingsOf(a.phoneNumber), store.holdingsOf(b.phoneNumber)]),
-      decide: ([pool, holdingsA, holdingsB], ctx, attempt) => {
+        Promise.all([
+          view.mark(),
+          view.ready(),
+          store.holdingsOf(a.phoneNumber),
+          store.holdingsOf(b.phoneNumber),
+          store.ownsNumber(a.phoneNumber),
+          store.ownsNumber(b.phoneNumber),
+        ]),
+      decide: ([mark, , storedA, storedB, ownsA, ownsB], ctx, attempt) => {
         // A number we own (active or draining) is never a participant: its texts would loop through us.
-        for (const p of input.participants)
-          if (pool.some((n) => n.phoneNumber === p.phoneNumber))
-            throw new ParticipantIsPoolNumberError(p.phoneNumber);
+        if (ownsA || ownsB) throw new ParticipantIsPoolNumberError(ownsA ? a.phoneNumber : b.phoneNumber);
+        // The container's view of the pool, with the pairs its own in-flight opens are taking.
+        const pool = view.pool();
+        const holdingsA = view.holdings(a.phoneNumber, storedA, mark);
+        const holdingsB = view.holdings(b.phoneNumber, storedB, mark);
         if (input.failOnParticipantConflict) {
           const shared = sharedOpenSession(holdingsA, b.phoneNumber, ctx.now);
           if (shared) throw new ParticipantConflictError(shared.sessionId);
@@ -114,19 +154,21 @@ export class SessionService {
           holdings: Holding[],
           pool: readonly PoolNumber[],
         ) => {
-          const ranked = rankProxies({
-            participant: p.phoneNumber,
-            participantCallingCode: callingCode(p.phoneNumber),
-            counterpart: other.phoneNumber,
-            pool,
-            holdings,
-            now: ctx.now,
-            geoMatch: input.geoMatch,
-          });
-          if (ranked.length === 0) throw new PoolExhaustedError(p.phoneNumber);
-          // After a lost race, spread retries over the best few so concurrent requests stop colliding.
-          const spread = Math.min(ranked.length, 1 + Math.floor(attempt / 2));
-          return ranked[Math.floor(Math.random() * spread)] as E164;
+          const proxy = chooseProxy(
+            {
+              participant: p.phoneNumber,
+              participantCallingCode: callingCode(p.phoneNumber),
+              counterpart: other.phoneNumber,
+              pool,
+              holdings,
+              now: ctx.now,
+              geoMatch: input.geoMatch,
+            },
+            // Concurrent opens for one participant spread over equally good numbers; a lost race re-draws.
+            `${sessionId}:${p.phoneNumber}:${attempt}`,
+          );
+          if (!proxy) throw new PoolExhaustedError(p.phoneNumber);
+          return proxy;
         };
         const proxyA = pick(a, b, holdingsA, pool);
         // B's choice counts A's new pair, so the two sides spread over numbers when the pool allows.
@@ -159,6 +201,7 @@ export class SessionService {
         conflicts.some((c) => c.kind === "idempotency" || (c.kind === "unique-name" && !c.contention)),
       attempts: MAX_ALLOCATION_ATTEMPTS,
     });
+    const result = await this.allocating(spec, [a.phoneNumber, b.phoneNumber]);
     const nameTaken = result.outcome === "settled" && result.conflicts.some((c) => c.kind === "unique-name");
     if (nameTaken && !result.conflicts.some((c) => c.kind === "idempotency"))
       throw new UniqueNameTakenError(input.uniqueName ?? "");
@@ -171,6 +214,30 @@ export class SessionService {
     // The projection is what the events say: no need to read back what was just written.
     const session = result.events.reduce(evolve, initialState());
     return { session: session ?? (await this.mustGet(sessionId)), replayed: false };
+  }
+
+  /**
+   * Runs an allocation. Exhausted by this container's view only when nothing it is doing could change that:
+   * its own in-flight opens for these participants may give numbers back (it waits for them), and the view
+   * may lack numbers added since it was read (it reads the pool once more).
+   */
+  private async allocating<S>(
+    spec: CommandSpec<S>,
+    participants: readonly E164[],
+  ): Promise<CommandResult<S>> {
+    let readAgain = true;
+    for (let round = 0; ; round++) {
+      const version = this.poolView.version;
+      try {
+        return await handleCommand(this.commandDeps, spec);
+      } catch (error) {
+        if (!(error instanceof PoolExhaustedError) || round >= MAX_ALLOCATION_ATTEMPTS) throw error;
+        if (await this.poolView.settle(participants)) continue;
+        if (!readAgain) throw error;
+        readAgain = false;
+        this.poolView.invalidate(version);
+      }
+    }
   }
 
   private async replay(key: string, requestHash: string): Promise<string | undefined> {
@@ -194,7 +261,7 @@ export class SessionService {
 
   async closeSession(sessionId: string): Promise<Session> {
     // Closed or expired concurrently (another DELETE or the recycler): the guard fails, read again.
-    await handleCommand(this.deps, {
+    await handleCommand(this.commandDeps, {
       load: () => this.mustGet(sessionId),
       decide: (state, ctx) => decide({ type: "CloseSession" }, state, ctx),
     }).catch((error) => {
@@ -211,7 +278,7 @@ export class SessionService {
     sessionId: string,
     input: { ttlSeconds?: number; mode?: SessionMode },
   ): Promise<Session> {
-    const result = await handleCommand(this.deps, {
+    const result = await handleCommand(this.commandDeps, {
       load: () => this.mustGet(sessionId),
       decide: (state, ctx) => decide({ type: "UpdateSession", ...input }, state, ctx),
     });
@@ -241,7 +308,7 @@ export class SessionService {
     let messageId = replay ?? this.deps.newId("msg");
     let replayed = Boolean(replay);
     if (!replay) {
-      const result = await handleCommand(this.deps, {
+      const result = await handleCommand(this.commandDeps, {
         load: async () => null,
         decide: (_, ctx) =>
           decideMessage(
@@ -302,7 +369,7 @@ export class SessionService {
   }
 
   async addNumber(phoneNumber: E164): Promise<{ created: boolean }> {
-    const result = await handleCommand(this.deps, {
+    const result = await handleCommand(this.commandDeps, {
       load: () => Promise.all([this.poolNumber(phoneNumber), this.deps.store.holdingsOf(phoneNumber)]),
       decide: ([state, holdings], ctx) => {
         if (holdings.some((h) => h.state === "held")) throw new NumberIsParticipantError(phoneNumber);
@@ -325,7 +392,7 @@ export class SessionService {
   async retireNumber(
     phoneNumber: E164,
   ): Promise<{ phoneNumber: E164; status: "draining" | "retired"; load: number }> {
-    const result = await handleCommand(this.deps, {
+    const result = await handleCommand(this.commandDeps, {
       load: () => this.poolNumber(phoneNumber),
       decide: (state, ctx) => decideNumber({ type: "RetireNumber", phoneNumber }, state, ctx),
     });
