@@ -251,8 +251,10 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
               .catch(() => {}),
           ),
         );
+        // After an empty receive, wait: for an invocation to end (it may free a group, and each poll costs
+        // the forwards running in this process), or for the back-off.
         idle = received.Messages?.length || messages.length ? 0 : Math.min(100, Math.max(10, idle * 2));
-        if (idle) await Promise.race([sleep(idle), ...invocations]);
+        if (idle) await Promise.race([sleep(invocations.size ? 100 : idle), ...invocations]);
       } catch (error) {
         if (!running) break;
         options.onError?.(error);
