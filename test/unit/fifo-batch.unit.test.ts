@@ -1,15 +1,18 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { SQSRecord } from "aws-lambda";
+import type { Context, SQSRecord } from "aws-lambda";
+import { createForwardHandler } from "../../functions/forward/app.ts";
+import { logger } from "../../shared/adapters/aws.ts";
 import { processFifoBatch } from "../../shared/adapters/fifo-batch.ts";
+import type { ForwardService } from "../../shared/app/forward.ts";
 
 // The SQS FIFO batch rule the forward function and the embedded stack share: one message group runs in
 // order, different groups run side by side, and a failure holds back the rest of its own group only.
 
-const record = (id: string, group: string | undefined): SQSRecord => ({
+const record = (id: string, group: string | undefined, body = id): SQSRecord => ({
   messageId: id,
   receiptHandle: `rh-${id}`,
-  body: id,
+  body,
   attributes: {
     ApproximateReceiveCount: "1",
     SentTimestamp: "0",
@@ -120,5 +123,28 @@ describe("processFifoBatch: order within a message group, concurrency across gro
       result.batchItemFailures.map((f) => f.itemIdentifier),
       ["x"],
     );
+  });
+
+  test("the forward handler keeps no batch state: two invocations at once each report only their own failures", async () => {
+    const job = (id: string) => JSON.stringify({ messageId: id, sessionId: `ses_${id[0]}` });
+    // A stand-in for the service (fault injection): "x1" fails, every forward takes a few ms.
+    const service = {
+      forward: async ({ messageId }: { messageId: string }) => {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        if (messageId === "x1") throw new Error("injected");
+        return "forwarded" as const;
+      },
+    } as unknown as ForwardService;
+    const handler = createForwardHandler({ service, logger });
+    const context = {} as Context;
+    const [first, second] = await Promise.all([
+      handler({ Records: [record("x1", "x", job("x1")), record("x2", "x", job("x2"))] }, context),
+      handler({ Records: [record("y1", "y", job("y1")), record("y2", "y", job("y2"))] }, context),
+    ]);
+    assert.deepEqual(
+      first.batchItemFailures.map((f) => f.itemIdentifier),
+      ["x1", "x2"],
+    );
+    assert.deepEqual(second.batchItemFailures, [], "the other invocation's failure is not this one's");
   });
 });
