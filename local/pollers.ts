@@ -170,7 +170,7 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
       }
       if (entries.size === 0) outstanding.delete(group);
     }
-    idle = 0; // a group may have been freed: look again at once
+    idle = 0;
     // A failed message that had been held comes back after the usual timeout, not the hold's.
     await Promise.all(
       records
@@ -251,10 +251,13 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
               .catch(() => {}),
           ),
         );
-        // After an empty receive, wait: for an invocation to end (it may free a group, and each poll costs
-        // the forwards running in this process), or for the back-off.
-        idle = received.Messages?.length || messages.length ? 0 : Math.min(100, Math.max(10, idle * 2));
-        if (idle) await Promise.race([sleep(invocations.size ? 100 : idle), ...invocations]);
+        // A full batch: more are likely waiting, receive again at once. Otherwise wait for an invocation to
+        // end (it may free a group; a poll while it runs costs the forwards in this process CPU), at most
+        // 100 ms, or, with none running, for the back-off while the queue is idle.
+        const got = received.Messages?.length ?? 0;
+        if (got >= (options.batchSize ?? 10)) continue;
+        idle = got || messages.length ? 0 : Math.min(100, Math.max(10, idle * 2));
+        await Promise.race([sleep(invocations.size ? 100 : idle), ...invocations]);
       } catch (error) {
         if (!running) break;
         options.onError?.(error);
