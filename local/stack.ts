@@ -12,7 +12,7 @@ import {
   twilioCredentialFields,
 } from "../shared/config.ts";
 import { toE164 } from "../shared/domain/phone.ts";
-import { functions, publisherStream } from "../shared/resources.ts";
+import { forwardConsumer, functions, publisherStream } from "../shared/resources.ts";
 import {
   LOCAL_CREDENTIALS,
   LOCAL_REGION,
@@ -248,6 +248,8 @@ export async function startEmbeddedStack(
         queueUrl: queue.queueUrl,
         queueArn: arn.Attributes?.QueueArn ?? "",
         handler: forward.handler,
+        batchSize: forwardConsumer.batchSize,
+        concurrency: forwardConsumer.localConcurrency,
         visibilityTimeoutSeconds: queue.visibilityTimeoutSeconds,
         timeoutMs: functions.forward.timeoutSeconds * 1000,
         onError: onError("forward poller"),

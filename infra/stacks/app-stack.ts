@@ -18,6 +18,7 @@ import {
 import {
   eventBus,
   type FunctionName,
+  forwardConsumer,
   forwardQueue,
   functions,
   publisherStream,
@@ -206,7 +207,8 @@ export class AppStack extends Stack {
     grantSecretRead(stateful, forward.role);
     forward.fn.addEventSource(
       new SqsEventSource(stateful.forwardQueue, {
-        batchSize: 10,
+        // Up to 10 sessions per invocation, processed concurrently by the function (order kept per session).
+        batchSize: forwardConsumer.batchSize,
         reportBatchItemFailures: true,
         // Sized from the target load (infra/settings.ts): enough to keep up, few enough that a backlog
         // drains without starving the other functions of the account's concurrency.
