@@ -1,5 +1,5 @@
 import type { Holding, PoolNumber } from "../domain/allocation.ts";
-import { applyChange, guardHolds, type Item, type ItemKey } from "../domain/changes.ts";
+import { applyChange, type Change, guardHolds, type Item, type ItemKey } from "../domain/changes.ts";
 import type { Consent } from "../domain/consent.ts";
 import { ConcurrentWriteError, type Conflict } from "../domain/errors.ts";
 import type { DomainEvent } from "../domain/events.ts";
@@ -28,7 +28,7 @@ export class MemoryStore implements StorePorts {
     this.apply(projectEvents(events, { ...options, retentionSeconds: this.options.retentionSeconds }));
   }
 
-  private apply(changes: ReturnType<typeof projectEvents>): void {
+  private apply(changes: readonly Change[]): void {
     const staged = new Map<string, { key: ItemKey; item: Item | undefined }>();
     const conflicts: Conflict[] = [];
     for (const change of changes) {
@@ -123,7 +123,19 @@ export class MemoryStore implements StorePorts {
     if (change.guard && guardHolds(change.guard, before)) this.set(change.key, applyChange(change, before));
   }
 
-  async getConsent(phoneNumber: E164): Promise<Consent | undefined> {
+  async partitionItems(pk: string): Promise<(Item & ItemKey)[]> {
+    return this.partition(pk) as (Item & ItemKey)[];
+  }
+
+  async itemAt(key: ItemKey): Promise<(Item & ItemKey) | undefined> {
+    return this.get(key) as (Item & ItemKey) | undefined;
+  }
+
+  async rewrite(groups: readonly (readonly Change[])[]): Promise<void> {
+    for (const group of groups) this.apply(group);
+  }
+
+  async getConsent(phoneNumber: string): Promise<Consent | undefined> {
     const item = this.get(itemKeys.consent(phoneNumber));
     return item && views.toConsent(item);
   }
@@ -132,8 +144,8 @@ export class MemoryStore implements StorePorts {
     return this.get(itemKeys.number(phoneNumber)) !== undefined;
   }
 
-  async lastAutoReply(proxyNumber: E164, senderNumber: E164): Promise<number | undefined> {
-    const at = this.get(trafficKeys.autoReply(proxyNumber, senderNumber))?.lastReplyAt;
+  async lastAutoReply(proxyNumber: E164, sender: string): Promise<number | undefined> {
+    const at = this.get(trafficKeys.autoReply(proxyNumber, sender))?.lastReplyAt;
     return typeof at === "number" ? at : undefined;
   }
 

@@ -21,21 +21,25 @@ import {
 } from "../domain/errors.ts";
 import type { DomainEvent, SessionMode, TtlMode } from "../domain/events.ts";
 import { decideMessage } from "../domain/message.ts";
-import { callingCode, type E164, toE164 } from "../domain/phone.ts";
+import { callingCode, type E164, isPseudonym, toE164 } from "../domain/phone.ts";
 import { decideNumber } from "../domain/pool.ts";
 import { decide, effectiveStatus, evolve, initialState, type Session } from "../domain/session.ts";
 import type {
   Clock,
   ConsentRecords,
+  ErasureStore,
   EventStore,
   ForwardQueue,
   IdempotencyRecords,
   MessageLog,
   PagedReads,
   PoolView,
+  Pseudonyms,
   SessionReader,
 } from "../ports.ts";
 import { alreadyDone, handleCommand } from "./command.ts";
+import { type ErasureCounts, ErasureService } from "./erasure.ts";
+import { consentOf, ephemeralPseudonyms } from "./pseudonyms.ts";
 import { SessionQueries } from "./session-queries.ts";
 
 export interface ParticipantInput {
@@ -61,6 +65,8 @@ export interface OpenSessionInput {
 export interface SessionServiceDeps {
   store: EventStore & SessionReader & PoolView & IdempotencyRecords & MessageLog & ConsentRecords;
   queue: ForwardQueue;
+  /** Consent kept under a pseudonym, and erasure; by default a key of this process only (tests). */
+  pseudonyms?: Pseudonyms;
   clock: Clock;
   newId: (prefix: string) => string;
   quarantineSeconds: number;
@@ -275,11 +281,30 @@ export class SessionService {
     return { messageId, replayed };
   }
 
-  /** Which of the session's participants have opted out (pool-wide consent). */
+  private pseudonyms(): Pseudonyms {
+    return this.deps.pseudonyms ?? ephemeralPseudonyms();
+  }
+
+  private consent(phoneNumber: E164) {
+    return consentOf(this.deps.store, this.pseudonyms(), phoneNumber);
+  }
+
+  /** Which of the session's participants have opted out (pool-wide consent); an erased one has no number. */
   async optedOut(session: Session): Promise<ReadonlySet<string>> {
-    const numbers = session.participants.map((p) => p.phoneNumber as E164);
-    const consents = await Promise.all(numbers.map((n) => this.deps.store.getConsent(n)));
+    const numbers = session.participants.map((p) => p.phoneNumber).filter((n) => !isPseudonym(n)) as E164[];
+    const consents = await Promise.all(numbers.map((n) => this.consent(n)));
     return new Set(numbers.filter((_, i) => consents[i]?.optedOut));
+  }
+
+  /** DELETE /participants/{e164}: the person's number erased from every item and event of theirs. */
+  async erase(phoneNumber: E164): Promise<ErasureCounts> {
+    const store = this.deps.store as SessionServiceDeps["store"] & Partial<ErasureStore>;
+    if (!store.rewrite || !store.partitionItems || !store.itemAt) throw new Error("this store cannot erase");
+    return new ErasureService({
+      ...this.deps,
+      store: store as SessionServiceDeps["store"] & ErasureStore,
+      pseudonyms: this.pseudonyms(),
+    }).erase(phoneNumber);
   }
 
   /** A person's consent and the sessions they take part in now. */
@@ -287,7 +312,7 @@ export class SessionService {
     phoneNumber: E164,
   ): Promise<{ phoneNumber: E164; optedOut: boolean; openSessions: string[] }> {
     const [consent, holdings] = await Promise.all([
-      this.deps.store.getConsent(phoneNumber),
+      this.consent(phoneNumber),
       this.deps.store.holdingsOf(phoneNumber),
     ]);
     const held = [

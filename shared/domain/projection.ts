@@ -366,6 +366,7 @@ function projectEvent(
       ];
     case "PoolHealthReported":
     case "PoolLow":
+    case "ParticipantErased":
       return [];
     default:
       return assertNever(event);
