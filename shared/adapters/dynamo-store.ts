@@ -41,6 +41,8 @@ export interface DynamoStoreOptions {
   client: DynamoDBDocumentClient;
   /** How long message bodies are kept (DynamoDB TTL on the message item). */
   retentionSeconds: number;
+  /** How long a closed session's data is kept (SESSION_RETENTION_DAYS); 90 days by default. */
+  sessionRetentionSeconds?: number;
 }
 
 /**
@@ -51,11 +53,13 @@ export class DynamoStore implements StorePorts, PagedReads {
   private readonly table: string;
   private readonly client: DynamoDBDocumentClient;
   private readonly retentionSeconds: number;
+  private readonly sessionRetentionSeconds: number | undefined;
 
   constructor(options: DynamoStoreOptions) {
     this.table = options.tableName;
     this.client = options.client;
     this.retentionSeconds = options.retentionSeconds;
+    this.sessionRetentionSeconds = options.sessionRetentionSeconds;
     this.pages = new DynamoPagedReads(this.table, this.client);
   }
 
@@ -81,6 +85,7 @@ export class DynamoStore implements StorePorts, PagedReads {
     await appendToDynamo(this.client, this.table, events, {
       ...options,
       retentionSeconds: this.retentionSeconds,
+      ...(this.sessionRetentionSeconds ? { sessionRetentionSeconds: this.sessionRetentionSeconds } : {}),
     });
   }
 

@@ -22,10 +22,22 @@ export class MemoryStore implements StorePorts {
   /** Transactions that committed. */
   appends = 0;
 
-  constructor(private readonly options: { retentionSeconds: number } = { retentionSeconds: 72 * 3600 }) {}
+  constructor(
+    private readonly options: { retentionSeconds: number; sessionRetentionSeconds?: number } = {
+      retentionSeconds: 72 * 3600,
+    },
+  ) {}
 
   async append(events: readonly DomainEvent[], options: AppendOptions = {}): Promise<void> {
-    this.apply(projectEvents(events, { ...options, retentionSeconds: this.options.retentionSeconds }));
+    this.apply(
+      projectEvents(events, {
+        ...options,
+        retentionSeconds: this.options.retentionSeconds,
+        ...(this.options.sessionRetentionSeconds
+          ? { sessionRetentionSeconds: this.options.sessionRetentionSeconds }
+          : {}),
+      }),
+    );
   }
 
   private apply(changes: readonly Change[]): void {

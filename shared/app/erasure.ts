@@ -17,6 +17,7 @@ import {
   type SessionReader,
 } from "../ports.ts";
 import { handleCommand } from "./command.ts";
+import { retainClosedSession } from "./retention.ts";
 
 export interface ErasureDeps {
   store: EventStore & SessionReader & PoolView & ErasureStore;
@@ -100,12 +101,13 @@ export class ErasureService {
 
   /** Closes (or expires, when past its expiry) a session of the person; one closed meanwhile is fine. */
   private async close(sessionId: string) {
-    await handleCommand(this.deps, {
+    const result = await handleCommand(this.deps, {
       load: async () => (await this.deps.store.getSession(sessionId)) ?? null,
       decide: (state, ctx) => decide({ type: "CloseSession" }, state, ctx),
     }).catch((error) => {
       if (!(error instanceof ConcurrentWriteError)) throw error;
     });
+    if (result?.outcome === "appended") await retainClosedSession(this.deps.store, sessionId);
   }
 
   /** A session's partition (item, events, message log), its message items and both sides' pairs. */

@@ -40,6 +40,7 @@ import type {
 import { alreadyDone, handleCommand } from "./command.ts";
 import { type ErasureCounts, ErasureService } from "./erasure.ts";
 import { consentOf, ephemeralPseudonyms } from "./pseudonyms.ts";
+import { retainClosedSession } from "./retention.ts";
 import { SessionQueries } from "./session-queries.ts";
 
 export interface ParticipantInput {
@@ -63,7 +64,13 @@ export interface OpenSessionInput {
 }
 
 export interface SessionServiceDeps {
-  store: EventStore & SessionReader & PoolView & IdempotencyRecords & MessageLog & ConsentRecords;
+  store: EventStore &
+    SessionReader &
+    PoolView &
+    IdempotencyRecords &
+    MessageLog &
+    ConsentRecords &
+    ErasureStore;
   queue: ForwardQueue;
   /** Consent kept under a pseudonym, and erasure; by default a key of this process only (tests). */
   pseudonyms?: Pseudonyms;
@@ -200,12 +207,13 @@ export class SessionService {
 
   async closeSession(sessionId: string): Promise<Session> {
     // Closed or expired concurrently (another DELETE or the recycler): the guard fails, read again.
-    await handleCommand(this.deps, {
+    const result = await handleCommand(this.deps, {
       load: () => this.mustGet(sessionId),
       decide: (state, ctx) => decide({ type: "CloseSession" }, state, ctx),
     }).catch((error) => {
       if (!(error instanceof ConcurrentWriteError)) throw error;
     });
+    if (result?.outcome === "appended") await retainClosedSession(this.deps.store, sessionId);
     return this.getSession(sessionId);
   }
 
@@ -298,13 +306,7 @@ export class SessionService {
 
   /** DELETE /participants/{e164}: the person's number erased from every item and event of theirs. */
   async erase(phoneNumber: E164): Promise<ErasureCounts> {
-    const store = this.deps.store as SessionServiceDeps["store"] & Partial<ErasureStore>;
-    if (!store.rewrite || !store.partitionItems || !store.itemAt) throw new Error("this store cannot erase");
-    return new ErasureService({
-      ...this.deps,
-      store: store as SessionServiceDeps["store"] & ErasureStore,
-      pseudonyms: this.pseudonyms(),
-    }).erase(phoneNumber);
+    return new ErasureService({ ...this.deps, pseudonyms: this.pseudonyms() }).erase(phoneNumber);
   }
 
   /** A person's consent and the sessions they take part in now. */

@@ -262,4 +262,36 @@ describe("erasure and strangers", () => {
       await p.stop();
     }
   });
+
+  test("a closed session's items and events expire SESSION_RETENTION_DAYS (90) after it closed", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(2);
+      const { session, proxyA } = await p.open(GUEST, HOST);
+      await p.sandbox.phoneSends(GUEST, proxyA, "see you at noon");
+      await p.waitFor(() => p.sentTo(HOST).length === 1, 20_000, "the text");
+      await settle();
+      const closed = await p.sessions.closeSession(session.sessionId);
+      const ttl = Math.floor(Date.parse(closed.closedAt ?? "") / 1000) + 90 * 86_400;
+      const items = await p.scan();
+      const ofSession = items.filter((i) => i.pk === `SESSION#${session.sessionId}`);
+      assert.ok(ofSession.length >= 6, "the session, its events and its message log");
+      assert.deepEqual(
+        ofSession.filter((i) => i.ttl !== ttl).map((i) => `${i.sk} ${i.ttl}`),
+        [],
+        "every item of the session's partition expires with it",
+      );
+      const refs = items.filter((i) => i.kind === "session-ref" && i.sessionId === session.sessionId);
+      assert.equal(refs.length, 2);
+      assert.ok(refs.every((i) => i.ttl === ttl));
+      const messages = items.filter((i) => i.kind === "message" && i.sessionId === session.sessionId);
+      assert.ok(messages.length === 1 && messages.every((i) => typeof i.ttl === "number" && i.ttl <= ttl));
+      const pairs = items.filter((i) => i.kind === "pair");
+      assert.ok(pairs.length === 2 && pairs.every((i) => i.ttl === ttl), "pairs: after quarantine, with it");
+      const check = await rebuildCheck(p.tableName);
+      assert.equal(check.code, 0, check.output);
+    } finally {
+      await p.stop();
+    }
+  });
 });

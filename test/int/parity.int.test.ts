@@ -14,6 +14,7 @@ import type { Item } from "../../shared/domain/projection.ts";
 import type { Session } from "../../shared/domain/session.ts";
 import {
   type ConsentRecords,
+  type ErasureStore,
   type EventStore,
   type ForwardJob,
   type IdempotencyRecords,
@@ -56,7 +57,8 @@ type Store = EventStore &
   SendClaims &
   SessionIndex &
   TrafficReads &
-  ConsentRecords;
+  ConsentRecords &
+  ErasureStore;
 
 type Command =
   | { t: "open"; a: number; d: number; ttlSeconds: number; ttlMode: TtlMode; mode: SessionMode }
