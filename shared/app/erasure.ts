@@ -107,7 +107,8 @@ export class ErasureService {
     }).catch((error) => {
       if (!(error instanceof ConcurrentWriteError)) throw error;
     });
-    if (result?.outcome === "appended") await retainClosedSession(this.deps.store, sessionId);
+    if (result?.outcome === "appended" && result.state)
+      await retainClosedSession(this.deps.store, result.state);
   }
 
   /** A session's partition (item, events, message log), its message items and both sides' pairs. */

@@ -90,7 +90,7 @@ export class RecyclerService {
       settles: () => true,
     });
     if (result.outcome !== "appended") return false;
-    await retainClosedSession(this.deps.store, session.sessionId);
+    await retainClosedSession(this.deps.store, session);
     return true;
   }
 

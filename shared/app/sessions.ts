@@ -213,7 +213,7 @@ export class SessionService {
     }).catch((error) => {
       if (!(error instanceof ConcurrentWriteError)) throw error;
     });
-    if (result?.outcome === "appended") await retainClosedSession(this.deps.store, sessionId);
+    if (result?.outcome === "appended") await retainClosedSession(this.deps.store, result.state);
     return this.getSession(sessionId);
   }
 
