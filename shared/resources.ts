@@ -115,6 +115,7 @@ export const routes: RouteDefinition[] = [
   { method: "GET", path: "/numbers", function: "allocate", auth: "product" },
   { method: "DELETE", path: "/numbers/{e164}", function: "allocate", auth: "product" },
   { method: "GET", path: "/participants/{e164}", function: "allocate", auth: "product" },
+  { method: "DELETE", path: "/participants/{e164}", function: "allocate", auth: "product" },
   { method: "GET", path: "/health", function: "allocate", auth: "none" },
   {
     method: "GET",

@@ -10,11 +10,13 @@ import type {
   EventStore,
   ForwardQueue,
   MessageLog,
+  Pseudonyms,
   RouteLookup,
   SessionReader,
   TrafficReads,
 } from "../ports.ts";
 import { alreadyDone, handleCommand } from "./command.ts";
+import { ephemeralPseudonyms } from "./pseudonyms.ts";
 
 export interface InboundSms {
   messageSid: string;
@@ -60,6 +62,8 @@ export interface TrafficPolicy {
 export interface InboundDeps {
   store: EventStore & RouteLookup & MessageLog & TrafficReads & Pick<SessionReader, "getSession">;
   queue: ForwardQueue;
+  /** Strangers are stored as their pseudonym; by default a key of this process only (tests). */
+  pseudonyms?: Pseudonyms;
   clock: Clock;
   newId: (prefix: string) => string;
   quarantineSeconds: number;
@@ -77,7 +81,15 @@ interface SmsState {
   /** The sender is a number of the pool (a reply could loop between our own numbers). */
   senderIsOurs: boolean;
   lastAutoReply: number | undefined;
+  /** Out of session only: the sender as stored. */
+  pseudonym: string | undefined;
 }
+
+/**
+ * A sender whose session ends within this margin of the read gets their pseudonym ready too: the decision,
+ * taken a moment later, may find them out of session, and then their number must not be stored.
+ */
+const STRANGER_MARGIN_MS = 60_000;
 
 /** The webhook side of the hot path: Twilio's texts, calls and status callbacks in, decisions stored. */
 export class InboundService {
@@ -102,13 +114,15 @@ export class InboundService {
     let noticeGiven = false;
     const load = async (): Promise<SmsState> => {
       const route = await store.getRoute(sms.to, from);
-      if (keyword || routeInbound(route, "sms", this.deps.clock.now()).kind === "in-session")
-        return { route, senderIsOurs: false, lastAutoReply: undefined };
+      if (routeInbound(route, "sms", this.deps.clock.now() + STRANGER_MARGIN_MS).kind === "in-session")
+        return { route, senderIsOurs: false, lastAutoReply: undefined, pseudonym: undefined };
+      const pseudonym = await this.pseudonyms().pseudonymOf(from);
+      if (keyword) return { route, senderIsOurs: false, lastAutoReply: undefined, pseudonym };
       const [senderIsOurs, lastAutoReply] = await Promise.all([
         store.ownsNumber(from),
-        store.lastAutoReply(sms.to, from),
+        store.lastAutoReply(sms.to, pseudonym),
       ]);
-      return { route, senderIsOurs, lastAutoReply };
+      return { route, senderIsOurs, lastAutoReply, pseudonym };
     };
     let markers: Marker[] = [];
     // The contact-info policy works on the text itself: found once, redacted into what is stored.
@@ -134,6 +148,7 @@ export class InboundService {
             keyword,
             replying,
             rateLimited: overLimit,
+            senderPseudonym: state.pseudonym,
             contacts: {
               found: contactKinds(spans),
               policy: contactPolicy(
@@ -157,7 +172,7 @@ export class InboundService {
           markers.push({
             kind: "auto-reply",
             proxy: sms.to,
-            sender: from,
+            sender: event.detail.from,
             at: ctx.now,
             intervalSeconds: traffic.autoReplyIntervalSeconds,
           });
@@ -212,6 +227,10 @@ export class InboundService {
     if (!call.from) return { kind: "reject", say: this.deps.outOfSessionVoice };
     const from = call.from;
     const route = await store.getRoute(call.to, from);
+    const senderPseudonym =
+      routeInbound(route, "voice", this.deps.clock.now() + STRANGER_MARGIN_MS).kind === "in-session"
+        ? undefined
+        : await this.pseudonyms().pseudonymOf(from);
     const result = await handleCommand(this.deps, {
       load: async () =>
         route?.state === "held" && route.sessionId
@@ -225,6 +244,7 @@ export class InboundService {
             from,
             to: call.to,
             route: routeInbound(route, "voice", ctx.now),
+            senderPseudonym,
           },
           null,
           ctx,
@@ -260,6 +280,10 @@ export class InboundService {
     );
     // One transaction each: every one of them changes the message item.
     for (const event of events) await this.appendIgnoringDuplicate([event]);
+  }
+
+  private pseudonyms(): Pseudonyms {
+    return this.deps.pseudonyms ?? ephemeralPseudonyms();
   }
 
   private async appendIgnoringDuplicate(events: DomainEvent[]) {

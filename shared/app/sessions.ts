@@ -21,18 +21,20 @@ import {
 } from "../domain/errors.ts";
 import type { DomainEvent, SessionMode, TtlMode } from "../domain/events.ts";
 import { decideMessage } from "../domain/message.ts";
-import { callingCode, type E164, toE164 } from "../domain/phone.ts";
+import { callingCode, type E164, isPseudonym, toE164 } from "../domain/phone.ts";
 import { decideNumber } from "../domain/pool.ts";
 import { decide, effectiveStatus, evolve, initialState, type Session } from "../domain/session.ts";
 import type {
   Clock,
   ConsentRecords,
+  ErasureStore,
   EventStore,
   ForwardQueue,
   IdempotencyRecords,
   MessageLog,
   PagedReads,
   PoolView,
+  Pseudonyms,
   SessionReader,
   TrafficReads,
 } from "../ports.ts";
@@ -43,7 +45,10 @@ import {
   type CommandSpec,
   handleCommand,
 } from "./command.ts";
+import { type ErasureCounts, ErasureService } from "./erasure.ts";
 import { CachedPoolView } from "./pool-view.ts";
+import { consentOf, ephemeralPseudonyms } from "./pseudonyms.ts";
+import { retainClosedSession } from "./retention.ts";
 import { SessionQueries } from "./session-queries.ts";
 
 export interface ParticipantInput {
@@ -73,8 +78,11 @@ export interface SessionServiceDeps {
     Pick<TrafficReads, "ownsNumber"> &
     IdempotencyRecords &
     MessageLog &
-    ConsentRecords;
+    ConsentRecords &
+    ErasureStore;
   queue: ForwardQueue;
+  /** Consent kept under a pseudonym, and erasure; by default a key of this process only (tests). */
+  pseudonyms?: Pseudonyms;
   clock: Clock;
   newId: (prefix: string) => string;
   quarantineSeconds: number;
@@ -261,12 +269,13 @@ export class SessionService {
 
   async closeSession(sessionId: string): Promise<Session> {
     // Closed or expired concurrently (another DELETE or the recycler): the guard fails, read again.
-    await handleCommand(this.commandDeps, {
+    const result = await handleCommand(this.commandDeps, {
       load: () => this.mustGet(sessionId),
       decide: (state, ctx) => decide({ type: "CloseSession" }, state, ctx),
     }).catch((error) => {
       if (!(error instanceof ConcurrentWriteError)) throw error;
     });
+    if (result?.outcome === "appended") await retainClosedSession(this.deps.store, result.state);
     return this.getSession(sessionId);
   }
 
@@ -342,11 +351,24 @@ export class SessionService {
     return { messageId, replayed };
   }
 
-  /** Which of the session's participants have opted out (pool-wide consent). */
+  private pseudonyms(): Pseudonyms {
+    return this.deps.pseudonyms ?? ephemeralPseudonyms();
+  }
+
+  private consent(phoneNumber: E164) {
+    return consentOf(this.deps.store, this.pseudonyms(), phoneNumber);
+  }
+
+  /** Which of the session's participants have opted out (pool-wide consent); an erased one has no number. */
   async optedOut(session: Session): Promise<ReadonlySet<string>> {
-    const numbers = session.participants.map((p) => p.phoneNumber as E164);
-    const consents = await Promise.all(numbers.map((n) => this.deps.store.getConsent(n)));
+    const numbers = session.participants.map((p) => p.phoneNumber).filter((n) => !isPseudonym(n)) as E164[];
+    const consents = await Promise.all(numbers.map((n) => this.consent(n)));
     return new Set(numbers.filter((_, i) => consents[i]?.optedOut));
+  }
+
+  /** DELETE /participants/{e164}: the person's number erased from every item and event of theirs. */
+  async erase(phoneNumber: E164): Promise<ErasureCounts> {
+    return new ErasureService({ ...this.deps, pseudonyms: this.pseudonyms() }).erase(phoneNumber);
   }
 
   /** A person's consent and the sessions they take part in now. */
@@ -354,7 +376,7 @@ export class SessionService {
     phoneNumber: E164,
   ): Promise<{ phoneNumber: E164; optedOut: boolean; openSessions: string[] }> {
     const [consent, holdings] = await Promise.all([
-      this.deps.store.getConsent(phoneNumber),
+      this.consent(phoneNumber),
       this.deps.store.holdingsOf(phoneNumber),
     ]);
     const held = [

@@ -83,7 +83,8 @@ export type ConflictKind =
   | "auto-reply"
   | "sender-count"
   | "sender-notice"
-  | "unique-name";
+  | "unique-name"
+  | "erasure";
 export interface Conflict {
   kind: ConflictKind;
   key: string;
