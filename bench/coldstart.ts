@@ -127,14 +127,18 @@ async function bundle(outfile: string, entry: BuildOptions, banner: string): Pro
   };
 }
 
-/** Module initialisation of `file` in a fresh node process: the time `await import()` takes, in ms. */
-function initTime(probe: string, file: string, sourceMaps = true): number {
+/**
+ * Module initialisation of `file` in a fresh node process: the time `await import()` takes, in ms, and the
+ * CPU time the process spent meanwhile (less sensitive than wall time to other work on a shared machine).
+ */
+function initTime(probe: string, file: string, sourceMaps = true): { ms: number; cpuMs: number } {
   const env = sourceMaps ? ENV : { ...ENV, NODE_OPTIONS: "" };
   const run = spawnSync(process.execPath, [probe, file], { env, encoding: "utf8", timeout: 60_000 });
   if (run.status !== 0) throw new Error(`init of ${file} failed (${run.status}):\n${run.stderr}`);
-  const parsed = JSON.parse(run.stdout.trim().split("\n").pop() ?? "{}") as { ms?: number };
-  if (typeof parsed.ms !== "number") throw new Error(`no timing from ${file}: ${run.stdout}`);
-  return parsed.ms;
+  const parsed = JSON.parse(run.stdout.trim().split("\n").pop() ?? "{}") as { ms?: number; cpuMs?: number };
+  if (typeof parsed.ms !== "number" || typeof parsed.cpuMs !== "number")
+    throw new Error(`no timing from ${file}: ${run.stdout}`);
+  return { ms: parsed.ms, cpuMs: parsed.cpuMs };
 }
 
 function inputsOf(b: Bundle) {
@@ -155,11 +159,14 @@ main(async () => {
     probe,
     [
       'import { pathToFileURL } from "node:url";',
+      "const cpu = process.cpuUsage();",
       "const started = performance.now();",
       "const mod = await import(pathToFileURL(process.argv[2]).href);",
       "const ms = performance.now() - started;",
+      "const used = process.cpuUsage(cpu);",
+      "const cpuMs = (used.user + used.system) / 1000;",
       'if (typeof mod.handler !== "function") throw new Error("no handler export");',
-      'process.stdout.write("\\n" + JSON.stringify({ ms }) + "\\n");',
+      'process.stdout.write("\\n" + JSON.stringify({ ms, cpuMs }) + "\\n");',
     ].join("\n"),
   );
 
@@ -248,6 +255,7 @@ main(async () => {
 
   heading(`Module initialisation in a fresh node ${process.version} process (median of ${options.runs})`);
   const times = new Map<string, number[]>();
+  const cpuTimes = new Map<string, number[]>();
   for (let r = 0; r < options.runs; r++)
     for (const { name, ours, bare } of built) {
       for (const [key, file, sourceMaps] of [
@@ -255,9 +263,9 @@ main(async () => {
         [`bare-${name}`, bare.file, true],
         ...(options.quick ? [] : ([[`nomap-${name}`, ours.file, false]] as const)),
       ] as const) {
-        const list = times.get(key) ?? [];
-        list.push(initTime(probe, file, sourceMaps));
-        times.set(key, list);
+        const { ms: wall, cpuMs } = initTime(probe, file, sourceMaps);
+        times.set(key, [...(times.get(key) ?? []), wall]);
+        cpuTimes.set(key, [...(cpuTimes.get(key) ?? []), cpuMs]);
       }
     }
   log(
@@ -268,18 +276,26 @@ main(async () => {
         "init (bare SDK clients)",
         "ours / bare",
         "ours min–max",
+        "CPU time (ours)",
+        "CPU time (bare)",
+        "CPU ours / bare",
         ...(options.quick ? [] : ["ours without --enable-source-maps"]),
       ],
       ...built.map(({ name }) => {
         const ours = times.get(name) ?? [];
         const bare = times.get(`bare-${name}`) ?? [];
         const nomap = times.get(`nomap-${name}`) ?? [];
+        const oursCpu = cpuTimes.get(name) ?? [];
+        const bareCpu = cpuTimes.get(`bare-${name}`) ?? [];
         return [
           name,
           ms(median(ours)),
           ms(median(bare)),
           ratio(median(ours), median(bare)),
           `${ms(Math.min(...ours), 0)}–${ms(Math.max(...ours), 0)}`,
+          ms(median(oursCpu)),
+          ms(median(bareCpu)),
+          ratio(median(oursCpu), median(bareCpu)),
           ...(options.quick ? [] : [ms(median(nomap))]),
         ];
       }),
@@ -287,6 +303,7 @@ main(async () => {
   );
   log(
     "  NODE_OPTIONS=--enable-source-maps as the functions are deployed; init = `await import(bundle)` including " +
-      "top-level await (config parse, client construction). In AWS, inbound/forward also fetch the Twilio secret at init.",
+      "top-level await (config parse, client construction). In AWS, inbound/forward also fetch the Twilio secret at init. " +
+      "CPU time: user + system time of the process during that import (medians), steadier than wall time when other work shares the cores.",
   );
 });

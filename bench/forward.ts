@@ -12,6 +12,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { getExpectedTwilioSignature } from "twilio/lib/webhooks/webhooks.js";
+import { forwardConsumer } from "../shared/resources.ts";
 import { startLocalAws } from "../test/support/stack.ts";
 import { benchOptions, heading, log, quietNodeWarnings } from "./lib/cli.ts";
 import { type FloorMessage, FloorPipeline } from "./lib/floor.ts";
@@ -385,8 +386,9 @@ main(async () => {
     ]),
   );
   log(
-    "  messages/s = messages / (last received − first sent) with the senders above; the embedded stack forwards " +
-      "with one SQS poller, one batch at a time, like one Lambda instance",
+    "  messages/s = messages / (last received − first sent) with the senders above; both sides forward through " +
+      `the embedded stack's SQS poller (batches of ${forwardConsumer.batchSize}, up to ${forwardConsumer.localConcurrency} ` +
+      "invocations at once, sessions of a batch concurrently, each in order)",
   );
   if (ours.lost || floor.lost || oursRuns.light.lost || floorRuns.light.lost) process.exitCode = 1;
 });

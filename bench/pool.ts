@@ -12,6 +12,7 @@
  * prints how slow).
  */
 import { TransactWriteCommand } from "@aws-sdk/lib-dynamodb";
+import { DynamoStore } from "../shared/adapters/dynamo-store.ts";
 import { newId } from "../shared/adapters/ids.ts";
 import { MemoryStore } from "../shared/adapters/memory-store.ts";
 import type { SessionServiceDeps } from "../shared/app/sessions.ts";
@@ -19,10 +20,12 @@ import { SessionService } from "../shared/app/sessions.ts";
 import { busiestParticipantLoad } from "../shared/domain/allocation.ts";
 import { PoolExhaustedError } from "../shared/domain/errors.ts";
 import type { E164 } from "../shared/domain/phone.ts";
+import { decideNumber } from "../shared/domain/pool.ts";
+import { faultyDynamo } from "../test/support/faulty-dynamo.ts";
 import { startLocalAws } from "../test/support/stack.ts";
 import { benchOptions, heading, log, quietNodeWarnings } from "./lib/cli.ts";
 import { hubReplay } from "./lib/hub-replay.ts";
-import { AwsMeter, type MeteredCall, sizeOf } from "./lib/meter.ts";
+import { AwsMeter, capacityKind, type MeteredCall, sizeOf } from "./lib/meter.ts";
 import { main, onCleanup } from "./lib/processes.ts";
 import { int, ms, ratio, summarize, table, usd } from "./lib/stats.ts";
 import {
@@ -52,6 +55,8 @@ const options = benchOptions({
   "quarantine-hours": { full: 24, quick: 24, help: "pair quarantine after a session ends" },
   "window-hours": { full: 6, quick: 8, help: "trace window replayed on DynamoDB Local" },
   burst: { full: 20, quick: 6, help: "concurrent allocations for one host in the race check" },
+  "size-opens": { full: 300, quick: 60, help: "sequential opens measured at each pool size" },
+  "large-pool": { full: 10_000, quick: 2000, help: "the large pool size (against a pool of 100)" },
   "price-per-number": { full: 1.15, quick: 1.15, help: "USD per number per month" },
   "messages-per-session": { full: 2, quick: 2, help: "messages per session in the hub replay" },
   "hub-only": { full: 0, quick: 0, help: "1: only the hub section (caps side by side)" },
@@ -416,21 +421,24 @@ main(async () => {
   const queryStats = perOpen.find((s) => s.command === "QueryCommand");
   const getStats = perOpen.find((s) => s.command === "GetItemCommand");
   log(
-    `  inside openSession: 3 parallel Query (listPool, holdings of each participant) p50 ${ms(summarize(queryStats?.ms ?? []).p50)} each, ` +
-      `then the transaction, then a read-back GetItem of the session p50 ${ms(summarize(getStats?.ms ?? []).p50)}`,
+    `  inside openSession: the holdings of each participant (Query, p50 ${ms(summarize(queryStats?.ms ?? []).p50)} each) ` +
+      `and whether either is one of our numbers (GetItem, p50 ${ms(summarize(getStats?.ms ?? []).p50)}), in parallel, then the transaction`,
   );
   log(
-    `  reads: ${((queryStats?.capacity ?? 0) / opensCount).toFixed(1)} RCU of Query per session at pool ${w.L}; ` +
-      `listPool reads every pool number on each attempt, ≈ ${Math.ceil((c.L * poolItemBytes) / 4096)} RCU at pool ${c.L}`,
+    `  reads: ${((queryStats?.capacity ?? 0) / opensCount).toFixed(1)} RCU of Query and ` +
+      `${((getStats?.capacity ?? 0) / opensCount).toFixed(1)} RCU of GetItem per session at pool ${w.L} ` +
+      `(a whole-pool read would be ≈ ${Math.ceil((c.L * poolItemBytes) / 4096)} RCU at pool ${c.L}; see the pool-size figures below)`,
   );
 
-  // ---- Races: concurrent allocations ------------------------------------------------------------------
-  heading("Races: concurrent allocations against conditional writes (fresh DynamoDB Local)");
-  const k = options.burst;
-  aws = await localAws();
-  const raceMeter = new AwsMeter().attach(aws.doc, "dynamodb");
-  const race = async (label: string, participants: (i: number) => [E164, E164]) => {
+  // ---- Reads and latency per open against the pool's size ------------------------------------------
+  heading("Reads and latency per open against the pool's size (fresh DynamoDB Local per size)");
+  const sizes = [100, options["large-pool"]];
+  const bySize: { size: number; open: ReturnType<typeof summarize>; rcu: number; warmMs: number }[] = [];
+  for (const size of sizes) {
+    aws = await localAws();
     const fixture = await aws.fresh();
+    await seedPool(fixture.store, size);
+    const sizeMeter = new AwsMeter().attach(aws.doc, "dynamodb");
     const service = new SessionService({
       store: fixture.store,
       queue: { enqueue: async () => {} },
@@ -438,14 +446,97 @@ main(async () => {
       newId,
       quarantineSeconds: QUARANTINE_SECONDS,
     });
-    for (let i = 0; i < k; i++) await service.addNumber(phoneOf.pool(i) as E164);
+    const openOne = (i: number) =>
+      service.openSession({
+        participants: [
+          { phoneNumber: `+1212${String(3_000_000 + i)}` as E164 },
+          { phoneNumber: `+1303${String(3_000_000 + i)}` as E164 },
+        ],
+        mode: "sms",
+        ttlSeconds: 3600,
+        ttlMode: "absolute",
+      });
+    // A container's first request: whatever it reads once, it reads here (printed, not in the figures).
+    let t = performance.now();
+    await openOne(0);
+    const warmMs = performance.now() - t;
+    sizeMeter.reset();
+    const times: number[] = [];
+    const n = options["size-opens"];
+    for (let i = 1; i <= n; i++) {
+      t = performance.now();
+      await openOne(i);
+      times.push(performance.now() - t);
+    }
+    const rcu = sizeMeter
+      .list()
+      .filter((s) => capacityKind(s.command) === "read")
+      .reduce((sum, s) => sum + s.capacity, 0);
+    bySize.push({ size, open: summarize(times), rcu: rcu / n, warmMs });
+    await aws.stop();
+  }
+  const [small, large] = bySize as [(typeof bySize)[number], (typeof bySize)[number]];
+  log(
+    table([
+      ["pool", "opens", "p50", "p99", "read units per open", "first open (not counted)"],
+      ...bySize.map((b) => [
+        int(b.size),
+        int(b.open.n),
+        ms(b.open.p50),
+        ms(b.open.p99),
+        b.rcu.toFixed(2),
+        ms(b.warmMs),
+      ]),
+    ]),
+  );
+  log(
+    `  pool ${int(large.size)} / pool ${int(small.size)}: p50 ${ratio(large.open.p50, small.open.p50)}, ` +
+      `p99 ${ratio(large.open.p99, small.open.p99)}, read units ${ratio(large.rcu, small.rcu)}`,
+  );
+
+  // ---- Races: concurrent allocations ------------------------------------------------------------------
+  heading("Races: concurrent allocations against conditional writes (fresh DynamoDB Local)");
+  const k = options.burst;
+  aws = await localAws();
+  const raceMeter = new AwsMeter().attach(aws.doc, "dynamodb");
+  // DynamoDB Local runs transactions one at a time; real DynamoDB cancels a transaction that touches an
+  // item another in-flight transaction holds (TransactionConflict). This client models that rule.
+  const modelled = faultyDynamo({
+    endpoint: aws.dynamo.endpoint,
+    seed: options.seed,
+    plan: { throttleRate: 0, errorRate: 0, transactionHoldMs: 0 },
+  });
+  raceMeter.attach(modelled.doc, "dynamodb");
+  const race = async (
+    label: string,
+    participants: (i: number) => [E164, E164],
+    how: { rule: "local" | "modelled"; containers: "one" | "each" },
+  ) => {
+    const fixture = await aws.fresh();
+    const store =
+      how.rule === "local"
+        ? fixture.store
+        : new DynamoStore({ tableName: fixture.tableName, client: modelled.doc, retentionSeconds: 3600 });
+    const newService = () =>
+      new SessionService({
+        store,
+        queue: { enqueue: async () => {} },
+        clock: { now: () => Date.now() },
+        newId,
+        quarantineSeconds: QUARANTINE_SECONDS,
+      });
+    const shared = newService();
+    for (let i = 0; i < k; i++) await shared.addNumber(phoneOf.pool(i) as E164);
+    // "each": one SessionService per open, as Lambda runs one request per container at a time.
+    const services = Array.from({ length: k }, () => (how.containers === "one" ? shared : newService()));
     raceMeter.reset();
+    const conflictsBefore = modelled.stats.transactionConflicts;
     const outcomes = await Promise.all(
       Array.from({ length: k }, async (_, i) => {
         const t = performance.now();
         const [a, b] = participants(i);
         try {
-          const { session } = await service.openSession({
+          const { session } = await (services[i] as SessionService).openSession({
             participants: [{ phoneNumber: a }, { phoneNumber: b }],
             mode: "sms",
             ttlSeconds: 3600,
@@ -467,28 +558,40 @@ main(async () => {
     const tx = raceMeter.get("dynamodb", "TransactWriteItemsCommand");
     const latency = summarize(outcomes.map((o) => o.ms));
     const failed = outcomes.length - succeeded.length;
+    const conflicts = modelled.stats.transactionConflicts - conflictsBefore;
     log(
       `${label}: ${succeeded.length}/${k} opened${failed ? ` (${failed} failed: ${[...new Set(outcomes.filter((o) => !o.ok).map((o) => o.error))].join(", ")})` : ""}, ` +
         `${new Set(pairs).size === pairs.length ? "no (proxy, participant) pair given twice" : "ERROR: a (proxy, participant) pair was given twice"}; ` +
-        `${tx.calls} transactions (${tx.errors} cancelled and retried), TransactWriteItems p50 ${ms(summarize(tx.ms).p50)}; ` +
-        `openSession p50 ${ms(latency.p50)}, max ${ms(latency.max)}`,
+        `${tx.calls} transactions = ${(tx.calls / Math.max(1, succeeded.length)).toFixed(2)} per open ` +
+        `(${tx.errors} cancelled${how.rule === "modelled" ? `, ${conflicts} of them TransactionConflict` : ""}), ` +
+        `TransactWriteItems p50 ${ms(summarize(tx.ms).p50)}; openSession p50 ${ms(latency.p50)}, max ${ms(latency.max)}`,
     );
     if (new Set(pairs).size !== pairs.length) process.exitCode = 1;
-    return { tx, latency };
+    return { tx, latency, perOpen: tx.calls / Math.max(1, succeeded.length) };
   };
-  await race(`${k} concurrent opens for ONE host, pool of exactly ${k}`, (i) => [
+  const hotHost = (i: number): [E164, E164] => [
     "+12125550100" as E164,
     `+1303555${String(1000 + i)}` as E164,
-  ]);
-  await race(`${k} concurrent opens for ${k} different pairs, pool of ${k}`, (i) => [
-    `+1212555${String(2000 + i)}` as E164,
-    `+1303555${String(3000 + i)}` as E164,
-  ]);
-  await aws.stop();
-  log(
-    "  every racer ranks the same least-loaded number first, so concurrent opens collide on its load counter " +
-      "(and, for one participant, on the pair) and retry",
+  ];
+  const hot: Record<string, number> = {};
+  for (const rule of ["local", "modelled"] as const)
+    for (const containers of ["one", "each"] as const)
+      hot[`${rule}/${containers}`] = (
+        await race(
+          `${k} concurrent opens for ONE host, pool of exactly ${k}, ` +
+            `${rule === "local" ? "DynamoDB Local's serialization" : "real DynamoDB's conflict rule (modelled)"}, ` +
+            `${containers === "one" ? "one process" : "one SessionService per open (Lambda)"}`,
+          hotHost,
+          { rule, containers },
+        )
+      ).perOpen;
+  await race(
+    `${k} concurrent opens for ${k} different pairs, pool of ${k}, real DynamoDB's conflict rule (modelled), one SessionService per open`,
+    (i) => [`+1212555${String(2000 + i)}` as E164, `+1303555${String(3000 + i)}` as E164],
+    { rule: "modelled", containers: "each" },
   );
+  modelled.destroy();
+  await aws.stop();
 
   heading("Summary");
   log(
@@ -522,6 +625,30 @@ main(async () => {
       ["failures at L_w / at L_w-1 (DynamoDB Local)", int(dynamoAtL.failures), int(dynamoBelow.failures), ""],
       ["allocation p50 vs bare transaction", ms(open.p50), ms(bareS.p50), ratio(open.p50, bareS.p50)],
       ["allocation p99 vs bare transaction", ms(open.p99), ms(bareS.p99), ratio(open.p99, bareS.p99)],
+      [
+        `open p99 at pool ${int(large.size)} vs pool ${int(small.size)}`,
+        ms(large.open.p99),
+        ms(small.open.p99),
+        ratio(large.open.p99, small.open.p99),
+      ],
+      [
+        `read units per open at pool ${int(large.size)} vs pool ${int(small.size)}`,
+        large.rcu.toFixed(2),
+        small.rcu.toFixed(2),
+        ratio(large.rcu, small.rcu),
+      ],
+      [
+        `hot host: transactions per open, modelled rule vs DynamoDB Local (one process)`,
+        (hot["modelled/one"] ?? 0).toFixed(2),
+        (hot["local/one"] ?? 0).toFixed(2),
+        "",
+      ],
+      [
+        `hot host: transactions per open, modelled rule vs DynamoDB Local (per open)`,
+        (hot["modelled/each"] ?? 0).toFixed(2),
+        (hot["local/each"] ?? 0).toFixed(2),
+        "",
+      ],
     ]),
   );
 });
@@ -594,6 +721,17 @@ async function hubSection(sessions: readonly TraceSession[], until: number, L: n
   );
 }
 
+/** Adds `size` numbers to the pool through the store's own append, 40 numbers per transaction. */
+async function seedPool(store: SessionServiceDeps["store"], size: number) {
+  const ctx = { now: Date.now(), newId: () => newId("evt") };
+  for (let from = 0; from < size; from += 40) {
+    const events = Array.from({ length: Math.min(40, size - from) }, (_, i) =>
+      decideNumber({ type: "AddNumber", phoneNumber: phoneOf.pool(from + i) as E164 }, null, ctx),
+    ).flat();
+    await store.append(events);
+  }
+}
+
 /** Size of one pool-number item as DynamoStore writes it. */
 const poolItemBytes = sizeOf({
   pk: "POOL",
@@ -607,7 +745,8 @@ const poolItemBytes = sizeOf({
 });
 
 async function localAws() {
-  const aws = await startLocalAws();
+  // On a loaded machine the JVM sometimes misses its start deadline: try again before giving up.
+  const aws = await startLocalAws().catch(() => startLocalAws());
   onCleanup(() => aws.stop());
   return aws;
 }

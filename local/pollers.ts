@@ -57,6 +57,8 @@ export interface SqsPollerOptions {
   queueArn: string;
   handler: (event: SQSEvent, context: Context) => Promise<SQSBatchResponse | undefined>;
   batchSize?: number;
+  /** Invocations in flight at once (the mapping's `maxConcurrency`); each holds its own message groups. */
+  concurrency?: number;
   timeoutMs?: number;
   /** The queue's visibility timeout: how long a failed record's message group stays blocked. */
   visibilityTimeoutSeconds: number;
@@ -65,17 +67,30 @@ export interface SqsPollerOptions {
 
 /**
  * SQS → function: receive a batch, invoke, delete what succeeded; failures reappear after the visibility
- * timeout and go to the DLQ after maxReceiveCount, as with Lambda's event source mapping.
+ * timeout and go to the DLQ after maxReceiveCount, as with Lambda's event source mapping. Up to
+ * `concurrency` invocations run at once, as Lambda scales a FIFO mapping out across message groups.
  *
  * SQS FIFO never hands out a group's message while an earlier one of the group is in flight; the local
  * server does. So the poller enforces it: it remembers every message of a group it received and has not
  * deleted, and runs a message only when all earlier ones of its group are done or in the same batch
- * (later ones wait in memory, still in flight). One that never comes back (gone to the DLQ) stops
- * blocking its group after two visibility timeouts.
+ * (later ones wait in memory, still in flight). A group is therefore in one invocation at a time, and all
+ * of a group's ready messages go to that one invocation. One that never comes back (gone to the DLQ) stops
+ * blocking its group two visibility timeouts after it was returned to the queue.
+ *
+ * Receives are issued one at a time, never concurrently: first-seen order is then queue order within a
+ * group (two receives in flight could answer in either order and put a later message first).
  */
 export function startSqsPoller(options: SqsPollerOptions): Poller {
   let running = true;
-  type Entry = { seq: number; message: Message | undefined; lastSeen: number; fresh: boolean; held: boolean };
+  type Entry = {
+    seq: number;
+    message: Message | undefined;
+    lastSeen: number;
+    fresh: boolean;
+    held: boolean;
+    /** In an invocation now: blocks its group (itself included, should its visibility run out meanwhile). */
+    running: boolean;
+  };
   const outstanding = new Map<string, Map<string, Entry>>();
   // The local server's SequenceNumbers are not ordered; first-seen order is queue order within a group
   // (a message can only be hidden by being received, so an earlier one is always seen first).
@@ -83,9 +98,111 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
   let idle = 0;
   const holdSeconds = 6 * options.visibilityTimeoutSeconds;
   const goneAfterMs = 2 * options.visibilityTimeoutSeconds * 1000 + 1000;
+  const concurrency = Math.max(1, options.concurrency ?? 1);
+  const invocations = new Set<Promise<void>>();
+  const groupOf = (group: string | undefined, messageId: string | undefined) =>
+    group ?? `single:${messageId}`;
+
+  /** The messages that may run now (in group order), and the newly received ones that must wait. */
+  const select = (now: number) => {
+    const messages: Message[] = [];
+    const holds: Message[] = [];
+    const wasHeld = new Set<string>();
+    for (const [group, entries] of outstanding) {
+      const ordered = [...entries].sort(([, x], [, y]) => x.seq - y.seq);
+      let blocked = false;
+      for (const [id, entry] of ordered) {
+        if (!entry.message) {
+          if (!entry.running && now - entry.lastSeen > goneAfterMs) {
+            entries.delete(id);
+            continue;
+          }
+          blocked = true; // an earlier message of the group is still in flight
+          continue;
+        }
+        if (blocked || entry.running) {
+          blocked = true;
+          // Kept in flight while it waits, so waiting does not count as a delivery attempt.
+          if (entry.fresh) holds.push(entry.message);
+          entry.fresh = false;
+          entry.held = true;
+          continue;
+        }
+        if (entry.held) wasHeld.add(id);
+        messages.push(entry.message);
+        entry.message = undefined;
+        entry.held = false;
+        entry.running = true;
+      }
+      if (entries.size === 0) outstanding.delete(group);
+    }
+    return { messages, holds, wasHeld };
+  };
+
+  const invoke = async (messages: Message[], wasHeld: Set<string>) => {
+    const records: SQSRecord[] = messages.map(toSqsRecord(options.queueArn));
+    let failed = new Set<string>();
+    try {
+      const result = await options.handler(
+        { Records: records },
+        localContext("forward", options.timeoutMs ?? 30_000),
+      );
+      failed = new Set((result?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
+    } catch (error) {
+      // A thrown invocation fails the whole batch, as on Lambda.
+      options.onError?.(error);
+      failed = new Set(records.map((r) => r.messageId));
+    }
+    const returned = Date.now();
+    const receipts = records.filter((r) => !failed.has(r.messageId)).map((r) => r.receiptHandle);
+    for (const r of records) {
+      const group = groupOf(r.attributes.MessageGroupId, r.messageId);
+      const entries = outstanding.get(group);
+      const entry = entries?.get(r.messageId);
+      if (!entries || !entry) continue;
+      entry.running = false;
+      if (failed.has(r.messageId))
+        entry.lastSeen = returned; // back in the queue from now on
+      else {
+        // Received again while it ran (its visibility ran out): that copy is done too.
+        if (entry.message?.ReceiptHandle) receipts.push(entry.message.ReceiptHandle);
+        entries.delete(r.messageId);
+      }
+      if (entries.size === 0) outstanding.delete(group);
+    }
+    idle = 0;
+    // A failed message that had been held comes back after the usual timeout, not the hold's.
+    await Promise.all(
+      records
+        .filter((r) => failed.has(r.messageId) && wasHeld.has(r.messageId))
+        .map((r) =>
+          options.client
+            .send(
+              new ChangeMessageVisibilityCommand({
+                QueueUrl: options.queueUrl,
+                ReceiptHandle: r.receiptHandle,
+                VisibilityTimeout: options.visibilityTimeoutSeconds,
+              }),
+            )
+            .catch(() => {}),
+        ),
+    );
+    for (let i = 0; i < receipts.length; i += 10)
+      await options.client.send(
+        new DeleteMessageBatchCommand({
+          QueueUrl: options.queueUrl,
+          Entries: receipts.slice(i, i + 10).map((handle, j) => ({ Id: String(j), ReceiptHandle: handle })),
+        }),
+      );
+  };
+
   const loop = (async () => {
     while (running) {
       try {
+        if (invocations.size >= concurrency) {
+          await Promise.race(invocations);
+          continue;
+        }
         const received = await options.client.send(
           new ReceiveMessageCommand({
             QueueUrl: options.queueUrl,
@@ -97,11 +214,9 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
             MessageAttributeNames: ["All"],
           }),
         );
-        idle = received.Messages?.length ? 0 : Math.min(100, Math.max(10, idle * 2));
-        if (idle) await sleep(idle);
         const now = Date.now();
         for (const m of received.Messages ?? []) {
-          const group = m.Attributes?.MessageGroupId ?? `single:${m.MessageId}`;
+          const group = groupOf(m.Attributes?.MessageGroupId, m.MessageId);
           const entries = outstanding.get(group) ?? new Map<string, Entry>();
           outstanding.set(group, entries);
           const entry = entries.get(m.MessageId ?? "");
@@ -113,36 +228,15 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
               lastSeen: now,
               fresh: true,
               held: false,
+              running: false,
             });
         }
-        const messages: Message[] = [];
-        const holds: Message[] = [];
-        const wasHeld = new Set<string>();
-        for (const [group, entries] of outstanding) {
-          const ordered = [...entries].sort(([, x], [, y]) => x.seq - y.seq);
-          let blocked = false;
-          for (const [id, entry] of ordered) {
-            if (!entry.message) {
-              if (now - entry.lastSeen > goneAfterMs) {
-                entries.delete(id);
-                continue;
-              }
-              blocked = true; // an earlier message of the group is still in flight
-              continue;
-            }
-            if (blocked) {
-              // Kept in flight while it waits, so waiting does not count as a delivery attempt.
-              if (entry.fresh) holds.push(entry.message);
-              entry.fresh = false;
-              entry.held = true;
-              continue;
-            }
-            if (entry.held) wasHeld.add(id);
-            messages.push(entry.message);
-            entry.message = undefined;
-            entry.held = false;
-          }
-          if (entries.size === 0) outstanding.delete(group);
+        const { messages, holds, wasHeld } = select(now);
+        if (messages.length && running) {
+          const invocation = invoke(messages, wasHeld)
+            .catch((error) => options.onError?.(error))
+            .finally(() => invocations.delete(invocation));
+          invocations.add(invocation);
         }
         await Promise.all(
           holds.map((m) =>
@@ -157,57 +251,20 @@ export function startSqsPoller(options: SqsPollerOptions): Poller {
               .catch(() => {}),
           ),
         );
-        if (!running || messages.length === 0) continue;
-        const records: SQSRecord[] = messages.map(toSqsRecord(options.queueArn));
-        let failed = new Set<string>();
-        try {
-          const result = await options.handler(
-            { Records: records },
-            localContext("forward", options.timeoutMs ?? 30_000),
-          );
-          failed = new Set((result?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
-        } catch (error) {
-          // A thrown invocation fails the whole batch, as on Lambda.
-          options.onError?.(error);
-          failed = new Set(records.map((r) => r.messageId));
-        }
-        // A failed message that had been held comes back after the usual timeout, not the hold's.
-        await Promise.all(
-          records
-            .filter((r) => failed.has(r.messageId) && wasHeld.has(r.messageId))
-            .map((r) =>
-              options.client
-                .send(
-                  new ChangeMessageVisibilityCommand({
-                    QueueUrl: options.queueUrl,
-                    ReceiptHandle: r.receiptHandle,
-                    VisibilityTimeout: options.visibilityTimeoutSeconds,
-                  }),
-                )
-                .catch(() => {}),
-            ),
-        );
-        const done = records.filter((r) => !failed.has(r.messageId));
-        for (const r of done) {
-          const group = r.attributes.MessageGroupId ?? `single:${r.messageId}`;
-          outstanding.get(group)?.delete(r.messageId);
-          if (outstanding.get(group)?.size === 0) outstanding.delete(group);
-        }
-        for (let i = 0; i < done.length; i += 10)
-          await options.client.send(
-            new DeleteMessageBatchCommand({
-              QueueUrl: options.queueUrl,
-              Entries: done
-                .slice(i, i + 10)
-                .map((r, j) => ({ Id: String(j), ReceiptHandle: r.receiptHandle })),
-            }),
-          );
+        // A full batch: more are likely waiting, receive again at once. Otherwise wait for an invocation to
+        // end (it may free a group; a poll while it runs costs the forwards in this process CPU), at most
+        // 100 ms, or, with none running, for the back-off while the queue is idle.
+        const got = received.Messages?.length ?? 0;
+        if (got >= (options.batchSize ?? 10)) continue;
+        idle = got || messages.length ? 0 : Math.min(100, Math.max(10, idle * 2));
+        await Promise.race([sleep(invocations.size ? 100 : idle), ...invocations]);
       } catch (error) {
         if (!running) break;
         options.onError?.(error);
         await sleep(500);
       }
     }
+    await Promise.all(invocations);
   })();
   return {
     stop: async () => {

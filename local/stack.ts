@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
@@ -12,7 +13,7 @@ import {
   twilioCredentialFields,
 } from "../shared/config.ts";
 import { toE164 } from "../shared/domain/phone.ts";
-import { functions, publisherStream } from "../shared/resources.ts";
+import { forwardConsumer, functions, publisherStream } from "../shared/resources.ts";
 import {
   LOCAL_CREDENTIALS,
   LOCAL_REGION,
@@ -82,6 +83,22 @@ export interface EmbeddedStack {
   bus: LocalEventBus;
   startupMs: number;
   stop(): Promise<void>;
+}
+
+/**
+ * The pseudonym key of the embedded stack: PSEUDONYM_KEY when given; with a data directory, the one kept in
+ * `<dir>/pseudonym.key` (made on first start, so pseudonyms and erasures stay valid across restarts); else a
+ * fresh one (the data is in memory too).
+ */
+function localPseudonymKey(given: string | undefined, dataDir: string | undefined): string {
+  if (given) return given;
+  const fresh = randomBytes(32).toString("base64url");
+  if (!dataDir) return fresh;
+  const file = `${dataDir}/pseudonym.key`;
+  if (existsSync(file)) return readFileSync(file, "utf8").trim();
+  mkdirSync(dataDir, { recursive: true });
+  writeFileSync(file, fresh, { mode: 0o600 });
+  return fresh;
 }
 
 export async function startEmbeddedStack(
@@ -200,6 +217,7 @@ export async function startEmbeddedStack(
         ? { TWILIO_SECONDARY_AUTH_TOKEN: local.TWILIO_SECONDARY_AUTH_TOKEN }
         : {}),
       TWILIO_API_BASE_URL: twilioBase,
+      PSEUDONYM_KEY: localPseudonymKey(env.PSEUDONYM_KEY, local.MASKLINE_DATA_DIR),
       PUBLISHER_FAILURES_QUEUE_URL: failuresQueueUrl,
       TWILIO_MESSAGING_SERVICE_SID: local.TWILIO_MESSAGING_SERVICE_SID ?? "",
       FORWARD_CLAIM_STALE_SECONDS: env.FORWARD_CLAIM_STALE_SECONDS ?? "20",
@@ -248,6 +266,8 @@ export async function startEmbeddedStack(
         queueUrl: queue.queueUrl,
         queueArn: arn.Attributes?.QueueArn ?? "",
         handler: forward.handler,
+        batchSize: forwardConsumer.batchSize,
+        concurrency: forwardConsumer.localConcurrency,
         visibilityTimeoutSeconds: queue.visibilityTimeoutSeconds,
         timeoutMs: functions.forward.timeoutSeconds * 1000,
         onError: onError("forward poller"),

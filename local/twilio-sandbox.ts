@@ -185,7 +185,7 @@ export class TwilioSandbox extends EventEmitter {
       });
   }
 
-  /** The REST side: what the official twilio client calls through TWILIO_API_BASE_URL. */
+  /** The REST side: what the twilio package's resources call through TWILIO_API_BASE_URL. */
   async handle(req: IncomingMessage, res: ServerResponse, url: URL, body: string): Promise<void> {
     const expected = `Basic ${Buffer.from(`${this.options.accountSid}:${this.options.authToken}`).toString("base64")}`;
     const form = new URLSearchParams(body);

@@ -91,6 +91,8 @@ export interface RebuildTableOptions {
   tableName: string;
   /** MESSAGE_RETENTION_HOURS in seconds, as the live writers use it: the rebuilt message ttl. */
   retentionSeconds: number;
+  /** SESSION_RETENTION_DAYS in seconds, as the live writers use it: a closed session's ttl. */
+  sessionRetentionSeconds?: number;
   /** The time items with a passed ttl are judged against; now by default. */
   now?: number;
   /** Writes the rebuilt items into this new table (it must not exist); omitted: read only. */
@@ -111,7 +113,11 @@ export async function rebuildTable(options: RebuildTableOptions): Promise<Rebuil
   if (target === tableName) throw new Error("the rebuilt table must be a new table, not the live one");
   const now = options.now ?? Date.now();
   const live = await scanTable(doc, tableName);
-  const result = await rebuildFromItems(live, { retentionSeconds: options.retentionSeconds, now });
+  const result = await rebuildFromItems(live, {
+    retentionSeconds: options.retentionSeconds,
+    ...(options.sessionRetentionSeconds ? { sessionRetentionSeconds: options.sessionRetentionSeconds } : {}),
+    now,
+  });
   if (target) {
     if (await tableExists(client, target)) throw new Error(`table "${target}" already exists`);
     await createRebuiltTable(client, target);

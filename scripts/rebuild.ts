@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalService, startDynamoLocal } from "../local/aws-local.ts";
-import { ConfigError, coreConfigSchema, parseConfig } from "../shared/config.ts";
+import { ConfigError, coreConfigSchema, parseConfig, sessionRetentionSchema } from "../shared/config.ts";
 import { describeDifference, PROJECTION_KINDS } from "../shared/rebuild.ts";
 import {
   type RebuildTableResult,
@@ -31,7 +31,8 @@ the rebuilt items into a NEW table. The live table is only read.
   --check          read and compare only; exit 0 when there is no difference, 1 otherwise
   --help           this text
 
-MESSAGE_RETENTION_HOURS (default 72) must match the live writers: it sets the rebuilt messages' ttl.
+MESSAGE_RETENTION_HOURS (default 72) and SESSION_RETENTION_DAYS (default 90) must match the live writers:
+they set the rebuilt messages' and closed sessions' ttl. Events past their ttl count as gone.
 Exit codes: 0 done, 1 differences (--check), 2 usage or configuration error, 3 failure.`;
 
 const out = (line = "") => process.stdout.write(`${line}\n`);
@@ -83,9 +84,10 @@ async function main(): Promise<number> {
     out(USAGE);
     return 0;
   }
-  let config: ReturnType<typeof parseConfig<typeof coreConfigSchema>>;
+  const schema = coreConfigSchema.merge(sessionRetentionSchema);
+  let config: ReturnType<typeof parseConfig<typeof schema>>;
   try {
-    config = parseConfig(coreConfigSchema);
+    config = parseConfig(schema);
   } catch (error) {
     if (error instanceof ConfigError) return fail(error.message, 2);
     throw error;
@@ -127,6 +129,7 @@ async function main(): Promise<number> {
       doc,
       tableName,
       retentionSeconds: config.MESSAGE_RETENTION_HOURS * 3600,
+      sessionRetentionSeconds: config.SESSION_RETENTION_DAYS * 86_400,
       now,
       target,
     });

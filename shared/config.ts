@@ -32,6 +32,16 @@ export const sessionRetentionSchema = z.object({
   SESSION_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
 });
 
+/**
+ * The key of the pseudonyms (keyed hashes of phone numbers that stand for strangers and erased people):
+ * Secrets Manager in AWS (PSEUDONYM_SECRET_ARN, the secret's string is the key), the environment locally
+ * (PSEUDONYM_KEY). Neither: a random key per process, for tests only. The key must never change.
+ */
+export const pseudonymConfigSchema = z.object({
+  PSEUDONYM_SECRET_ARN: z.string().min(1).optional(),
+  PSEUDONYM_KEY: z.string().min(32, "at least 32 characters").optional(),
+});
+
 export const queueConfigSchema = z.object({
   FORWARD_QUEUE_URL: z.string().url(),
 });

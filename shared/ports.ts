@@ -1,4 +1,5 @@
 import type { Holding, PoolNumber } from "./domain/allocation.ts";
+import type { Change, Item, ItemKey } from "./domain/changes.ts";
 import type { Consent } from "./domain/consent.ts";
 import type { DomainEvent } from "./domain/events.ts";
 import type { HubThread } from "./domain/hub.ts";
@@ -95,12 +96,30 @@ export interface SendClaims {
 /** What the webhook reads only when a text is out of session: is the sender ours, when did we last reply. */
 export interface TrafficReads {
   ownsNumber(phoneNumber: E164): Promise<boolean>;
-  lastAutoReply(proxyNumber: E164, senderNumber: E164): Promise<number | undefined>;
+  /** `sender`: the stranger's pseudonym (their number is never stored). */
+  lastAutoReply(proxyNumber: E164, sender: string): Promise<number | undefined>;
 }
 
 /** A person's consent (pool-wide opt-out), read at send time. */
 export interface ConsentRecords {
-  getConsent(phoneNumber: E164): Promise<Consent | undefined>;
+  /** The record under this key only (a number or a pseudonym); `consentOf` (app) reads both. */
+  getConsent(phoneNumber: string): Promise<Consent | undefined>;
+}
+
+/** A person's pseudonym (shared/domain/phone.ts): the keyed hash of their number; the key is a secret. */
+export interface Pseudonyms {
+  pseudonymOf(phoneNumber: E164): Promise<string>;
+}
+
+/**
+ * What erasure reads and writes besides appends: a whole partition, and changes outside an append (the one
+ * sanctioned rewrite of stored events). A move (delete + put) is written together; batches are not atomic.
+ */
+export interface ErasureStore {
+  partitionItems(pk: string): Promise<(Item & ItemKey)[]>;
+  itemAt(key: ItemKey): Promise<(Item & ItemKey) | undefined>;
+  /** Groups of changes, each group all-or-nothing (one item's move). */
+  rewrite(groups: readonly (readonly Change[])[]): Promise<void>;
 }
 
 /** Open sessions by expiry, from an index: may lag behind the session items. */
@@ -181,7 +200,9 @@ export type StorePorts = EventStore &
   SessionIndex &
   TrafficReads &
   ConsentRecords &
-  HubThreads;
+  HubThreads &
+  ErasureStore;
+
 /** Where a page ends: the store's own key of the last item served (the HTTP edge seals it in a cursor). */
 export type PageKey = Record<string, string | number>;
 

@@ -152,11 +152,15 @@ export function sortEvents(events: readonly DomainEvent[]): DomainEvent[] {
 }
 
 /** The event items of a table, parsed; an event item that does not parse is a difference. */
-export function eventsOf(items: Iterable<Item>): { events: DomainEvent[]; unparseable: Difference[] } {
+export function eventsOf(
+  items: Iterable<Item>,
+  now = Number.NEGATIVE_INFINITY,
+): { events: DomainEvent[]; unparseable: Difference[] } {
   const events: DomainEvent[] = [];
   const unparseable: Difference[] = [];
   for (const item of items) {
-    if (item.kind !== "event") continue;
+    // An event past its retention is gone (DynamoDB deletes it within days), like its projections.
+    if (item.kind !== "event" || ttlPassed(item, now)) continue;
     const parsed = domainEventSchema.safeParse(eventOf(item));
     if (parsed.success) events.push(parsed.data);
     else unparseable.push({ type: "unparseable-event", key: keyOf(item) });
@@ -171,9 +175,9 @@ export function eventsOf(items: Iterable<Item>): { events: DomainEvent[]; unpars
  */
 export async function foldEvents(
   events: readonly DomainEvent[],
-  options: { retentionSeconds: number },
+  options: { retentionSeconds: number; sessionRetentionSeconds?: number },
 ): Promise<{ store: MemoryStore; failures: Difference[] }> {
-  const store = new MemoryStore({ retentionSeconds: options.retentionSeconds });
+  const store = new MemoryStore(options);
   const failures: Difference[] = [];
   for (const event of sortEvents(events)) {
     try {
@@ -203,9 +207,9 @@ export interface RebuildResult {
 /** The whole rebuild from a table's items: its events folded, the result compared with its projections. */
 export async function rebuildFromItems(
   liveItems: readonly Item[],
-  options: { retentionSeconds: number; now: number },
+  options: { retentionSeconds: number; sessionRetentionSeconds?: number; now: number },
 ): Promise<RebuildResult> {
-  const { events, unparseable } = eventsOf(liveItems);
+  const { events, unparseable } = eventsOf(liveItems, options.now);
   const { store, failures } = await foldEvents(events, options);
   const rebuilt = [...store.items()].filter((i) => !ttlPassed(i, options.now));
   const { counts, differences } = compareProjections(liveItems, rebuilt, options);

@@ -54,6 +54,19 @@ export const forwardQueue: QueueDefinition = {
   deadLetter: { id: "ForwardDlq", maxReceiveCount: 6, retentionSeconds: 14 * 24 * 3600 },
 };
 
+/**
+ * The forward queue → forward function mapping (CDK's event source, and the embedded stack's SQS poller).
+ * A batch is at most 10 records on a FIFO queue; the function processes its sessions concurrently.
+ */
+export const forwardConsumer = {
+  batchSize: 10,
+  /**
+   * Invocations the embedded stack runs at once. In AWS the mapping's `maxConcurrency` is sized from the
+   * target load instead (`infra/settings.ts`).
+   */
+  localConcurrency: 4,
+};
+
 export type FunctionName = "allocate" | "inbound" | "forward" | "recycler" | "publisher";
 
 export interface FunctionDefinition {
@@ -102,6 +115,7 @@ export const routes: RouteDefinition[] = [
   { method: "GET", path: "/numbers", function: "allocate", auth: "product" },
   { method: "DELETE", path: "/numbers/{e164}", function: "allocate", auth: "product" },
   { method: "GET", path: "/participants/{e164}", function: "allocate", auth: "product" },
+  { method: "DELETE", path: "/participants/{e164}", function: "allocate", auth: "product" },
   { method: "GET", path: "/health", function: "allocate", auth: "none" },
   {
     method: "GET",

@@ -2,12 +2,15 @@ import { randomBytes } from "node:crypto";
 import { SendMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { type DynamoDBDocumentClient, TransactWriteCommand } from "@aws-sdk/lib-dynamodb";
 import { type Poller, startSqsPoller } from "../../local/pollers.ts";
+import { processFifoBatch } from "../../shared/adapters/fifo-batch.ts";
+import { forwardConsumer } from "../../shared/resources.ts";
 
 /**
  * The floor of the message path: the infrastructure work with no application logic. Accepting a message
  * is the same DynamoDB transaction the inbound handler writes (event item + message item, guarded) and the
- * same FIFO SendMessage; delivering it is the embedded stack's own SQS poller (receive, batch, delete)
- * invoking a handler that makes one HTTP POST per message to the Twilio stand-in. No webhook parsing,
+ * same FIFO SendMessage; delivering it is the embedded stack's own SQS poller (receive, batch, delete, as
+ * many invocations at once) invoking a handler that makes one HTTP POST per message to the Twilio
+ * stand-in, under the forward function's batch rule (sessions concurrently, each in order). No webhook parsing,
  * signature check, routing read, session read, send claim, outcome event or stream publishing.
  */
 export interface FloorOptions {
@@ -131,9 +134,12 @@ export class FloorPipeline {
       queueUrl: this.options.queueUrl,
       queueArn: `arn:aws:sqs:us-east-1:000000000000:${this.options.queueUrl.split("/").pop()}`,
       visibilityTimeoutSeconds: this.options.visibilityTimeoutSeconds,
+      batchSize: forwardConsumer.batchSize,
+      concurrency: forwardConsumer.localConcurrency,
+      // The same batch rule as the forward function: sessions side by side, each in order.
       handler: async (event) => {
         const started = performance.now();
-        for (const record of event.Records) {
+        const result = await processFifoBatch(event, async (record) => {
           const job = JSON.parse(record.body) as {
             to: string;
             from: string;
@@ -151,9 +157,9 @@ export class FloorPipeline {
             }).toString(),
           });
           await response.arrayBuffer();
-        }
+        });
         this.batchMs.push(performance.now() - started);
-        return { batchItemFailures: [] };
+        return result;
       },
     });
   }

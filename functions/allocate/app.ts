@@ -227,6 +227,8 @@ export function createAllocateHandler({ service, auth, logger, health, cursorKey
     },
     "DELETE /numbers/{e164}": async (event) => json(200, await service.retireNumber(phonePathParam(event))),
     "GET /participants/{e164}": async (event) => json(200, await service.participant(phonePathParam(event))),
+    "DELETE /participants/{e164}": async (event) =>
+      json(200, { erased: await service.erase(phonePathParam(event)) }),
   };
   return middy<HttpEvent, HttpResult>()
     .use(problemJson(logger))

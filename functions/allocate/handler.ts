@@ -3,6 +3,7 @@ import type { Context } from "aws-lambda";
 import { logger, sqsClient, storeFromEnv } from "../../shared/adapters/aws.ts";
 import { newId } from "../../shared/adapters/ids.ts";
 import { observed } from "../../shared/adapters/observability.ts";
+import { pseudonymsFromEnv } from "../../shared/adapters/secrets.ts";
 import { SqsForwardQueue } from "../../shared/adapters/sqs-queue.ts";
 import { SessionService } from "../../shared/app/sessions.ts";
 import { apiConfigSchema, parseConfig, queueConfigSchema } from "../../shared/config.ts";
@@ -17,6 +18,7 @@ const api = parseConfig(apiConfigSchema);
 const service = new SessionService({
   store,
   queue: new SqsForwardQueue({ queueUrl: FORWARD_QUEUE_URL, client: sqsClient() }),
+  pseudonyms: pseudonymsFromEnv(),
   clock: { now: () => Date.now() },
   newId,
   quarantineSeconds: config.QUARANTINE_SECONDS,

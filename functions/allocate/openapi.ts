@@ -8,6 +8,7 @@ import { z } from "zod";
 import { problemTypes } from "../../shared/http/problem.ts";
 import { routes } from "../../shared/resources.ts";
 import {
+  erasureResponse,
   eventListResponse,
   eventsQuery,
   healthResponse,
@@ -206,6 +207,19 @@ export function buildOpenApiDocument() {
       summary: "A person's pool-wide consent and the sessions they take part in now",
       request: { params: z.object({ e164: z.string() }) },
       responses: { 200: json(participantResponse, "The participant"), ...common },
+    },
+    "DELETE /participants/{e164}": {
+      summary:
+        "Erase a person: their sessions closed, their number and message bodies gone from every item and event",
+      description:
+        "Open sessions of the person are closed; every stored item and event of theirs has their number " +
+        "replaced by a keyed hash (`anon:…`), and bodies of messages they sent or received are deleted. An " +
+        "opt-out survives (kept under the hash). ParticipantErased is published. Calling it again answers zeros.",
+      request: { params: z.object({ e164: z.string() }) },
+      responses: {
+        200: json(erasureResponse, "What this call erased"),
+        ...common,
+      },
     },
     "GET /health": {
       summary: "Liveness, without credentials",

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { geoMatches } from "../../shared/domain/allocation.ts";
 import { eventDetailSchemas, eventTypes, sessionModes, ttlModes } from "../../shared/domain/events.ts";
-import { e164Schema } from "../../shared/domain/phone.ts";
+import { e164Schema, PSEUDONYM_PATTERN } from "../../shared/domain/phone.ts";
 import { PROBLEM_BASE, problemTypes } from "../../shared/http/problem.ts";
 
 /** The product API's inputs: one definition, used to validate requests and to generate the OpenAPI document. */
@@ -104,6 +104,8 @@ export const messagesQuery = z.object(pageParams).strict();
 
 const isoTime = z.string().datetime();
 const e164 = z.string().regex(/^\+\d{4,15}$/);
+/** A participant's number, or their pseudonym (`anon:…`) once they were erased. */
+const personNumber = z.union([e164, z.string().regex(PSEUDONYM_PATTERN)]);
 
 export const sessionResponse = z.object({
   sessionId: z.string(),
@@ -120,7 +122,7 @@ export const sessionResponse = z.object({
   participants: z
     .array(
       z.object({
-        phoneNumber: e164,
+        phoneNumber: personNumber,
         id: z.string().nullable(),
         name: z.string().nullable(),
         proxyNumber: e164,
@@ -142,6 +144,15 @@ export const participantResponse = z.object({
   phoneNumber: e164,
   optedOut: z.boolean(),
   openSessions: z.array(z.string()),
+});
+
+/** DELETE /participants/{e164}: what this call erased (zeros when nothing of the person was left). */
+export const erasureResponse = z.object({
+  erased: z.object({
+    sessions: z.number().int().nonnegative(),
+    events: z.number().int().nonnegative(),
+    messages: z.number().int().nonnegative(),
+  }),
 });
 
 export const eventResponse = z.union(

@@ -1,6 +1,6 @@
 import { logger, messagingFromEnv } from "../../shared/adapters/aws.ts";
 import { observed } from "../../shared/adapters/observability.ts";
-import { twilioSecret } from "../../shared/adapters/secrets.ts";
+import { pseudonymsFromEnv, twilioSecret } from "../../shared/adapters/secrets.ts";
 import { TwilioGateway } from "../../shared/adapters/twilio-gateway.ts";
 import { ForwardService } from "../../shared/app/forward.ts";
 import {
@@ -25,6 +25,7 @@ export const handler = observed(
     logger,
     service: new ForwardService({
       ...deps,
+      pseudonyms: pseudonymsFromEnv(),
       gateway: new TwilioGateway({
         credentials: () => secret.current(),
         timeoutMs: TWILIO_TIMEOUT_MS,

@@ -1,7 +1,7 @@
 import type { Context } from "aws-lambda";
 import { logger, messagingFromEnv } from "../../shared/adapters/aws.ts";
 import { count, countBy, observed } from "../../shared/adapters/observability.ts";
-import { twilioSecret } from "../../shared/adapters/secrets.ts";
+import { pseudonymsFromEnv, twilioSecret } from "../../shared/adapters/secrets.ts";
 import { InboundService } from "../../shared/app/inbound.ts";
 import { type HttpEvent, type HttpResult, rawBody } from "../../shared/http/middleware.ts";
 import { metricNames } from "../../shared/telemetry.ts";
@@ -14,7 +14,7 @@ const secret = twilioSecret();
 const { accountSid } = await secret.current();
 
 const inbound = createInboundHandler({
-  service: new InboundService(deps),
+  service: new InboundService({ ...deps, pseudonyms: pseudonymsFromEnv() }),
   logger,
   authToken: () => secret.authTokens(),
   accountSid,

@@ -45,7 +45,8 @@ export function createPublisherHandler({ publisher, logger, setAside, count }: P
       const image = record.dynamodb?.NewImage;
       if (record.eventName !== "INSERT" || !image) continue;
       const item = unmarshall(image as Record<string, AttributeValue>);
-      if (item.kind !== "event") continue;
+      // An event moved by erasure (its key held the number) is not new: it was published when appended.
+      if (item.kind !== "event" || item.erasedAt !== undefined) continue;
       const sequenceNumber = record.dynamodb?.SequenceNumber ?? "";
       order.push(sequenceNumber);
       try {

@@ -3,7 +3,6 @@ import { logger, storeFromEnv } from "../../shared/adapters/aws.ts";
 import { newId } from "../../shared/adapters/ids.ts";
 import { observed } from "../../shared/adapters/observability.ts";
 import { twilioCredentials } from "../../shared/adapters/secrets.ts";
-import { TwilioNumberProvider, twilioClient } from "../../shared/adapters/twilio-gateway.ts";
 import { RecyclerService } from "../../shared/app/recycler.ts";
 import {
   messagingServiceConfigSchema,
@@ -19,7 +18,8 @@ const recycler = parseConfig(recyclerConfigSchema);
 const metrics = new Metrics({ namespace: "Maskline", serviceName: "maskline" });
 
 // The Twilio client is built from the current credentials for each purchase (rare), so a rotated token is
-// used within the secret's cache age, as in inbound and forward.
+// used within the secret's cache age, as in inbound and forward. Its module is loaded on the first purchase:
+// with top-up off it never is.
 // With top-up on, a missing or malformed secret still fails the cold start.
 if (recycler.AUTO_TOP_UP) await twilioCredentials();
 const topUp = recycler.AUTO_TOP_UP
@@ -28,12 +28,16 @@ const topUp = recycler.AUTO_TOP_UP
       const { TWILIO_TIMEOUT_MS } = parseConfig(twilioConfigSchema);
       return {
         provider: {
-          buy: async (request: { country: string }) =>
-            new TwilioNumberProvider(
-              twilioClient({ ...(await twilioCredentials()), timeoutMs: TWILIO_TIMEOUT_MS }),
+          buy: async (request: { country: string }) => {
+            const { TwilioNumberProvider, twilioNumbers } = await import(
+              "../../shared/adapters/twilio-numbers.ts"
+            );
+            return new TwilioNumberProvider(
+              twilioNumbers({ ...(await twilioCredentials()), timeoutMs: TWILIO_TIMEOUT_MS }),
               publicBaseUrl,
               parseConfig(messagingServiceConfigSchema).TWILIO_MESSAGING_SERVICE_SID,
-            ).buy(request),
+            ).buy(request);
+          },
         },
         maxPoolSize: recycler.MAX_POOL_SIZE,
       };

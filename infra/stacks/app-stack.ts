@@ -18,6 +18,7 @@ import {
 import {
   eventBus,
   type FunctionName,
+  forwardConsumer,
   forwardQueue,
   functions,
   publisherStream,
@@ -44,11 +45,15 @@ export interface AppStackProps extends StackProps {
  * stateful stack and make it depend on this one (a cycle across the stateful/stateless split). The key
  * policy already delegates to IAM in this account.
  */
-function grantSecretRead(stateful: StatefulStack, role: IRole): void {
+function grantSecretRead(
+  stateful: StatefulStack,
+  role: IRole,
+  secret: "twilioSecret" | "pseudonymSecret" = "twilioSecret",
+): void {
   role.addToPrincipalPolicy(
     new PolicyStatement({
       actions: ["secretsmanager:GetSecretValue"],
-      resources: [stateful.twilioSecret.secretArn],
+      resources: [stateful[secret].secretArn],
     }),
   );
   role.addToPrincipalPolicy(
@@ -147,13 +152,16 @@ export class AppStack extends Stack {
       TWILIO_SECRET_MAX_AGE_SECONDS: String(twilioCalls.TWILIO_SECRET_MAX_AGE_SECONDS),
       TWILIO_TIMEOUT_MS: String(twilioCalls.TWILIO_TIMEOUT_MS),
     };
+    // Strangers and erased people are stored as keyed hashes; the key is read on first use.
+    const pseudonymEnv = { PSEUDONYM_SECRET_ARN: stateful.pseudonymSecret.secretArn };
     const environments: Record<FunctionName, Record<string, string>> = {
-      allocate: { ...common, FORWARD_QUEUE_URL: queueUrl, MASKLINE_AUTH: "iam" },
+      allocate: { ...common, FORWARD_QUEUE_URL: queueUrl, MASKLINE_AUTH: "iam", ...pseudonymEnv },
       inbound: {
         ...common,
         FORWARD_QUEUE_URL: queueUrl,
         PUBLIC_BASE_URL: publicBaseUrl,
         ...twilioEnv,
+        ...pseudonymEnv,
       },
       forward: {
         ...common,
@@ -161,6 +169,7 @@ export class AppStack extends Stack {
         PUBLIC_BASE_URL: publicBaseUrl,
         ...twilioEnv,
         ...a2p,
+        ...pseudonymEnv,
       },
       recycler: {
         ...common,
@@ -202,16 +211,20 @@ export class AppStack extends Stack {
     // Least privilege, function by function.
     stateful.table.grantReadWriteData(allocate.role);
     stateful.forwardQueue.grantSendMessages(allocate.role);
+    grantSecretRead(stateful, allocate.role, "pseudonymSecret");
 
     stateful.table.grantReadWriteData(inbound.role);
     stateful.forwardQueue.grantSendMessages(inbound.role);
     grantSecretRead(stateful, inbound.role);
+    grantSecretRead(stateful, inbound.role, "pseudonymSecret");
 
     stateful.table.grantReadWriteData(forward.role);
     grantSecretRead(stateful, forward.role);
+    grantSecretRead(stateful, forward.role, "pseudonymSecret");
     forward.fn.addEventSource(
       new SqsEventSource(stateful.forwardQueue, {
-        batchSize: 10,
+        // Up to 10 sessions per invocation, processed concurrently by the function (order kept per session).
+        batchSize: forwardConsumer.batchSize,
         reportBatchItemFailures: true,
         // Sized from the target load (infra/settings.ts): enough to keep up, few enough that a backlog
         // drains without starving the other functions of the account's concurrency.

@@ -33,6 +33,8 @@ export class StatefulStack extends Stack {
   /** Where the stream → publisher mapping sends records it gave up on (pointers to replay from the table). */
   readonly publisherFailures: Queue;
   readonly twilioSecret: Secret;
+  /** The key of the pseudonyms (keyed hashes of strangers' and erased people's numbers). */
+  readonly pseudonymSecret: Secret;
   readonly bus: EventBus;
   /** Every domain event on the bus, kept SESSION_RETENTION_DAYS for replay. */
   readonly archive: Archive;
@@ -102,6 +104,24 @@ export class StatefulStack extends Stack {
         reason:
           "A Twilio auth token cannot be rotated by a Lambda rotator without the account's primary token; it " +
           "is rotated in the Twilio console and put here with put-secret-value (docs/deploy.md).",
+      },
+    ]);
+
+    // Generated once and never rotated: pseudonyms made under another key would no longer match, and an
+    // erased person's opt-out would be lost. Retained with the table it belongs to.
+    this.pseudonymSecret = new Secret(this, "PseudonymSecret", {
+      description:
+        "Key of Maskline's pseudonyms (HMAC of phone numbers). Never change it: docs/architecture.md.",
+      encryptionKey: this.key,
+      generateSecretString: { passwordLength: 64, excludePunctuation: true },
+      removalPolicy: lifecycle.removalPolicy,
+    });
+    NagSuppressions.addResourceSuppressions(this.pseudonymSecret, [
+      {
+        id: "AwsSolutions-SMG4",
+        reason:
+          "An HMAC key whose hashes are stored: rotating it would unlink every pseudonym already stored " +
+          "(an erased person's opt-out among them). It never leaves Secrets Manager and the functions.",
       },
     ]);
 

@@ -6,6 +6,7 @@ import {
   coreConfigSchema,
   parseConfig,
   queueConfigSchema,
+  sessionRetentionSchema,
   webhookConfigSchema,
 } from "../config.ts";
 import { DynamoStore } from "./dynamo-store.ts";
@@ -49,11 +50,12 @@ export function sqsClient(): SQSClient {
 }
 
 export function storeFromEnv(env: NodeJS.ProcessEnv = process.env) {
-  const config = parseConfig(coreConfigSchema, env);
+  const config = parseConfig(coreConfigSchema.merge(sessionRetentionSchema), env);
   const store = new DynamoStore({
     tableName: config.TABLE_NAME,
     client: documentClient(),
     retentionSeconds: config.MESSAGE_RETENTION_HOURS * 3600,
+    sessionRetentionSeconds: config.SESSION_RETENTION_DAYS * 86_400,
   });
   return { config, store };
 }

@@ -158,7 +158,10 @@ export async function appendToDynamo(
  * only because another transaction held one of its items (TransactionConflict): nothing was written, the
  * conditions are evaluated afresh, and the SDK does not retry cancellations itself.
  */
-async function sendTransaction(client: DynamoDBDocumentClient, transactItems: TransactItem[]): Promise<void> {
+export async function sendTransaction(
+  client: DynamoDBDocumentClient,
+  transactItems: TransactItem[],
+): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
       await client.send(new TransactWriteCommand({ TransactItems: transactItems }));

@@ -2,6 +2,7 @@ import type { AttributeValue } from "@aws-sdk/client-dynamodb";
 import { type DynamoDBDocumentClient, GetCommand, QueryCommand, UpdateCommand } from "@aws-sdk/lib-dynamodb";
 import { unmarshall } from "@aws-sdk/util-dynamodb";
 import type { Holding, PoolNumber } from "../domain/allocation.ts";
+import type { Change } from "../domain/changes.ts";
 import type { Consent } from "../domain/consent.ts";
 import type { DomainEvent } from "../domain/events.ts";
 import type { HubThread } from "../domain/hub.ts";
@@ -20,7 +21,7 @@ import type {
   SessionRefScope,
   StorePorts,
 } from "../ports.ts";
-import { appendToDynamo, toUpdateInput } from "./dynamo-append.ts";
+import { appendToDynamo, sendTransaction, toTransactItem, toUpdateInput } from "./dynamo-append.ts";
 import { DynamoPagedReads } from "./dynamo-pages.ts";
 import {
   mergeByExpiry,
@@ -42,6 +43,8 @@ export interface DynamoStoreOptions {
   client: DynamoDBDocumentClient;
   /** How long message bodies are kept (DynamoDB TTL on the message item). */
   retentionSeconds: number;
+  /** How long a closed session's data is kept (SESSION_RETENTION_DAYS); 90 days by default. */
+  sessionRetentionSeconds?: number;
 }
 
 /**
@@ -52,11 +55,13 @@ export class DynamoStore implements StorePorts, PagedReads {
   private readonly table: string;
   private readonly client: DynamoDBDocumentClient;
   private readonly retentionSeconds: number;
+  private readonly sessionRetentionSeconds: number | undefined;
 
   constructor(options: DynamoStoreOptions) {
     this.table = options.tableName;
     this.client = options.client;
     this.retentionSeconds = options.retentionSeconds;
+    this.sessionRetentionSeconds = options.sessionRetentionSeconds;
     this.pages = new DynamoPagedReads(this.table, this.client);
   }
 
@@ -82,6 +87,7 @@ export class DynamoStore implements StorePorts, PagedReads {
     await appendToDynamo(this.client, this.table, events, {
       ...options,
       retentionSeconds: this.retentionSeconds,
+      ...(this.sessionRetentionSeconds ? { sessionRetentionSeconds: this.sessionRetentionSeconds } : {}),
     });
   }
 
@@ -140,7 +146,37 @@ export class DynamoStore implements StorePorts, PagedReads {
     return items.map(toPoolNumber);
   }
 
-  async getConsent(phoneNumber: E164): Promise<Consent | undefined> {
+  async partitionItems(pk: string): Promise<(Item & ItemKey)[]> {
+    return (await this.queryAll({
+      KeyConditionExpression: "pk = :pk",
+      ExpressionAttributeValues: { ":pk": pk },
+      ConsistentRead: true,
+    })) as (Item & ItemKey)[];
+  }
+
+  async itemAt(key: ItemKey): Promise<(Item & ItemKey) | undefined> {
+    return (await this.getItem(key)) as (Item & ItemKey) | undefined;
+  }
+
+  /** Groups packed into transactions of at most 100 items; a group (one item's move) never splits. */
+  async rewrite(groups: readonly (readonly Change[])[]): Promise<void> {
+    let batch: Change[] = [];
+    const flush = async () => {
+      if (batch.length)
+        await sendTransaction(
+          this.client,
+          batch.map((c) => toTransactItem(c, this.table)),
+        );
+      batch = [];
+    };
+    for (const group of groups) {
+      if (batch.length + group.length > 100) await flush();
+      batch.push(...group);
+    }
+    await flush();
+  }
+
+  async getConsent(phoneNumber: string): Promise<Consent | undefined> {
     const item = await this.getItem(itemKeys.consent(phoneNumber));
     return item && toConsent(item);
   }
@@ -149,8 +185,8 @@ export class DynamoStore implements StorePorts, PagedReads {
     return (await this.getItem(keys.number(phoneNumber))) !== undefined;
   }
 
-  async lastAutoReply(proxyNumber: E164, senderNumber: E164): Promise<number | undefined> {
-    const item = await this.getItem(trafficKeys.autoReply(proxyNumber, senderNumber));
+  async lastAutoReply(proxyNumber: E164, sender: string): Promise<number | undefined> {
+    const item = await this.getItem(trafficKeys.autoReply(proxyNumber, sender));
     return typeof item?.lastReplyAt === "number" ? item.lastReplyAt : undefined;
   }
 

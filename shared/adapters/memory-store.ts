@@ -1,5 +1,5 @@
 import type { Holding, PoolNumber } from "../domain/allocation.ts";
-import { applyChange, guardHolds, type Item, type ItemKey } from "../domain/changes.ts";
+import { applyChange, type Change, guardHolds, type Item, type ItemKey } from "../domain/changes.ts";
 import type { Consent } from "../domain/consent.ts";
 import { ConcurrentWriteError, type Conflict } from "../domain/errors.ts";
 import type { DomainEvent } from "../domain/events.ts";
@@ -23,13 +23,25 @@ export class MemoryStore implements StorePorts {
   /** Transactions that committed. */
   appends = 0;
 
-  constructor(private readonly options: { retentionSeconds: number } = { retentionSeconds: 72 * 3600 }) {}
+  constructor(
+    private readonly options: { retentionSeconds: number; sessionRetentionSeconds?: number } = {
+      retentionSeconds: 72 * 3600,
+    },
+  ) {}
 
   async append(events: readonly DomainEvent[], options: AppendOptions = {}): Promise<void> {
-    this.apply(projectEvents(events, { ...options, retentionSeconds: this.options.retentionSeconds }));
+    this.apply(
+      projectEvents(events, {
+        ...options,
+        retentionSeconds: this.options.retentionSeconds,
+        ...(this.options.sessionRetentionSeconds
+          ? { sessionRetentionSeconds: this.options.sessionRetentionSeconds }
+          : {}),
+      }),
+    );
   }
 
-  private apply(changes: ReturnType<typeof projectEvents>): void {
+  private apply(changes: readonly Change[]): void {
     const staged = new Map<string, { key: ItemKey; item: Item | undefined }>();
     const conflicts: Conflict[] = [];
     for (const change of changes) {
@@ -139,7 +151,19 @@ export class MemoryStore implements StorePorts {
     if (change.guard && guardHolds(change.guard, before)) this.set(change.key, applyChange(change, before));
   }
 
-  async getConsent(phoneNumber: E164): Promise<Consent | undefined> {
+  async partitionItems(pk: string): Promise<(Item & ItemKey)[]> {
+    return this.partition(pk) as (Item & ItemKey)[];
+  }
+
+  async itemAt(key: ItemKey): Promise<(Item & ItemKey) | undefined> {
+    return this.get(key) as (Item & ItemKey) | undefined;
+  }
+
+  async rewrite(groups: readonly (readonly Change[])[]): Promise<void> {
+    for (const group of groups) this.apply(group);
+  }
+
+  async getConsent(phoneNumber: string): Promise<Consent | undefined> {
     const item = this.get(itemKeys.consent(phoneNumber));
     return item && views.toConsent(item);
   }
@@ -148,8 +172,8 @@ export class MemoryStore implements StorePorts {
     return this.get(itemKeys.number(phoneNumber)) !== undefined;
   }
 
-  async lastAutoReply(proxyNumber: E164, senderNumber: E164): Promise<number | undefined> {
-    const at = this.get(trafficKeys.autoReply(proxyNumber, senderNumber))?.lastReplyAt;
+  async lastAutoReply(proxyNumber: E164, sender: string): Promise<number | undefined> {
+    const at = this.get(trafficKeys.autoReply(proxyNumber, sender))?.lastReplyAt;
     return typeof at === "number" ? at : undefined;
   }
 

@@ -1,6 +1,8 @@
 import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { z } from "zod";
-import { parseConfig, twilioConfigSchema } from "../config.ts";
+import { ephemeralPseudonyms, KeyedPseudonyms } from "../app/pseudonyms.ts";
+import { parseConfig, pseudonymConfigSchema, twilioConfigSchema } from "../config.ts";
+import type { Pseudonyms } from "../ports.ts";
 import { awsClientOptions } from "./aws.ts";
 import { logger } from "./logger.ts";
 import { traceClient } from "./observability.ts";
@@ -130,4 +132,29 @@ export function twilioSecret(env: NodeJS.ProcessEnv = process.env): TwilioSecret
 /** The current credentials (re-read when older than the cache age). */
 export function twilioCredentials(env: NodeJS.ProcessEnv = process.env): Promise<TwilioCredentials> {
   return twilioSecret(env).current();
+}
+
+let processPseudonyms: Pseudonyms | undefined;
+
+/**
+ * The process's pseudonyms: the key from Secrets Manager (PSEUDONYM_SECRET_ARN, read on first use) or from
+ * PSEUDONYM_KEY; with neither, a random key of this process (warned: not stable, for tests only).
+ */
+export function pseudonymsFromEnv(env: NodeJS.ProcessEnv = process.env): Pseudonyms {
+  if (processPseudonyms) return processPseudonyms;
+  const config = parseConfig(pseudonymConfigSchema, env);
+  const arn = config.PSEUDONYM_SECRET_ARN;
+  const key = config.PSEUDONYM_KEY;
+  if (arn) {
+    const client = traceClient(new SecretsManagerClient(awsClientOptions(env)), "SecretsManager");
+    processPseudonyms = new KeyedPseudonyms(async () => {
+      const { SecretString } = await client.send(new GetSecretValueCommand({ SecretId: arn }));
+      return z.string().min(32).parse(SecretString);
+    });
+  } else if (key) processPseudonyms = new KeyedPseudonyms(async () => key);
+  else {
+    logger.warn("No PSEUDONYM_SECRET_ARN or PSEUDONYM_KEY: pseudonyms use a key of this process only");
+    processPseudonyms = ephemeralPseudonyms();
+  }
+  return processPseudonyms;
 }

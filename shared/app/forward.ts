@@ -1,5 +1,7 @@
 import type { DomainEvent } from "../domain/events.ts";
 import { decideMessage, type MessageCommand, type MessageRecord } from "../domain/message.ts";
+import type { E164 } from "../domain/phone.ts";
+import { isPseudonym } from "../domain/phone.ts";
 import { decide, type Session } from "../domain/session.ts";
 import {
   type Clock,
@@ -8,16 +10,20 @@ import {
   type EventStore,
   type ForwardJob,
   type MessageLog,
+  type Pseudonyms,
   type SendClaims,
   type SessionReader,
   type SmsGateway,
   SmsSendError,
 } from "../ports.ts";
 import { alreadyDone, handleCommand } from "./command.ts";
+import { consentOf, ephemeralPseudonyms } from "./pseudonyms.ts";
 
 export interface ForwardDeps {
   store: EventStore & MessageLog & SendClaims & ConsentRecords & Pick<SessionReader, "getSession">;
   gateway: SmsGateway;
+  /** To read an opt-out kept under a pseudonym; by default a key of this process only (tests). */
+  pseudonyms?: Pseudonyms;
   clock: Clock;
   newId: (prefix: string) => string;
   quarantineSeconds: number;
@@ -52,8 +58,14 @@ export class ForwardService {
       store.getSession(job.sessionId),
     ]);
     if (!message) return "missing";
-    // Consent is checked at send time: a person who opted out since acceptance gets nothing.
-    if (message.recipient && (await store.getConsent(message.recipient))?.optedOut) {
+    // Erasure and consent are checked at send time: a person erased or opted out since acceptance gets
+    // nothing. An erased recipient's number is a pseudonym now, which nothing can be sent to.
+    if (isPseudonym(message.recipient)) {
+      await this.record(message, { type: "Block", reason: "erased" });
+      return "blocked";
+    }
+    const pseudonyms = this.deps.pseudonyms ?? ephemeralPseudonyms();
+    if (message.recipient && (await consentOf(store, pseudonyms, message.recipient as E164))?.optedOut) {
       await this.record(message, { type: "Block", reason: "recipient-opted-out" });
       return "blocked";
     }

@@ -12,11 +12,13 @@ import type {
   ForwardQueue,
   HubThreads,
   MessageLog,
+  Pseudonyms,
   RouteLookup,
   SessionReader,
   TrafficReads,
 } from "../ports.ts";
 import { alreadyDone, handleCommand } from "./command.ts";
+import { ephemeralPseudonyms } from "./pseudonyms.ts";
 
 export interface InboundSms {
   messageSid: string;
@@ -67,6 +69,8 @@ export interface InboundDeps {
     TrafficReads &
     Pick<SessionReader, "getSession">;
   queue: ForwardQueue;
+  /** Strangers are stored as their pseudonym; by default a key of this process only (tests). */
+  pseudonyms?: Pseudonyms;
   clock: Clock;
   newId: (prefix: string) => string;
   quarantineSeconds: number;
@@ -87,7 +91,15 @@ interface SmsState {
   /** The sender is a number of the pool (a reply could loop between our own numbers). */
   senderIsOurs: boolean;
   lastAutoReply: number | undefined;
+  /** Out of session only: the sender as stored. */
+  pseudonym: string | undefined;
 }
+
+/**
+ * A sender whose session ends within this margin of the read gets their pseudonym ready too: the decision,
+ * taken a moment later, may find them out of session, and then their number must not be stored.
+ */
+const STRANGER_MARGIN_MS = 60_000;
 
 /** The webhook side of the hot path: Twilio's texts, calls and status callbacks in, decisions stored. */
 export class InboundService {
@@ -116,15 +128,25 @@ export class InboundService {
       const pair = await store.getRoute(sms.to, from);
       const hub = pair?.state === "hub" ? await this.resolveHub(from, sms.to, tagged.tag) : undefined;
       const route = hub ? hub.route : pair;
+      const fromHub = Boolean(hub);
       if (hub?.prompt)
-        return { route, fromHub: true, hubPrompt: hub.prompt, senderIsOurs: false, lastAutoReply: undefined };
-      if (keyword || routeInbound(route, "sms", this.deps.clock.now()).kind === "in-session")
-        return { route, fromHub: Boolean(hub), senderIsOurs: false, lastAutoReply: undefined };
+        return {
+          route,
+          fromHub,
+          hubPrompt: hub.prompt,
+          senderIsOurs: false,
+          lastAutoReply: undefined,
+          pseudonym: undefined,
+        };
+      if (routeInbound(route, "sms", this.deps.clock.now() + STRANGER_MARGIN_MS).kind === "in-session")
+        return { route, fromHub, senderIsOurs: false, lastAutoReply: undefined, pseudonym: undefined };
+      const pseudonym = await this.pseudonyms().pseudonymOf(from);
+      if (keyword) return { route, fromHub, senderIsOurs: false, lastAutoReply: undefined, pseudonym };
       const [senderIsOurs, lastAutoReply] = await Promise.all([
         store.ownsNumber(from),
-        store.lastAutoReply(sms.to, from),
+        store.lastAutoReply(sms.to, pseudonym),
       ]);
-      return { route, fromHub: Boolean(hub), senderIsOurs, lastAutoReply };
+      return { route, fromHub, senderIsOurs, lastAutoReply, pseudonym };
     };
     let markers: Marker[] = [];
     let body = sms.body;
@@ -155,6 +177,7 @@ export class InboundService {
             keyword,
             replying,
             rateLimited: overLimit,
+            senderPseudonym: state.pseudonym,
             contacts: {
               found: contactKinds(spans),
               policy: contactPolicy(
@@ -178,7 +201,7 @@ export class InboundService {
           markers.push({
             kind: "auto-reply",
             proxy: sms.to,
-            sender: from,
+            sender: event.detail.from,
             at: ctx.now,
             intervalSeconds: traffic.autoReplyIntervalSeconds,
           });
@@ -237,6 +260,10 @@ export class InboundService {
     const route = await store.getRoute(call.to, from);
     // A hub participant's side is text only, both ways.
     if (route?.state === "hub" || route?.counterpartTag) return { kind: "reject", say: HUB_VOICE_REPLY };
+    const senderPseudonym =
+      routeInbound(route, "voice", this.deps.clock.now() + STRANGER_MARGIN_MS).kind === "in-session"
+        ? undefined
+        : await this.pseudonyms().pseudonymOf(from);
     const result = await handleCommand(this.deps, {
       load: async () =>
         route?.state === "held" && route.sessionId
@@ -250,6 +277,7 @@ export class InboundService {
             from,
             to: call.to,
             route: routeInbound(route, "voice", ctx.now),
+            senderPseudonym,
           },
           null,
           ctx,
@@ -304,6 +332,10 @@ export class InboundService {
     );
     // One transaction each: every one of them changes the message item.
     for (const event of events) await this.appendIgnoringDuplicate([event]);
+  }
+
+  private pseudonyms(): Pseudonyms {
+    return this.deps.pseudonyms ?? ephemeralPseudonyms();
   }
 
   private async appendIgnoringDuplicate(events: DomainEvent[]) {

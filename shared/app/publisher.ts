@@ -75,6 +75,7 @@ export function eventMetrics(event: DomainEvent): EventMetric[] {
     case "NumberRetired":
     case "PoolHealthReported":
     case "PoolLow":
+    case "ParticipantErased":
       return [];
     default: {
       const unhandled: never = event;

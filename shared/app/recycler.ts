@@ -6,6 +6,7 @@ import { decide, type Session } from "../domain/session.ts";
 import {
   type Clock,
   decisionContext,
+  type ErasureStore,
   type EventStore,
   type Metrics,
   type NumberProvider,
@@ -13,9 +14,10 @@ import {
   type SessionIndex,
 } from "../ports.ts";
 import { alreadyDone, handleCommand } from "./command.ts";
+import { retainClosedSession } from "./retention.ts";
 
 export interface RecyclerDeps {
-  store: EventStore & PoolView & SessionIndex;
+  store: EventStore & PoolView & SessionIndex & ErasureStore;
   clock: Clock;
   newId: (prefix: string) => string;
   quarantineSeconds: number;
@@ -87,7 +89,9 @@ export class RecyclerService {
       decide: (state, ctx) => decide({ type: "ExpireSession" }, state, ctx),
       settles: () => true,
     });
-    return result.outcome === "appended";
+    if (result.outcome !== "appended") return false;
+    await retainClosedSession(this.deps.store, session);
+    return true;
   }
 
   private async poolHealth(): Promise<{ health: DomainEvent; bought: E164[] }> {

@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
 import {
+  chooseProxy,
   type GeoMatch,
   type Holding,
   type PoolNumber,
-  rankProxies,
   sharedOpenSession,
 } from "../domain/allocation.ts";
 import type { ContactPolicy } from "../domain/contacts.ts";
@@ -22,12 +22,13 @@ import {
 import type { DomainEvent, SessionMode, TtlMode } from "../domain/events.ts";
 import { allocateHub, type HubThread, needsHub, withTag } from "../domain/hub.ts";
 import { decideMessage } from "../domain/message.ts";
-import { callingCode, type E164, toE164 } from "../domain/phone.ts";
+import { callingCode, type E164, isPseudonym, toE164 } from "../domain/phone.ts";
 import { decideNumber } from "../domain/pool.ts";
 import { decide, effectiveStatus, evolve, initialState, type Session } from "../domain/session.ts";
 import type {
   Clock,
   ConsentRecords,
+  ErasureStore,
   EventStore,
   ForwardQueue,
   HubThreads,
@@ -35,9 +36,21 @@ import type {
   MessageLog,
   PagedReads,
   PoolView,
+  Pseudonyms,
   SessionReader,
+  TrafficReads,
 } from "../ports.ts";
-import { alreadyDone, handleCommand } from "./command.ts";
+import {
+  alreadyDone,
+  type CommandDeps,
+  type CommandResult,
+  type CommandSpec,
+  handleCommand,
+} from "./command.ts";
+import { type ErasureCounts, ErasureService } from "./erasure.ts";
+import { CachedPoolView } from "./pool-view.ts";
+import { consentOf, ephemeralPseudonyms } from "./pseudonyms.ts";
+import { retainClosedSession } from "./retention.ts";
 import { SessionQueries } from "./session-queries.ts";
 
 export interface ParticipantInput {
@@ -64,14 +77,20 @@ export interface SessionServiceDeps {
   store: EventStore &
     SessionReader &
     PoolView &
+    Pick<TrafficReads, "ownsNumber"> &
     IdempotencyRecords &
     MessageLog &
     ConsentRecords &
-    HubThreads;
+    HubThreads &
+    ErasureStore;
   queue: ForwardQueue;
+  /** Consent kept under a pseudonym, and erasure; by default a key of this process only (tests). */
+  pseudonyms?: Pseudonyms;
   clock: Clock;
   newId: (prefix: string) => string;
   quarantineSeconds: number;
+  /** How long the container's pool view is used before it is read again (default 30 s). */
+  poolViewTtlMs?: number;
   /** Above this many proxies in open sessions a participant's new sessions share their hub number. */
   maxProxiesPerParticipant?: number | undefined;
 }
@@ -84,11 +103,25 @@ interface HubView {
 /** Bounded so a pathological race ends in an answer; each lost race re-reads and takes the next number. */
 const MAX_ALLOCATION_ATTEMPTS = 40;
 
+/** A command spec whose state type is inferred from its `load`. */
+const commandSpec = <S>(spec: CommandSpec<S>) => spec;
+
 const hashOf = (value: unknown) => createHash("sha256").update(JSON.stringify(value)).digest("hex");
 
 /** Application service behind the product API: sessions, platform messages and the number pool. */
 export class SessionService {
-  constructor(private readonly deps: SessionServiceDeps) {}
+  /** The pool as this container sees it: ranks candidates; the transaction's guards decide. */
+  private readonly poolView: CachedPoolView;
+  /** What every command appends through: the store, with the pool view following the appends. */
+  private readonly commandDeps: CommandDeps;
+
+  constructor(private readonly deps: SessionServiceDeps) {
+    this.poolView = new CachedPoolView({ store: deps.store, clock: deps.clock, ttlMs: deps.poolViewTtlMs });
+    this.commandDeps = {
+      ...deps,
+      store: { append: (events, options) => this.poolView.append(deps.store, events, options) },
+    };
+  }
 
   /** The paged list reads, where the store offers them (DynamoDB does; the in-memory store does not). */
   queries(): SessionQueries {
@@ -111,20 +144,32 @@ export class SessionService {
     }
     const sessionId = this.deps.newId("ses");
     const [a, b] = input.participants;
-    const result = await handleCommand(this.deps, {
+    const view = this.poolView;
+    const spec = commandSpec({
       load: async () => {
-        const loaded = await Promise.all([
-          store.listPool(),
+        const [mark, , storedA, storedB, ownsA, ownsB] = await Promise.all([
+          view.mark(),
+          view.ready(),
           store.holdingsOf(a.phoneNumber),
           store.holdingsOf(b.phoneNumber),
+          store.ownsNumber(a.phoneNumber),
+          store.ownsNumber(b.phoneNumber),
         ]);
-        return [...loaded, await this.hubViews(a, b, loaded[1], loaded[2])] as const;
+        const hubs = await this.hubViews(
+          a,
+          b,
+          view.holdings(a.phoneNumber, storedA, mark),
+          view.holdings(b.phoneNumber, storedB, mark),
+        );
+        return [mark, storedA, storedB, ownsA, ownsB, hubs] as const;
       },
-      decide: ([pool, holdingsA, holdingsB, [hubA, hubB]], ctx, attempt) => {
+      decide: ([mark, storedA, storedB, ownsA, ownsB, [hubA, hubB]], ctx, attempt) => {
         // A number we own (active or draining) is never a participant: its texts would loop through us.
-        for (const p of input.participants)
-          if (pool.some((n) => n.phoneNumber === p.phoneNumber))
-            throw new ParticipantIsPoolNumberError(p.phoneNumber);
+        if (ownsA || ownsB) throw new ParticipantIsPoolNumberError(ownsA ? a.phoneNumber : b.phoneNumber);
+        // The container's view of the pool, with the pairs its own in-flight opens are taking.
+        const pool = view.pool();
+        const holdingsA = view.holdings(a.phoneNumber, storedA, mark);
+        const holdingsB = view.holdings(b.phoneNumber, storedB, mark);
         if (input.failOnParticipantConflict) {
           const shared = sharedOpenSession(holdingsA, b.phoneNumber, ctx.now);
           if (shared) throw new ParticipantConflictError(shared.sessionId);
@@ -135,19 +180,21 @@ export class SessionService {
           holdings: Holding[],
           pool: readonly PoolNumber[],
         ) => {
-          const ranked = rankProxies({
-            participant: p.phoneNumber,
-            participantCallingCode: callingCode(p.phoneNumber),
-            counterpart: other.phoneNumber,
-            pool,
-            holdings,
-            now: ctx.now,
-            geoMatch: input.geoMatch,
-          });
-          if (ranked.length === 0) throw new PoolExhaustedError(p.phoneNumber);
-          // After a lost race, spread retries over the best few so concurrent requests stop colliding.
-          const spread = Math.min(ranked.length, 1 + Math.floor(attempt / 2));
-          return ranked[Math.floor(Math.random() * spread)] as E164;
+          const proxy = chooseProxy(
+            {
+              participant: p.phoneNumber,
+              participantCallingCode: callingCode(p.phoneNumber),
+              counterpart: other.phoneNumber,
+              pool,
+              holdings,
+              now: ctx.now,
+              geoMatch: input.geoMatch,
+            },
+            // Concurrent opens for one participant spread over equally good numbers; a lost race re-draws.
+            `${sessionId}:${p.phoneNumber}:${attempt}`,
+          );
+          if (!proxy) throw new PoolExhaustedError(p.phoneNumber);
+          return proxy;
         };
         // At the cap, the participant's side goes on their hub number with a new thread tag.
         const cap = this.deps.maxProxiesPerParticipant;
@@ -221,6 +268,7 @@ export class SessionService {
         conflicts.some((c) => c.kind === "idempotency" || (c.kind === "unique-name" && !c.contention)),
       attempts: MAX_ALLOCATION_ATTEMPTS,
     });
+    const result = await this.allocating(spec, [a.phoneNumber, b.phoneNumber]);
     const nameTaken = result.outcome === "settled" && result.conflicts.some((c) => c.kind === "unique-name");
     if (nameTaken && !result.conflicts.some((c) => c.kind === "idempotency"))
       throw new UniqueNameTakenError(input.uniqueName ?? "");
@@ -254,6 +302,30 @@ export class SessionService {
     return Promise.all([read(a, holdingsA), read(b, holdingsB)]);
   }
 
+  /**
+   * Runs an allocation. Exhausted by this container's view only when nothing it is doing could change that:
+   * its own in-flight opens for these participants may give numbers back (it waits for them), and the view
+   * may lack numbers added since it was read (it reads the pool once more).
+   */
+  private async allocating<S>(
+    spec: CommandSpec<S>,
+    participants: readonly E164[],
+  ): Promise<CommandResult<S>> {
+    let readAgain = true;
+    for (let round = 0; ; round++) {
+      const version = this.poolView.version;
+      try {
+        return await handleCommand(this.commandDeps, spec);
+      } catch (error) {
+        if (!(error instanceof PoolExhaustedError) || round >= MAX_ALLOCATION_ATTEMPTS) throw error;
+        if (await this.poolView.settle(participants)) continue;
+        if (!readAgain) throw error;
+        readAgain = false;
+        this.poolView.invalidate(version);
+      }
+    }
+  }
+
   private async replay(key: string, requestHash: string): Promise<string | undefined> {
     const existing = await this.deps.store.getIdempotency(key);
     if (!existing) return undefined;
@@ -275,12 +347,13 @@ export class SessionService {
 
   async closeSession(sessionId: string): Promise<Session> {
     // Closed or expired concurrently (another DELETE or the recycler): the guard fails, read again.
-    await handleCommand(this.deps, {
+    const result = await handleCommand(this.commandDeps, {
       load: () => this.mustGet(sessionId),
       decide: (state, ctx) => decide({ type: "CloseSession" }, state, ctx),
     }).catch((error) => {
       if (!(error instanceof ConcurrentWriteError)) throw error;
     });
+    if (result?.outcome === "appended") await retainClosedSession(this.deps.store, result.state);
     return this.getSession(sessionId);
   }
 
@@ -292,7 +365,7 @@ export class SessionService {
     sessionId: string,
     input: { ttlSeconds?: number; mode?: SessionMode },
   ): Promise<Session> {
-    const result = await handleCommand(this.deps, {
+    const result = await handleCommand(this.commandDeps, {
       load: () => this.mustGet(sessionId),
       decide: (state, ctx) => decide({ type: "UpdateSession", ...input }, state, ctx),
     });
@@ -322,7 +395,7 @@ export class SessionService {
     let messageId = replay ?? this.deps.newId("msg");
     let replayed = Boolean(replay);
     if (!replay) {
-      const result = await handleCommand(this.deps, {
+      const result = await handleCommand(this.commandDeps, {
         load: async () => null,
         decide: (_, ctx) =>
           decideMessage(
@@ -368,11 +441,24 @@ export class SessionService {
     return { messageId, replayed };
   }
 
-  /** Which of the session's participants have opted out (pool-wide consent). */
+  private pseudonyms(): Pseudonyms {
+    return this.deps.pseudonyms ?? ephemeralPseudonyms();
+  }
+
+  private consent(phoneNumber: E164) {
+    return consentOf(this.deps.store, this.pseudonyms(), phoneNumber);
+  }
+
+  /** Which of the session's participants have opted out (pool-wide consent); an erased one has no number. */
   async optedOut(session: Session): Promise<ReadonlySet<string>> {
-    const numbers = session.participants.map((p) => p.phoneNumber as E164);
-    const consents = await Promise.all(numbers.map((n) => this.deps.store.getConsent(n)));
+    const numbers = session.participants.map((p) => p.phoneNumber).filter((n) => !isPseudonym(n)) as E164[];
+    const consents = await Promise.all(numbers.map((n) => this.consent(n)));
     return new Set(numbers.filter((_, i) => consents[i]?.optedOut));
+  }
+
+  /** DELETE /participants/{e164}: the person's number erased from every item and event of theirs. */
+  async erase(phoneNumber: E164): Promise<ErasureCounts> {
+    return new ErasureService({ ...this.deps, pseudonyms: this.pseudonyms() }).erase(phoneNumber);
   }
 
   /** A person's consent and the sessions they take part in now. */
@@ -380,7 +466,7 @@ export class SessionService {
     phoneNumber: E164,
   ): Promise<{ phoneNumber: E164; optedOut: boolean; openSessions: string[] }> {
     const [consent, holdings, threads] = await Promise.all([
-      this.deps.store.getConsent(phoneNumber),
+      this.consent(phoneNumber),
       this.deps.store.holdingsOf(phoneNumber),
       this.deps.store.hubThreadsOf(phoneNumber),
     ]);
@@ -398,7 +484,7 @@ export class SessionService {
   }
 
   async addNumber(phoneNumber: E164): Promise<{ created: boolean }> {
-    const result = await handleCommand(this.deps, {
+    const result = await handleCommand(this.commandDeps, {
       load: () => Promise.all([this.poolNumber(phoneNumber), this.deps.store.holdingsOf(phoneNumber)]),
       decide: ([state, holdings], ctx) => {
         if (holdings.some((h) => h.state === "held")) throw new NumberIsParticipantError(phoneNumber);
@@ -421,7 +507,7 @@ export class SessionService {
   async retireNumber(
     phoneNumber: E164,
   ): Promise<{ phoneNumber: E164; status: "draining" | "retired"; load: number }> {
-    const result = await handleCommand(this.deps, {
+    const result = await handleCommand(this.commandDeps, {
       load: () => this.poolNumber(phoneNumber),
       decide: (state, ctx) => decideNumber({ type: "RetireNumber", phoneNumber }, state, ctx),
     });

@@ -61,6 +61,36 @@ export function sharedOpenSession(holdings: readonly Holding[], counterpart: str
  * An empty result means the pool is exhausted for this participant.
  */
 export function rankProxies(request: AllocationRequest): E164[] {
+  const { sticky, free, quarantined } = rankTiers(request);
+  return [...sticky, ...free, ...quarantined].map((n) => n.phoneNumber);
+}
+
+/**
+ * The proxy to give, or undefined when the pool is exhausted for this participant: the best ranked, except
+ * that among the free numbers exactly as good as the best (same locality, same load) the choice is spread
+ * by `seed`. Concurrent opens for one participant (different session ids) then take different numbers
+ * instead of all racing for the same one; a sticky or quarantined best is taken as ranked.
+ */
+export function chooseProxy(request: AllocationRequest, seed: string): E164 | undefined {
+  const { sticky, free, quarantined, local } = rankTiers(request);
+  const best = free[0];
+  if (sticky[0] || !best) return (sticky[0] ?? quarantined[0])?.phoneNumber;
+  let ties = 1;
+  while (ties < free.length && sameRank(free[ties] as PoolNumber, best, local)) ties++;
+  return (free[spreadIndex(seed, ties)] as PoolNumber).phoneNumber;
+}
+
+const sameRank = (n: PoolNumber, best: PoolNumber, local: (n: PoolNumber) => number) =>
+  local(n) === local(best) && n.load === best.load;
+
+/** FNV-1a over the seed, modulo `n`: the same seed gives the same choice. */
+function spreadIndex(seed: string, n: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < seed.length; i++) h = Math.imul(h ^ seed.charCodeAt(i), 0x01000193) >>> 0;
+  return h % n;
+}
+
+function rankTiers(request: AllocationRequest) {
   const byProxy = new Map(request.holdings.map((h) => [h.proxyNumber, h]));
   const sticky: PoolNumber[] = [];
   const free: PoolNumber[] = [];
@@ -88,7 +118,7 @@ export function rankProxies(request: AllocationRequest): E164[] {
         : 1;
   free.sort((a, b) => local(a) - local(b) || a.load - b.load || a.phoneNumber.localeCompare(b.phoneNumber));
   quarantined.sort((a, b) => a.until - b.until || a.number.phoneNumber.localeCompare(b.number.phoneNumber));
-  return [...sticky, ...free, ...quarantined.map((q) => q.number)].map((n) => n.phoneNumber);
+  return { sticky, free, quarantined: quarantined.map((q) => q.number), local };
 }
 
 /** The lower bound on pool size: the largest number of sessions any one participant has open at once. */

@@ -48,3 +48,14 @@ export interface Consent {
   optedOut: boolean;
   changedAt: string | null;
 }
+
+/**
+ * A person's consent from the records kept under their number and under their pseudonym (an erased person's
+ * or a stranger's consent is kept under the pseudonym only): what they said most recently wins.
+ */
+export function latestConsent(...records: (Consent | undefined)[]): Consent | undefined {
+  let latest: Consent | undefined;
+  for (const record of records)
+    if (record && (!latest || (record.changedAt ?? "") > (latest.changedAt ?? ""))) latest = record;
+  return latest;
+}

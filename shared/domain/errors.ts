@@ -85,7 +85,8 @@ export type ConflictKind =
   | "sender-notice"
   | "unique-name"
   | "thread-tag"
-  | "proxy-cap";
+  | "proxy-cap"
+  | "erasure";
 export interface Conflict {
   kind: ConflictKind;
   key: string;

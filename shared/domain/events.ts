@@ -1,11 +1,18 @@
 import { z } from "zod";
-import { E164_PATTERN } from "./phone.ts";
+import { E164_PATTERN, PSEUDONYM_PATTERN } from "./phone.ts";
 
 /**
  * Domain events. Each is appended in the same DynamoDB transaction as the projections it changes and is
  * published to EventBridge as `detail-type` = type. `detailVersion` lets consumers evolve with the schema.
  */
 const phone = z.string().regex(E164_PATTERN, "must be an E.164 number");
+/** A person's number: E.164, or their pseudonym once erased (and always for a stranger). Proxies stay E.164. */
+const person = z
+  .string()
+  .regex(
+    new RegExp(`^(?:${E164_PATTERN.source.slice(1, -1)}|${PSEUDONYM_PATTERN.source.slice(1, -1)})$`),
+    "must be an E.164 number or a pseudonym",
+  );
 const iso = z.string().datetime();
 
 export const sessionModes = ["sms", "voice", "sms+voice"] as const;
@@ -14,7 +21,7 @@ export const ttlModes = ["absolute", "sliding"] as const;
 export type TtlMode = (typeof ttlModes)[number];
 
 export const participantSchema = z.object({
-  phoneNumber: phone,
+  phoneNumber: person,
   proxyNumber: phone,
   id: z.string().nullable(),
   name: z.string().nullable(),
@@ -48,7 +55,7 @@ export const eventDetailSchemas = {
   SessionExpired: z.object({ expiresAt: iso }),
   SessionExtended: z.object({
     expiresAt: iso,
-    pairs: z.array(z.object({ phoneNumber: phone, proxyNumber: phone, threadTag: z.string().optional() })),
+    pairs: z.array(z.object({ phoneNumber: person, proxyNumber: phone, threadTag: z.string().optional() })),
     /** The name whose hold follows the new expiry. */
     uniqueName: z.string().optional(),
   }),
@@ -57,13 +64,13 @@ export const eventDetailSchemas = {
     ttlSeconds: z.number().int().positive(),
     mode: z.enum(sessionModes),
     expiresAt: iso,
-    pairs: z.array(z.object({ phoneNumber: phone, proxyNumber: phone, threadTag: z.string().optional() })),
+    pairs: z.array(z.object({ phoneNumber: person, proxyNumber: phone, threadTag: z.string().optional() })),
     uniqueName: z.string().optional(),
   }),
   PairReleased: z.object({
     proxyNumber: phone,
-    participantNumber: phone,
-    counterpartNumber: phone,
+    participantNumber: person,
+    counterpartNumber: person,
     quarantineUntil: iso,
     /** A hub participant's side: the thread tag released (quarantined like a pair). */
     threadTag: z.string().optional(),
@@ -73,15 +80,15 @@ export const eventDetailSchemas = {
   MessageReceived: z.object({
     messageId: z.string(),
     source: z.enum(["sms", "platform"]),
-    from: phone.nullable(),
-    to: phone,
+    from: person.nullable(),
+    to: person,
     proxyNumber: phone,
     bodyLength: z.number().int().nonnegative(),
     numMedia: z.number().int().nonnegative(),
     /** Kinds of contact information the content policy removed from the body (never the contacts). */
     removed: z.array(z.enum(["phone", "email"])).optional(),
   }),
-  MessageForwarded: z.object({ messageId: z.string(), twilioSid: z.string(), from: phone, to: phone }),
+  MessageForwarded: z.object({ messageId: z.string(), twilioSid: z.string(), from: phone, to: person }),
   MessageDelivered: z.object({ messageId: z.string(), twilioSid: z.string(), status: z.string() }),
   MessageFailed: z.object({
     messageId: z.string(),
@@ -110,19 +117,30 @@ export const eventDetailSchemas = {
   OutOfSessionMessage: z.object({
     messageId: z.string(),
     channel: z.enum(["sms", "voice"]),
-    from: phone,
+    /** Always the sender's pseudonym: a stranger's number is never stored (older events: the number). */
+    from: person,
     to: phone,
     replied: z.boolean(),
     /** A text to a hub number that named no open thread: the reply listed the open tags instead. */
     hubPrompt: z.boolean().optional(),
   }),
-  CallBridged: z.object({ callSid: z.string(), from: phone, to: phone, callerId: phone }),
+  CallBridged: z.object({ callSid: z.string(), from: person, to: person, callerId: phone }),
   NumberAdded: z.object({ phoneNumber: phone, callingCode: z.string() }),
   NumberDraining: z.object({ phoneNumber: phone, openPairs: z.number().int().nonnegative() }),
   NumberRetired: z.object({ phoneNumber: phone }),
   /** A person opted out (a keyword to any of our numbers): nothing is sent to them from any number we own. */
-  ParticipantOptedOut: z.object({ phoneNumber: phone, proxyNumber: phone, keyword: z.string().max(16) }),
-  ParticipantOptedIn: z.object({ phoneNumber: phone, proxyNumber: phone, keyword: z.string().max(16) }),
+  ParticipantOptedOut: z.object({ phoneNumber: person, proxyNumber: phone, keyword: z.string().max(16) }),
+  ParticipantOptedIn: z.object({ phoneNumber: person, proxyNumber: phone, keyword: z.string().max(16) }),
+  /**
+   * DELETE /participants/{e164}: the person's number was rewritten to their pseudonym in every stored item
+   * and event of theirs; consumers erase their copies too (by these sessions). Carries no number.
+   */
+  ParticipantErased: z.object({
+    pseudonym: z.string().regex(PSEUDONYM_PATTERN),
+    sessionIds: z.array(z.string()),
+    events: z.number().int().nonnegative(),
+    messages: z.number().int().nonnegative(),
+  }),
   PoolHealthReported: z.object({
     activeNumbers: z.number().int().nonnegative(),
     openPairs: z.number().int().nonnegative(),

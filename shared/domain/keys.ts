@@ -38,6 +38,8 @@ export function eventPartition(event: DomainEvent): string {
     case "ParticipantOptedOut":
     case "ParticipantOptedIn":
       return `PERSON#${event.detail.phoneNumber}`;
+    case "ParticipantErased":
+      return `PERSON#${event.detail.pseudonym}`;
     case "PoolHealthReported":
     case "PoolLow":
       return POOL_HEALTH_PARTITION;

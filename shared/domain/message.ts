@@ -47,6 +47,8 @@ export type MessageCommand =
       contacts: { found: ContactKind[]; policy: ContactPolicy };
       /** A text to a hub number that named no open thread: answered with the open tags, never guessed. */
       hubPrompt?: boolean;
+      /** Out of session: the sender as stored (their pseudonym; a stranger's number is never stored). */
+      senderPseudonym?: string | undefined;
     }
   | {
       type: "ReceivePlatform";
@@ -56,11 +58,19 @@ export type MessageCommand =
       proxyNumber: E164;
       bodyLength: number;
     }
-  | { type: "ReceiveCall"; callSid: string; from: E164; to: E164; route: RouteDecision }
+  | {
+      type: "ReceiveCall";
+      callSid: string;
+      from: E164;
+      to: E164;
+      route: RouteDecision;
+      /** Out of session: the caller as stored (their pseudonym). */
+      senderPseudonym?: string | undefined;
+    }
   | { type: "RecordSend"; twilioSid: string }
   | { type: "RecordSendFailure"; errorCode: string | null; reason: string }
   | { type: "RecordStatus"; twilioSid: string; status: string; errorCode: string | null }
-  | { type: "Block"; reason: "session-ended" | "recipient-opted-out" };
+  | { type: "Block"; reason: "session-ended" | "recipient-opted-out" | "erased" };
 
 const isOpen = (m: MessageRecord | null) => m?.state === "received" || m?.state === "sending";
 
@@ -83,7 +93,7 @@ export function decideMessage(
           makeEvent(ctx, "OutOfSessionMessage", route.sessionId, {
             messageId: command.messageId,
             channel: "sms",
-            from: command.from,
+            from: command.senderPseudonym ?? command.from,
             to: command.to,
             replied: command.replying || command.hubPrompt === true,
             ...(command.hubPrompt ? { hubPrompt: true } : {}),
@@ -138,7 +148,7 @@ export function decideMessage(
           makeEvent(ctx, "OutOfSessionMessage", route.sessionId, {
             messageId: command.callSid,
             channel: "voice",
-            from: command.from,
+            from: command.senderPseudonym ?? command.from,
             to: command.to,
             replied: true,
           }),
@@ -204,7 +214,9 @@ function receiveKeyword(
       keyword: keyword.kind,
     }),
   ];
-  const consent = { phoneNumber: command.from, proxyNumber: command.to, keyword: keyword.word };
+  // Out of session the sender may be a stranger: their consent is kept under their pseudonym only.
+  const person = sessionId ? command.from : (command.senderPseudonym ?? command.from);
+  const consent = { phoneNumber: person, proxyNumber: command.to, keyword: keyword.word };
   if (keyword.kind === "opt-out") events.push(makeEvent(ctx, "ParticipantOptedOut", null, consent));
   if (keyword.kind === "opt-in") events.push(makeEvent(ctx, "ParticipantOptedIn", null, consent));
   return events;

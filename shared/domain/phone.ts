@@ -11,6 +11,20 @@ export type E164 = string & { readonly __brand: "E164" };
 export const E164_PATTERN = /^\+[1-9]\d{3,14}$/;
 
 /**
+ * Pseudonyms and erasure. A pseudonym stands for a phone number where the number itself must not be kept:
+ * a stranger (someone texting or calling a pool number with no session) is stored only as one, and erasure
+ * rewrites a person's number to theirs everywhere, events included. It is `anon:` and the base64url keyed
+ * hash (HMAC-SHA-256, key in the secret store) of the E.164 number: the same person always gets the same
+ * pseudonym, so an opt-out survives erasure, but without the key it cannot be turned back into the number,
+ * and it can never validate as E.164, so nothing can be routed or sent to it.
+ */
+export const PSEUDONYM_PREFIX = "anon:";
+export const PSEUDONYM_PATTERN = /^anon:[A-Za-z0-9_-]{43}$/;
+
+export const isPseudonym = (value: unknown): boolean =>
+  typeof value === "string" && PSEUDONYM_PATTERN.test(value);
+
+/**
  * Parses a number that must be in international form ("+" and country code); undefined when it is not.
  * "Possible" (right length for its country) rather than "valid" on purpose: fictional ranges such as
  * +1 555 01xx are what test numbers and sandboxes use, and Twilio itself is the final judge of a real one.

@@ -1,4 +1,4 @@
-import type { Change, ItemKey } from "./changes.ts";
+import { type Change, type Guard, guard, type ItemKey } from "./changes.ts";
 import type { DomainEvent } from "./events.ts";
 
 /**
@@ -22,10 +22,12 @@ export function messageLogChanges(event: DomainEvent): Change[] {
     messageId: string,
     set: Record<string, unknown>,
     ifAbsent: Record<string, unknown> = {},
+    only?: Guard,
   ) => [
     {
       type: "update" as const,
       key: messageLogKeys.entry(sessionId, messageId),
+      ...(only ? { guard: only } : {}),
       set,
       setIfAbsent: {
         kind: "message-log",
@@ -55,7 +57,13 @@ export function messageLogChanges(event: DomainEvent): Change[] {
     case "MessageFailed":
       return update(event.detail.messageId, { status: "failed" });
     case "MessageDelivered":
-      return update(event.detail.messageId, { status: event.detail.status });
+      // Each delivery status once: a repeated callback loses here and appends no second event.
+      return update(
+        event.detail.messageId,
+        { status: event.detail.status },
+        {},
+        guard.ne("status", event.detail.status),
+      );
     case "MessageBlocked":
       return update(event.detail.messageId, { status: "blocked" });
     default:

@@ -4,6 +4,7 @@ import { itemKeys, openShardOf, POOL_HEALTH_PARTITION } from "./keys.ts";
 import { hubOpened, hubReleased, proxyCountChange, routingConflict, routingKey } from "./projection-hub.ts";
 import { nameFollows, nameReleased, openedLookups, sessionUpdated } from "./projection-lookups.ts";
 import { messageLogChanges } from "./projection-messages.ts";
+import { DEFAULT_SESSION_RETENTION_SECONDS, retainedUntil } from "./retention.ts";
 import { assertNever } from "./session.ts";
 import { type Marker, markerChange } from "./traffic.ts";
 
@@ -16,8 +17,6 @@ import { type Marker, markerChange } from "./traffic.ts";
  */
 
 const IDEMPOTENCY_TTL_SECONDS = 24 * 3600;
-/** Released pairs are remembered this long after quarantine so the next session of the same pair is sticky. */
-const STICKY_MEMORY_SECONDS = 90 * 24 * 3600;
 const HEALTH_TTL_SECONDS = 7 * 24 * 3600;
 
 export { eventPartition, itemKeys, OPEN_SHARDS } from "./keys.ts";
@@ -28,6 +27,8 @@ const epochSeconds = (ms: number) => Math.floor(ms / 1000);
 export interface ProjectionOptions {
   /** How long message and call items are kept (bodies are retention-limited). */
   retentionSeconds: number;
+  /** How long a closed session's data is kept after it closed (SESSION_RETENTION_DAYS); default 90 days. */
+  sessionRetentionSeconds?: number;
   /** Bodies of MessageReceived events: stored with the message item, never in the event. */
   content?: ReadonlyMap<string, { body: string; mediaUrls: string[] }>;
   /** Written in the same append; a second writer with the same key loses with an idempotency conflict. */
@@ -102,6 +103,7 @@ function projectEvent(
   const now = Date.parse(event.occurredAt);
   const sessionId = event.sessionId ?? "";
   const retainUntil = epochSeconds(now) + options.retentionSeconds;
+  const sessionRetention = options.sessionRetentionSeconds ?? DEFAULT_SESSION_RETENTION_SECONDS;
   switch (event.type) {
     case "SessionOpened": {
       const d = event.detail;
@@ -170,7 +172,11 @@ function projectEvent(
         {
           type: "update",
           key: itemKeys.session(sessionId),
-          set: { status: event.type === "SessionClosed" ? "closed" : "expired", closedAt: event.occurredAt },
+          set: {
+            status: event.type === "SessionClosed" ? "closed" : "expired",
+            closedAt: event.occurredAt,
+            ttl: retainedUntil(now, sessionRetention),
+          },
           remove: ["gsi1pk", "gsi1sk"],
           // An expiry names the expiresAt it was decided on: a sliding extension since then wins.
           guard:
@@ -220,7 +226,8 @@ function projectEvent(
             quarantineUntil: until,
             releasedAt: now,
             lastSessionId: sessionId,
-            ttl: epochSeconds(until) + STICKY_MEMORY_SECONDS,
+            // Kept through the quarantine, and as long as the session's data (sticky reuse until then).
+            ttl: Math.max(epochSeconds(until), retainedUntil(now, sessionRetention)),
           },
           remove: ["sessionId", "counterpartProxy", "expiresAt"],
           guard: guard.eq("sessionId", sessionId),
@@ -279,18 +286,9 @@ function projectEvent(
         },
       ];
     case "MessageDelivered":
-      return [
-        {
-          type: "update",
-          key: itemKeys.message(event.detail.messageId),
-          set: { deliveryStatus: event.detail.status },
-          guard: guard.and(
-            guard.present,
-            guard.or(guard.missing("deliveryStatus"), guard.ne("deliveryStatus", event.detail.status)),
-          ),
-          conflict: { kind: "message", key: event.detail.messageId },
-        },
-      ];
+      // Only the message log entry records delivery (projection-messages.ts): the message item is the
+      // transient sending state, and rewriting it bought nothing but a write.
+      return [];
     case "MessageBlocked":
     case "OutOfSessionMessage": {
       const id = event.detail.messageId;
@@ -377,6 +375,7 @@ function projectEvent(
       ];
     case "PoolHealthReported":
     case "PoolLow":
+    case "ParticipantErased":
       return [];
     default:
       return assertNever(event);

@@ -199,6 +199,7 @@ export function evolve(state: SessionState, event: DomainEvent): SessionState {
     case "PoolLow":
     case "ParticipantOptedOut":
     case "ParticipantOptedIn":
+    case "ParticipantErased":
       return state;
     default:
       return assertNever(event);

@@ -10,7 +10,7 @@ import { logger } from "../../shared/adapters/aws.ts";
 import { EventBridgeBus } from "../../shared/adapters/eventbridge.ts";
 import { newId } from "../../shared/adapters/ids.ts";
 import { SqsForwardQueue } from "../../shared/adapters/sqs-queue.ts";
-import { TwilioNumberProvider, twilioClient } from "../../shared/adapters/twilio-gateway.ts";
+import { TwilioNumberProvider, twilioNumbers } from "../../shared/adapters/twilio-numbers.ts";
 import { EventPublisher } from "../../shared/app/publisher.ts";
 import { RecyclerService } from "../../shared/app/recycler.ts";
 import { SessionService } from "../../shared/app/sessions.ts";
@@ -308,7 +308,7 @@ describe("session lifecycle: expiry, quarantine, recycling, events to the bus, p
     try {
       await p.pool(2);
       const provider = new TwilioNumberProvider(
-        twilioClient({ accountSid: ACCOUNT_SID, authToken: AUTH_TOKEN, apiBaseUrl: p.baseUrl }),
+        twilioNumbers({ accountSid: ACCOUNT_SID, authToken: AUTH_TOKEN, apiBaseUrl: p.baseUrl }),
         p.publicBaseUrl,
       );
       const { service, health } = recyclerFor(p, { poolLowHeadroom: 1, topUp: { provider, maxPoolSize: 3 } });

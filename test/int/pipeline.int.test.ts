@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import middy from "@middy/core";
 import { getExpectedTwilioSignature } from "twilio/lib/webhooks/webhooks.js";
@@ -291,6 +292,124 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
           Array.from({ length: 20 }, (_, i) => `s${s}-m${String(i).padStart(2, "0")}`),
           `session ${s} in order`,
         );
+      }
+      assert.equal((await p.dlqMessages()).length, 0);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("sessions are forwarded side by side: another session's texts go out while one is still being sent", async () => {
+    type Store = ForwardDeps["store"];
+    let p: Awaited<ReturnType<typeof startPipeline>> | undefined;
+    let firstSid = "";
+    let overtaken: boolean | undefined;
+    // The first text's forward waits (up to 10 s) for the other session's three texts to reach Twilio.
+    const holdFirst = (store: Store): Store =>
+      new Proxy(store, {
+        get(target, prop, receiver) {
+          if (prop !== "getMessage") return Reflect.get(target, prop, receiver);
+          return async (messageId: string) => {
+            if (messageId === firstSid && overtaken === undefined) {
+              overtaken = false;
+              overtaken = await p
+                ?.waitFor(() => (p?.sentTo(D).length ?? 0) >= 3, 10_000, "the other session")
+                .then(() => true)
+                .catch(() => false);
+            }
+            return target.getMessage(messageId);
+          };
+        },
+      });
+    const C = "+12025550103";
+    const D = "+12025550104";
+    p = await startPipeline(aws, { wrapForwardStore: holdFirst });
+    try {
+      await p.pool(2);
+      const one = await p.open(A, B);
+      const two = await p.open(C, D);
+      await p.stopForwarding();
+      // One batch: a1 b1 a2 b2 a3 b3, session one first.
+      for (const i of [1, 2, 3]) {
+        const messageSid = `SM${randomBytes(16).toString("hex")}`;
+        if (i === 1) firstSid = messageSid;
+        assert.equal((await p.sandbox.phoneSends(A, one.proxyA, `a${i}`, { messageSid })).status, 200);
+        assert.equal((await p.sandbox.phoneSends(C, two.proxyA, `b${i}`)).status, 200);
+      }
+      p.startForwarding();
+      await p.waitFor(() => p?.sandbox.messages.length === 6, 30_000, "six sends");
+      assert.equal(overtaken, true, "session two was not held behind session one's first text");
+      assert.deepEqual(
+        p.sentTo(B).map((m) => m.body),
+        ["a1", "a2", "a3"],
+      );
+      assert.deepEqual(
+        p.sentTo(D).map((m) => m.body),
+        ["b1", "b2", "b3"],
+      );
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("a failed forward holds back only its own session: the rest of it follows in order after the retry", async () => {
+    type Store = ForwardDeps["store"];
+    let failSid = "";
+    const claims: string[] = [];
+    // The first attempt at a1 fails after its reads (a DynamoDB error on the send claim); the retry works.
+    const failOnce = (store: Store): Store =>
+      new Proxy(store, {
+        get(target, prop, receiver) {
+          if (prop !== "claimSend") return Reflect.get(target, prop, receiver);
+          return async (...args: Parameters<Store["claimSend"]>) => {
+            claims.push(args[0]);
+            if (args[0] === failSid && claims.filter((id) => id === failSid).length === 1)
+              throw new Error("injected failure of the send claim");
+            return target.claimSend(...args);
+          };
+        },
+      });
+    const C = "+12025550103";
+    const D = "+12025550104";
+    const p = await startPipeline(aws, { wrapForwardStore: failOnce, visibilityTimeoutSeconds: 2 });
+    try {
+      await p.pool(2);
+      const one = await p.open(A, B);
+      const two = await p.open(C, D);
+      await p.stopForwarding();
+      const sids = new Map<string, string>();
+      for (const i of [1, 2, 3])
+        for (const [who, proxy, tag] of [
+          [A, one.proxyA, "a"],
+          [C, two.proxyA, "b"],
+        ] as const) {
+          const messageSid = `SM${randomBytes(16).toString("hex")}`;
+          sids.set(`${tag}${i}`, messageSid);
+          if (`${tag}${i}` === "a1") failSid = messageSid;
+          assert.equal((await p.sandbox.phoneSends(who, proxy, `${tag}${i}`, { messageSid })).status, 200);
+        }
+      p.startForwarding();
+      await p.waitFor(() => p.sandbox.messages.length >= 6, 30_000, "six sends");
+      await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(
+        p.sentTo(D).map((m) => m.body),
+        ["b1", "b2", "b3"],
+        "session two, untouched by the failure",
+      );
+      assert.deepEqual(
+        p.sentTo(B).map((m) => m.body),
+        ["a1", "a2", "a3"],
+        "session one in order, each once",
+      );
+      const bodies = p.sandbox.messages.map((m) => m.body);
+      assert.ok(bodies.indexOf("b3") < bodies.indexOf("a1"), "session two went out while a1 waited");
+      // a2 and a3 were not attempted before a1's retry: their only claims come after a1's second one.
+      const a1Claims = claims.flatMap((id, i) => (id === sids.get("a1") ? [i] : []));
+      assert.equal(a1Claims.length, 2, "a1: the failed attempt and the retry");
+      for (const later of ["a2", "a3"]) {
+        const at = claims.flatMap((id, i) => (id === sids.get(later) ? [i] : []));
+        assert.equal(at.length, 1, `${later} claimed once`);
+        assert.ok((at[0] ?? -1) > (a1Claims[1] ?? Infinity), `${later} only after a1's retry`);
       }
       assert.equal((await p.dlqMessages()).length, 0);
     } finally {

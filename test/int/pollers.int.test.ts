@@ -117,6 +117,76 @@ describe("local event-source pollers behave like Lambda's", () => {
     }
   });
 
+  test("SQS: batches of other groups run while one is in flight; a group's later message waits for the earlier one's retry", async () => {
+    const { queue } = await aws.fresh({ visibilityTimeoutSeconds: 1 });
+    const send = (group: string, body: string) =>
+      aws.sqsClient.send(
+        new SendMessageCommand({
+          QueueUrl: queue.queueUrl,
+          MessageBody: body,
+          MessageGroupId: group,
+          MessageDeduplicationId: body,
+        }),
+      );
+    const handed: string[] = []; // every record handed to an invocation, in order
+    const handled: string[] = []; // records that succeeded
+    let a1Started: () => void = () => {};
+    const a1Running = new Promise<void>((resolve) => {
+      a1Started = resolve;
+    });
+    let bWhileA1 = false;
+    let a1Attempts = 0;
+    const poller = startSqsPoller({
+      client: aws.sqsClient,
+      queueUrl: queue.queueUrl,
+      queueArn: "arn:aws:sqs:us-east-1:000000000000:test.fifo",
+      visibilityTimeoutSeconds: queue.visibilityTimeoutSeconds,
+      concurrency: 4,
+      handler: async (event: SQSEvent) => {
+        const failures: { itemIdentifier: string }[] = [];
+        for (const r of event.Records) {
+          handed.push(r.body);
+          if (failures.length) {
+            failures.push({ itemIdentifier: r.messageId }); // behind a failure of its group
+            continue;
+          }
+          if (r.body === "a1" && ++a1Attempts === 1) {
+            a1Started();
+            // The first attempt at a1 lasts until b1 has been handled by another invocation (at most 10 s),
+            // then fails: a2, sent meanwhile, must wait for a1's redelivery.
+            const deadline = Date.now() + 10_000;
+            while (!handled.includes("b1") && Date.now() < deadline)
+              await new Promise((x) => setTimeout(x, 20));
+            bWhileA1 = handled.includes("b1");
+            failures.push({ itemIdentifier: r.messageId });
+            continue;
+          }
+          handled.push(r.body);
+        }
+        return { batchItemFailures: failures };
+      },
+    });
+    try {
+      await send("a", "a1");
+      await a1Running;
+      await send("a", "a2");
+      await send("b", "b1");
+      await waitFor(() => handled.includes("a2"), "a2 handled", 30_000);
+      assert.ok(bWhileA1, "b1 was handled while a1's invocation was still running");
+      assert.deepEqual(
+        handled.filter((b) => b.startsWith("a")),
+        ["a1", "a2"],
+      );
+      assert.deepEqual(
+        handed.filter((b) => b.startsWith("a")),
+        ["a1", "a1", "a2"],
+        "a2 was never handed out before a1's redelivery",
+      );
+    } finally {
+      await poller.stop();
+    }
+  });
+
   test("stream: a poisoned event is set aside and the rest of the shard is published (publisher handler)", async () => {
     const { tableName, queue } = await aws.fresh();
     const failuresUrl = await provisionStandardQueue(aws.sqs.endpoint, `${tableName}-failures`);

@@ -3,12 +3,14 @@ import { createServer, type Server } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { freePort } from "../../local/aws-local.ts";
 import { carrierKeyword, TwilioSandbox } from "../../local/twilio-sandbox.ts";
-import { TwilioGateway, TwilioNumberProvider, twilioClient } from "../../shared/adapters/twilio-gateway.ts";
+import { TwilioGateway, twilioClient } from "../../shared/adapters/twilio-gateway.ts";
+import { TwilioNumberProvider, twilioNumbers } from "../../shared/adapters/twilio-numbers.ts";
+
 import type { E164 } from "../../shared/domain/phone.ts";
 import { SmsSendError } from "../../shared/ports.ts";
 
 /**
- * The Twilio sandbox where it must behave like Twilio, driven through the official twilio client (the
+ * The Twilio sandbox where it must behave like Twilio, driven through the official twilio resources (the
  * production adapters): A2P 10DLC sends through a Messaging Service, numbers joining it, the carrier-level
  * opt-out (21610) per number or per service, OptOutType only with a service, From = To refused (21266).
  * The webhook side is a plain receiver that records what the sandbox posts.
@@ -98,7 +100,7 @@ async function refusal(
   assert.fail("the send was accepted");
 }
 
-describe("Twilio sandbox fidelity through the official twilio client", () => {
+describe("Twilio sandbox fidelity through the official twilio resources", () => {
   let h: Harness;
   before(async () => {
     h = await start();
@@ -238,13 +240,13 @@ describe("Twilio sandbox in Messaging Service mode (A2P 10DLC, Advanced Opt-Out)
   });
 
   test("auto top-up: a bought number joins the Messaging Service", async () => {
-    const client = twilioClient({ accountSid: ACCOUNT_SID, authToken: AUTH_TOKEN, apiBaseUrl: h.baseUrl });
+    const client = twilioNumbers({ accountSid: ACCOUNT_SID, authToken: AUTH_TOKEN, apiBaseUrl: h.baseUrl });
     const bought = await new TwilioNumberProvider(client, "https://maskline.example.com", SERVICE).buy({
       country: "US",
     });
     assert.ok(bought);
     assert.equal(h.sandbox.serviceOf(bought), SERVICE);
-    const members = await client.messaging.v1.services(SERVICE).phoneNumbers.list({ limit: 50 });
+    const members = await client.servicePhoneNumbers(SERVICE).list({ limit: 50 });
     assert.ok(members.some((m) => m.phoneNumber === bought));
     // Without a service the number is bought and stays outside any service.
     const plain = await new TwilioNumberProvider(client, "https://maskline.example.com").buy({
@@ -254,7 +256,7 @@ describe("Twilio sandbox in Messaging Service mode (A2P 10DLC, Advanced Opt-Out)
     assert.equal(h.sandbox.serviceOf(plain), undefined);
     // Joining an unknown number SID is Twilio's 21421.
     await assert.rejects(
-      client.messaging.v1.services(SERVICE).phoneNumbers.create({ phoneNumberSid: `PN${"0".repeat(32)}` }),
+      client.servicePhoneNumbers(SERVICE).create({ phoneNumberSid: `PN${"0".repeat(32)}` }),
       (error: { code?: number; status?: number }) => error.code === 21421 && error.status === 400,
     );
   });

@@ -17,6 +17,7 @@ import { type ForwardDeps, ForwardService } from "../../shared/app/forward.ts";
 import { InboundService, type TrafficPolicy } from "../../shared/app/inbound.ts";
 import { SessionService } from "../../shared/app/sessions.ts";
 import type { E164 } from "../../shared/domain/phone.ts";
+import { forwardConsumer } from "../../shared/resources.ts";
 
 import type { startLocalAws } from "./stack.ts";
 
@@ -155,6 +156,8 @@ export async function startPipeline(
       queueUrl: queue.queueUrl,
       queueArn: arn.Attributes?.QueueArn ?? "",
       handler: forward,
+      batchSize: forwardConsumer.batchSize,
+      concurrency: forwardConsumer.localConcurrency,
       visibilityTimeoutSeconds: queue.visibilityTimeoutSeconds,
     });
   };

@@ -12,6 +12,7 @@ import { decideMessage, type MessageCommand, type MessageRecord } from "../../sh
 import type { E164 } from "../../shared/domain/phone.ts";
 import { decideNumber, decidePoolHealth } from "../../shared/domain/pool.ts";
 import { itemKeys, projectEvents } from "../../shared/domain/projection.ts";
+import { messageLogKeys } from "../../shared/domain/projection-messages.ts";
 import { decide, type RouteDecision } from "../../shared/domain/session.ts";
 import { autoReplyDue, type Marker, parseRateLimit, windowStart } from "../../shared/domain/traffic.ts";
 
@@ -371,7 +372,14 @@ describe("projection (given events, then items)", () => {
     await store.append(delivered);
     // The same delivery status twice is one change.
     await assert.rejects(store.append(delivered.map((e) => ({ ...e, id: "evt_dup" }))));
-    assert.equal(store.get(itemKeys.message("SM1"))?.deliveryStatus, "delivered");
+    // The delivery status lives on the message log entry only: the transient message item is not rewritten.
+    assert.equal(store.get(messageLogKeys.entry("ses_1", "SM1"))?.status, "delivered");
+    assert.equal(store.get(itemKeys.message("SM1"))?.deliveryStatus, undefined);
+    assert.deepEqual(
+      projectEvents(delivered, { retentionSeconds: 3600 }).map((c) => c.key.pk),
+      ["SESSION#ses_1", "SESSION#ses_1"],
+      "MessageDelivered writes its event and the log entry, nothing else",
+    );
     const late = decideMessage(sms(outOfSession), null, ctx()).map((e) => ({ ...e, id: "evt_oos" }));
     await assert.rejects(store.append(late), ConcurrentWriteError);
     assert.equal((await store.getMessage("SM1"))?.state, "forwarded");

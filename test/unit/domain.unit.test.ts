@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { type Holding, type PoolNumber, rankProxies } from "../../shared/domain/allocation.ts";
+import { chooseProxy, type Holding, type PoolNumber, rankProxies } from "../../shared/domain/allocation.ts";
 import { type DomainEvent, domainEventSchema, eventDetailSchemas } from "../../shared/domain/events.ts";
 import { callingCode, type E164, maskNumber, toE164 } from "../../shared/domain/phone.ts";
 import {
@@ -278,6 +278,63 @@ describe("allocation ranking", () => {
     ]);
     numbers[3] = { ...(numbers[3] as PoolNumber), status: "draining" };
     assert.deepEqual(rankProxies({ ...base, pool: numbers, holdings }), ["+14155550103", "+14155550102"]);
+  });
+});
+
+describe("choosing a proxy (chooseProxy)", () => {
+  const pool = (numbers: [string, number, string?][]): PoolNumber[] =>
+    numbers.map(([p, load, code]) => ({
+      phoneNumber: n(p),
+      status: "active",
+      load,
+      callingCode: code ?? "1",
+    }));
+  const base = { participant: A, participantCallingCode: "1", counterpart: B, now: T0 };
+  const released = (proxy: string, counterpart: E164, quarantineUntil: number | null): Holding => ({
+    proxyNumber: n(proxy),
+    state: "released",
+    sessionId: null,
+    counterpartNumber: counterpart,
+    quarantineUntil,
+  });
+  const seeds = Array.from({ length: 64 }, (_, i) => `ses_${i}:${A}:0`);
+
+  test("concurrent opens spread over the equally good numbers, and only over those", () => {
+    const numbers = pool([
+      ["+14155550101", 1],
+      ["+14155550102", 1],
+      ["+14155550103", 1],
+      ["+14155550104", 2],
+      ["+447700900005", 0, "44"],
+    ]);
+    const chosen = new Set(seeds.map((seed) => chooseProxy({ ...base, pool: numbers, holdings: [] }, seed)));
+    assert.deepEqual([...chosen].sort(), ["+14155550101", "+14155550102", "+14155550103"]);
+    // The same seed, the same choice.
+    const once = chooseProxy({ ...base, pool: numbers, holdings: [] }, "ses_x:1");
+    assert.equal(chooseProxy({ ...base, pool: numbers, holdings: [] }, "ses_x:1"), once);
+  });
+
+  test("a sticky pair is taken whatever the seed; a quarantined one only when nothing is free", () => {
+    const numbers = pool([
+      ["+14155550101", 0],
+      ["+14155550102", 9],
+      ["+14155550103", 0],
+    ]);
+    const sticky = [released("+14155550102", B, T0 + 1)];
+    for (const seed of seeds)
+      assert.equal(chooseProxy({ ...base, pool: numbers, holdings: sticky }, seed), "+14155550102");
+    const elsewhere = n("+12025550199");
+    const onlyQuarantined = [
+      released("+14155550101", elsewhere, T0 + 9000),
+      released("+14155550102", elsewhere, T0 + 5000),
+      { ...released("+14155550103", elsewhere, null), state: "held" as const },
+    ];
+    for (const seed of seeds)
+      assert.equal(chooseProxy({ ...base, pool: numbers, holdings: onlyQuarantined }, seed), "+14155550102");
+  });
+
+  test("nothing eligible: undefined (the pool is exhausted for this participant)", () => {
+    assert.equal(chooseProxy({ ...base, pool: [], holdings: [] }, "s"), undefined);
   });
 });
 

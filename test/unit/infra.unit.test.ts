@@ -503,25 +503,49 @@ describe("least privilege", () => {
     ]);
   });
 
+  /** The secrets a function may read: every resource of its secretsmanager statements, one action only. */
+  const secretsReadBy = (name: FunctionName) => {
+    const secretStatements = statements[name].filter((s) =>
+      actionsOf(s).some((a) => a.startsWith("secretsmanager:")),
+    );
+    for (const s of secretStatements) assert.deepEqual(s.Action, "secretsmanager:GetSecretValue");
+    return secretStatements.flatMap((s) => resourcesOf(s));
+  };
+
   test("Secrets Manager: GetSecretValue on the Twilio secret only, for the functions that talk to Twilio", () => {
     for (const name of functionNames) {
-      const secretStatements = statements[name].filter((s) =>
-        actionsOf(s).some((a) => a.startsWith("secretsmanager:")),
-      );
+      const twilio = secretsReadBy(name).filter((r) => refersTo(r, "TwilioSecret"));
       // Without auto top-up (the default) the recycler never calls Twilio.
       if (name === "inbound" || name === "forward") {
-        assert.equal(secretStatements.length, 1, `${name} reads the secret`);
-        const [s] = secretStatements;
-        assert.deepEqual(s?.Action, "secretsmanager:GetSecretValue");
-        assert.equal(resourcesOf(s as Statement).length, 1);
-        assert.ok(refersTo(s?.Resource, "TwilioSecret"), "scoped to the Twilio secret ARN");
+        assert.equal(twilio.length, 1, `${name} reads the secret`);
         const decrypt = statements[name].find(
           (st) => st.Action === "kms:Decrypt" && JSON.stringify(st.Condition).includes("kms:ViaService"),
         );
         assert.ok(decrypt, `${name} decrypts the secret only via Secrets Manager`);
       } else {
-        assert.equal(secretStatements.length, 0, `${name} must not read the Twilio secret`);
+        assert.equal(twilio.length, 0, `${name} must not read the Twilio secret`);
       }
+      const others = secretsReadBy(name).filter(
+        (r) => !refersTo(r, "TwilioSecret") && !refersTo(r, "PseudonymSecret"),
+      );
+      assert.deepEqual(others, [], `${name} reads no other secret`);
+    }
+  });
+
+  test("the pseudonym key: a generated secret, read by allocate, inbound and forward only", () => {
+    stateful.hasResourceProperties("AWS::SecretsManager::Secret", {
+      Description: Match.stringLikeRegexp("pseudonyms"),
+      GenerateSecretString: Match.objectLike({ PasswordLength: 64 }),
+    });
+    const env = (name: FunctionName) =>
+      app.toJSON().Resources[logicalId(built.app, built.app.functions[name].fn)].Properties.Environment
+        .Variables as Json;
+    for (const name of functionNames) {
+      const reads = secretsReadBy(name).filter((r) => refersTo(r, "PseudonymSecret"));
+      const needs = name === "allocate" || name === "inbound" || name === "forward";
+      assert.equal(reads.length, needs ? 1 : 0, `${name} reads the pseudonym key: ${needs}`);
+      if (needs) assert.ok(refersTo(env(name).PSEUDONYM_SECRET_ARN, "PseudonymSecret"));
+      else assert.equal(env(name).PSEUDONYM_SECRET_ARN, undefined);
     }
   });
 

@@ -1,0 +1,327 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { createAllocateHandler } from "../../functions/allocate/app.ts";
+import { LOCAL_CREDENTIALS, LOCAL_REGION } from "../../local/aws-local.ts";
+import { logger } from "../../shared/adapters/aws.ts";
+import { PSEUDONYM_PATTERN } from "../../shared/domain/phone.ts";
+import { invoker } from "../support/http.ts";
+import { assertMatchesOpenApi } from "../support/openapi.ts";
+import { startPipeline } from "../support/pipeline.ts";
+import { startLocalAws } from "../support/stack.ts";
+
+// Erasure (DELETE /participants/{e164}) and strangers' numbers, through the real webhook, forwarder and
+// product API on DynamoDB Local and the Twilio stand-in; the rebuild CLI checks the table afterwards.
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+let aws: Awaited<ReturnType<typeof startLocalAws>>;
+const GUEST = "+12025550161";
+const HOST = "+12025550162";
+const OTHER_HOST = "+12025550163";
+const STRANGER = "+12025550169";
+const TOKEN = "t".repeat(20);
+
+const settle = () => new Promise((r) => setTimeout(r, 1200));
+const contains = (item: unknown, text: string) => JSON.stringify(item).includes(text);
+
+async function rebuildCheck(tableName: string): Promise<{ code: number | null; output: string }> {
+  const child = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "scripts/rebuild.ts",
+      "--endpoint",
+      aws.dynamo.endpoint,
+      "--region",
+      LOCAL_REGION,
+      "--table",
+      tableName,
+      "--check",
+    ],
+    {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        // The pipeline's stores keep message items an hour.
+        MESSAGE_RETENTION_HOURS: "1",
+        AWS_ACCESS_KEY_ID: LOCAL_CREDENTIALS.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: LOCAL_CREDENTIALS.secretAccessKey,
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  let output = "";
+  child.stdout.on("data", (d) => {
+    output += d;
+  });
+  child.stderr.on("data", (d) => {
+    output += d;
+  });
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  return { code, output };
+}
+
+function api(p: Awaited<ReturnType<typeof startPipeline>>) {
+  const call = invoker(
+    createAllocateHandler({
+      service: p.sessions,
+      logger,
+      auth: { mode: "token", token: TOKEN },
+      health: async () => ({}),
+    }),
+    { authorization: `Bearer ${TOKEN}` },
+  );
+  return async (method: string, path: string, body?: unknown) => {
+    const response = await call(method, path, body === undefined ? {} : { body });
+    assertMatchesOpenApi(method, path, response);
+    return response;
+  };
+}
+
+describe("erasure and strangers", () => {
+  before(async () => {
+    aws = await startLocalAws();
+  });
+  after(async () => aws.stop());
+
+  test("a person on a hub number: erasure closes their hub sessions too and leaves their number nowhere", async () => {
+    const p = await startPipeline(aws, { maxProxiesPerParticipant: 1 });
+    try {
+      await p.pool(3);
+      const call = api(p);
+      await p.open(HOST, GUEST);
+      const overCap = await p.open(HOST, OTHER_HOST);
+      const hubSide = overCap.session.participants.find((x) => x.phoneNumber === HOST);
+      assert.equal(hubSide?.hub, true, "the host's second session is on their hub");
+      await p.sandbox.phoneSends(OTHER_HOST, overCap.proxyB, "is the flat free?");
+      await p.waitFor(() => p.sentTo(HOST).length === 1, 20_000, "the text through the hub");
+      await settle();
+
+      const erased = await call("DELETE", `/participants/${encodeURIComponent(HOST)}`);
+      assert.equal(erased.status, 200, erased.text);
+      assert.equal(erased.json.erased.sessions, 2);
+      const digits = HOST.slice(1);
+      assert.deepEqual(
+        (await p.scan()).filter((i) => contains(i, digits)).map((i) => `${i.pk} ${i.sk}`),
+        [],
+        "no hub, thread, count, item or event keeps the number",
+      );
+      assert.equal((await call("GET", `/sessions/${overCap.session.sessionId}`)).json.status, "closed");
+      const check = await rebuildCheck(p.tableName);
+      assert.equal(check.code, 0, check.output);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("DELETE /participants/{e164} closes the person's sessions and leaves their number nowhere; again: zeros", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(3);
+      const call = api(p);
+      const first = await p.open(GUEST, HOST);
+      await p.sandbox.phoneSends(GUEST, first.proxyA, "my door code is 4321");
+      await p.sandbox.phoneSends(HOST, first.proxyB, "thanks, see you");
+      await p.waitFor(
+        () => p.sentTo(HOST).length === 1 && p.sentTo(GUEST).length === 1,
+        20_000,
+        "both texts",
+      );
+      // A second, already closed session of the person, and one of the host with someone else.
+      const second = await p.open(GUEST, OTHER_HOST);
+      await p.sandbox.phoneSends(OTHER_HOST, second.proxyB, "hello from the other host");
+      await p.waitFor(() => p.sentTo(GUEST).length === 2, 20_000, "the other host's text");
+      await p.sessions.closeSession(second.session.sessionId);
+      const unrelated = await p.open(HOST, OTHER_HOST);
+      await p.sandbox.phoneSends(HOST, unrelated.proxyA, "not about the guest");
+      await p.waitFor(() => p.sentTo(OTHER_HOST).length === 1, 20_000, "the unrelated text");
+      await settle();
+
+      const erased = await call("DELETE", `/participants/${encodeURIComponent(GUEST)}`);
+      assert.equal(erased.status, 200, erased.text);
+      assert.equal(erased.json.erased.sessions, 2);
+      assert.equal(erased.json.erased.messages, 3);
+      assert.ok(erased.json.erased.events >= 8, `events: ${erased.json.erased.events}`);
+
+      const items = await p.scan();
+      const digits = GUEST.slice(1);
+      assert.deepEqual(
+        items.filter((i) => contains(i, digits)).map((i) => `${i.pk} ${i.sk}`),
+        [],
+        "no item or event keeps the number",
+      );
+      // Their sessions are closed, their numbers pseudonyms; bodies they sent or received are gone.
+      const view = await call("GET", `/sessions/${first.session.sessionId}`);
+      assert.equal(view.json.status, "closed");
+      assert.match(view.json.participants[0].phoneNumber, PSEUDONYM_PATTERN);
+      assert.equal(view.json.participants[1].phoneNumber, HOST);
+      const bodies = items.filter((i) => i.kind === "message").map((i) => i.body);
+      assert.ok(!bodies.includes("my door code is 4321") && !bodies.includes("thanks, see you"));
+      assert.ok(bodies.includes("not about the guest"), "other people's messages keep their bodies");
+      // The unrelated session is untouched and still routes.
+      assert.equal((await call("GET", `/sessions/${unrelated.session.sessionId}`)).json.status, "open");
+      // Dead sessions cannot be routed: the person's text is out of session now.
+      await p.sandbox.phoneSends(GUEST, first.proxyA, "anyone there?");
+      await settle();
+      assert.equal(p.sentTo(HOST).length, 1);
+
+      const events = items.filter((i) => i.kind === "event" && i.type === "ParticipantErased");
+      const [erasedEvent] = events;
+      assert.ok(erasedEvent && events.length === 1);
+      assert.deepEqual(Object.keys(erasedEvent.detail as object).sort(), [
+        "events",
+        "messages",
+        "pseudonym",
+        "sessionIds",
+      ]);
+      assert.deepEqual(
+        [...(erasedEvent.detail as { sessionIds: string[] }).sessionIds].sort(),
+        [first.session.sessionId, second.session.sessionId].sort(),
+      );
+
+      const again = await call("DELETE", `/participants/${GUEST.slice(1)}`);
+      assert.equal(again.status, 200, again.text);
+      assert.deepEqual(again.json, { erased: { sessions: 0, events: 0, messages: 0 } });
+      assert.equal((await call("DELETE", "/participants/not-a-number")).status, 400);
+
+      const check = await rebuildCheck(p.tableName);
+      assert.equal(check.code, 0, check.output);
+      assert.match(check.output, /^0 differences$/m);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("an opt-out survives erasure: a new session of that number gets nothing until they opt in", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(3);
+      const call = api(p);
+      const first = await p.open(GUEST, HOST);
+      await p.sandbox.phoneSends(GUEST, first.proxyA, "STOP");
+      assert.equal((await call("DELETE", `/participants/${encodeURIComponent(GUEST)}`)).status, 200);
+      assert.ok(!(await p.scan()).some((i) => contains(i, GUEST.slice(1))), "the number is gone");
+
+      const next = await p.open(GUEST, OTHER_HOST);
+      assert.equal((await call("GET", `/participants/${encodeURIComponent(GUEST)}`)).json.optedOut, true);
+      await p.sandbox.phoneSends(OTHER_HOST, next.proxyB, "hello again");
+      await p.waitFor(
+        async () =>
+          (await p.scan()).some(
+            (i) =>
+              i.kind === "event" &&
+              i.type === "MessageBlocked" &&
+              (i.detail as { reason: string }).reason === "recipient-opted-out",
+          ),
+        20_000,
+        "the text blocked for the opt-out",
+      );
+      assert.equal(p.sentTo(GUEST).length, 0);
+      // A new opt-in clears it.
+      await p.sandbox.phoneSends(GUEST, next.proxyA, "START");
+      assert.equal((await call("GET", `/participants/${encodeURIComponent(GUEST)}`)).json.optedOut, false);
+      await p.sandbox.phoneSends(OTHER_HOST, next.proxyB, "welcome back");
+      await p.waitFor(() => p.sentTo(GUEST).length === 1, 20_000, "delivered after START");
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("a message queued to a person who is then erased is not sent (MessageBlocked erased)", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(2);
+      const call = api(p);
+      const { session, proxyB } = await p.open(GUEST, HOST);
+      await p.stopForwarding();
+      await p.sandbox.phoneSends(HOST, proxyB, "are you still coming?");
+      await call("DELETE", `/participants/${encodeURIComponent(GUEST)}`);
+      p.startForwarding();
+      await p.waitFor(
+        async () =>
+          (await p.scan()).some(
+            (i) =>
+              i.kind === "event" &&
+              i.type === "MessageBlocked" &&
+              i.sessionId === session.sessionId &&
+              (i.detail as { reason: string }).reason === "erased",
+          ),
+        20_000,
+        "the queued text blocked",
+      );
+      assert.equal(p.sentTo(GUEST).length, 0);
+      const message = (await p.scan()).find((i) => i.kind === "message" && i.sessionId === session.sessionId);
+      assert.equal(message?.body, "", "its body is gone");
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("a stranger's number is never stored: texts, STOP and calls to a pool number", async () => {
+    const p = await startPipeline(aws);
+    try {
+      const [proxy] = await p.pool(1);
+      await p.sandbox.phoneSends(STRANGER, proxy as string, "hi, is this the host?");
+      await p.sandbox.phoneSends(STRANGER, proxy as string, "hello??");
+      await p.sandbox.phoneSends(STRANGER, proxy as string, "STOP");
+      await p.sandbox.phoneCalls(STRANGER, proxy as string);
+      const items = await p.scan();
+      const outOfSession = items.filter((i) => i.kind === "event" && i.type === "OutOfSessionMessage");
+      assert.equal(outOfSession.length, 3);
+      for (const event of outOfSession)
+        assert.match((event.detail as { from: string }).from, PSEUDONYM_PATTERN);
+      assert.ok(
+        items.some((i) => i.kind === "auto-reply"),
+        "the throttle marker is kept",
+      );
+      assert.ok(
+        items.some((i) => i.kind === "consent"),
+        "the opt-out is kept",
+      );
+      assert.deepEqual(
+        items.filter((i) => contains(i, STRANGER.slice(1))).map((i) => `${i.pk} ${i.sk}`),
+        [],
+        "no item or event holds the stranger's number",
+      );
+      // Only one text auto-reply: the throttle reads the marker by the pseudonym.
+      const texts = outOfSession.map((e) => e.detail as { channel: string; replied: boolean });
+      assert.equal(texts.filter((d) => d.channel === "sms" && d.replied).length, 1);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("a closed session's items and events expire SESSION_RETENTION_DAYS (90) after it closed", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(2);
+      const { session, proxyA } = await p.open(GUEST, HOST);
+      await p.sandbox.phoneSends(GUEST, proxyA, "see you at noon");
+      await p.waitFor(() => p.sentTo(HOST).length === 1, 20_000, "the text");
+      await settle();
+      const closed = await p.sessions.closeSession(session.sessionId);
+      const ttl = Math.floor(Date.parse(closed.closedAt ?? "") / 1000) + 90 * 86_400;
+      const items = await p.scan();
+      const ofSession = items.filter((i) => i.pk === `SESSION#${session.sessionId}`);
+      assert.ok(ofSession.length >= 6, "the session, its events and its message log");
+      assert.deepEqual(
+        ofSession.filter((i) => i.ttl !== ttl).map((i) => `${i.sk} ${i.ttl}`),
+        [],
+        "every item of the session's partition expires with it",
+      );
+      const refs = items.filter((i) => i.kind === "session-ref" && i.sessionId === session.sessionId);
+      assert.equal(refs.length, 2);
+      assert.ok(refs.every((i) => i.ttl === ttl));
+      const messages = items.filter((i) => i.kind === "message" && i.sessionId === session.sessionId);
+      assert.ok(messages.length === 1 && messages.every((i) => typeof i.ttl === "number" && i.ttl <= ttl));
+      const pairs = items.filter((i) => i.kind === "pair");
+      assert.ok(pairs.length === 2 && pairs.every((i) => i.ttl === ttl), "pairs: after quarantine, with it");
+      const check = await rebuildCheck(p.tableName);
+      assert.equal(check.code, 0, check.output);
+    } finally {
+      await p.stop();
+    }
+  });
+});
