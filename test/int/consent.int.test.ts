@@ -152,7 +152,8 @@ describe("keywords and consent", () => {
   test("contact-info policy: redacted by default policy, blocked per session with a notice; platform messages exempt", async () => {
     const p = await startPipeline(aws, { traffic: { contentPolicy: "redact-contacts" } });
     try {
-      await p.pool(4);
+      // Proxies that cannot be mistaken for the number in the text.
+      await p.pool(4, 200);
       const { session, proxyA } = await p.open(GUEST, HOST);
       await p.sandbox.phoneSends(
         GUEST,
@@ -163,7 +164,8 @@ describe("keywords and consent", () => {
       assert.equal(p.sentTo(HOST)[0]?.body, "Text me on [removed] or mail me at [removed]!");
       const received = (await p.scan()).find((i) => i.kind === "event" && i.type === "MessageReceived");
       assert.deepEqual((received?.detail as { removed?: string[] } | undefined)?.removed, ["phone", "email"]);
-      assert.ok(!JSON.stringify(received).includes("0100"), "the event never carries the contact");
+      for (const contact of ["555 0100", "5550100", "example"])
+        assert.ok(!JSON.stringify(received).includes(contact), "the event never carries the contact");
       // Platform messages are exempt.
       await p.sessions.sendPlatformMessage(session.sessionId, { to: HOST, body: "Support: +1 415 555 0199" });
       await p.waitFor(() => p.sentTo(HOST).length === 2, 20_000, "the platform message");

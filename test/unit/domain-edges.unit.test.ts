@@ -173,3 +173,113 @@ describe("small rules at their edges", () => {
       );
   });
 });
+
+describe("the session decider and fold at their edges", () => {
+  const open = (extra: { contacts?: "block"; uniqueName?: string } = {}) =>
+    decide(
+      {
+        type: "OpenSession",
+        sessionId: "ses_1",
+        mode: "sms",
+        ttlSeconds: 60,
+        ttlMode: "absolute",
+        uniqueName: extra.uniqueName ?? null,
+        ...(extra.contacts ? { contacts: extra.contacts } : {}),
+        participants: [
+          { phoneNumber: n("+12025550101"), id: null, name: null, proxyNumber: n("+14155550101") },
+          { phoneNumber: n("+12025550102"), id: null, name: null, proxyNumber: n("+14155550102") },
+        ],
+      },
+      null,
+      ctx(),
+    );
+
+  test("opening an existing session and updating a missing one decide nothing", () => {
+    const session = open().reduce(evolve, null);
+    assert.ok(session);
+    assert.deepEqual(open().length, 1);
+    assert.deepEqual(
+      decide(
+        {
+          type: "OpenSession",
+          sessionId: "ses_1",
+          mode: "sms",
+          ttlSeconds: 60,
+          ttlMode: "absolute",
+          uniqueName: null,
+          participants: session.participants as never,
+        },
+        session,
+        ctx(),
+      ),
+      [],
+    );
+    assert.deepEqual(decide({ type: "UpdateSession", ttlSeconds: 60 }, null, ctx()), []);
+  });
+
+  test("the fold keeps a session's policy and name, and names none when the event has none", () => {
+    const named = open({ contacts: "block", uniqueName: "booking-1" }).reduce(evolve, null);
+    assert.equal(named?.contacts, "block");
+    assert.equal(named?.uniqueName, "booking-1");
+    const [event] = open();
+    assert.ok(event);
+    const anonymous = evolve(null, { ...event, sessionId: null } as DomainEvent);
+    assert.equal(anonymous?.sessionId, "");
+    assert.equal(anonymous?.uniqueName, null);
+    assert.equal(anonymous?.contacts, undefined);
+  });
+
+  test("projection: an open and a close in one append leave the load alone; an event without a session still projects", () => {
+    const c = ctx();
+    const [opened] = open({ uniqueName: "booking-2" });
+    assert.ok(opened);
+    const state = [opened].reduce(evolve, null);
+    const closed = decide({ type: "CloseSession" }, state, c);
+    const changes = projectEvents([opened, ...closed], options);
+    assert.ok(
+      !changes.some((ch) => ch.key.sk === itemKeys.number("+14155550101").sk && ch.type === "update"),
+    );
+    const orphan = { ...opened, sessionId: null } as DomainEvent;
+    assert.ok(projectEvents([orphan], options).length > 0);
+    const updated = decide({ type: "UpdateSession", ttlSeconds: 120 }, state, c);
+    assert.ok(
+      projectEvents(
+        updated.map((e) => ({ ...e, sessionId: null }) as DomainEvent),
+        options,
+      ).length > 0,
+    );
+    // An idempotency record with nothing else to write is dated at the epoch.
+    const [record] = projectEvents([], {
+      ...options,
+      idempotency: { key: "k", requestHash: "h", result: "r" },
+    });
+    assert.equal(record?.type, "put");
+  });
+});
+
+describe("sliding sessions in the fold", () => {
+  test("activity extends a sliding session by its ttl, and not again within the same second", () => {
+    const opened = decide(
+      {
+        type: "OpenSession",
+        sessionId: "ses_2",
+        mode: "sms",
+        ttlSeconds: 60,
+        ttlMode: "sliding",
+        uniqueName: null,
+        participants: [
+          { phoneNumber: n("+12025550101"), id: null, name: null, proxyNumber: n("+14155550101") },
+          { phoneNumber: n("+12025550102"), id: null, name: null, proxyNumber: n("+14155550102") },
+        ],
+      },
+      null,
+      ctx(),
+    );
+    const session = opened.reduce(evolve, null);
+    const later = { ...ctx(), now: T0 + 30_000 };
+    const extended = decide({ type: "RecordActivity" }, session, later);
+    const after = extended.reduce(evolve, session);
+    assert.equal(after?.expiresAt, new Date(T0 + 90_000).toISOString());
+    assert.deepEqual(decide({ type: "RecordActivity" }, after, { ...later, now: T0 + 30_500 }), []);
+  });
+});
