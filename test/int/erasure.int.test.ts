@@ -1,20 +1,18 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { createAllocateHandler } from "../../functions/allocate/app.ts";
-import { LOCAL_CREDENTIALS, LOCAL_REGION } from "../../local/aws-local.ts";
+import { LOCAL_REGION } from "../../local/aws-local.ts";
 import { logger } from "../../shared/adapters/aws.ts";
 import { PSEUDONYM_PATTERN } from "../../shared/domain/phone.ts";
 import { invoker } from "../support/http.ts";
 import { assertMatchesOpenApi } from "../support/openapi.ts";
 import { startPipeline } from "../support/pipeline.ts";
+import { runRebuildCli } from "../support/rebuild-cli.ts";
 import { startLocalAws } from "../support/stack.ts";
 
 // Erasure (DELETE /participants/{e164}) and strangers' numbers, through the real webhook, forwarder and
 // product API on DynamoDB Local and the Twilio stand-in; the rebuild CLI checks the table afterwards.
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 let aws: Awaited<ReturnType<typeof startLocalAws>>;
 const GUEST = "+12025550161";
 const HOST = "+12025550162";
@@ -25,43 +23,12 @@ const TOKEN = "t".repeat(20);
 const settle = () => new Promise((r) => setTimeout(r, 1200));
 const contains = (item: unknown, text: string) => JSON.stringify(item).includes(text);
 
-async function rebuildCheck(tableName: string): Promise<{ code: number | null; output: string }> {
-  const child = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      "scripts/rebuild.ts",
-      "--endpoint",
-      aws.dynamo.endpoint,
-      "--region",
-      LOCAL_REGION,
-      "--table",
-      tableName,
-      "--check",
-    ],
-    {
-      cwd: ROOT,
-      env: {
-        ...process.env,
-        // The pipeline's stores keep message items an hour.
-        MESSAGE_RETENTION_HOURS: "1",
-        AWS_ACCESS_KEY_ID: LOCAL_CREDENTIALS.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: LOCAL_CREDENTIALS.secretAccessKey,
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
+const rebuildCheck = (tableName: string) =>
+  runRebuildCli(
+    ["--endpoint", aws.dynamo.endpoint, "--region", LOCAL_REGION, "--table", tableName, "--check"],
+    // The pipeline's stores keep message items an hour.
+    { MESSAGE_RETENTION_HOURS: "1" },
   );
-  let output = "";
-  child.stdout.on("data", (d) => {
-    output += d;
-  });
-  child.stderr.on("data", (d) => {
-    output += d;
-  });
-  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
-  return { code, output };
-}
 
 function api(p: Awaited<ReturnType<typeof startPipeline>>) {
   const call = invoker(

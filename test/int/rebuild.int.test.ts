@@ -1,11 +1,8 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DeleteCommand, DynamoDBDocumentClient, UpdateCommand } from "@aws-sdk/lib-dynamodb";
 import {
@@ -27,8 +24,8 @@ import { itemKeys } from "../../shared/domain/projection.ts";
 import { type ForwardJob, type SmsGateway, SmsSendError } from "../../shared/ports.ts";
 import { compareProjections, describeDifference } from "../../shared/rebuild.ts";
 import { testReplies, testTraffic } from "../support/pipeline.ts";
+import { runRebuildCli } from "../support/rebuild-cli.ts";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const TABLE = "maskline";
 const RETENTION_HOURS = 72;
 const A = "+12025550401" as E164;
@@ -39,28 +36,8 @@ const NUMBERS = ["+12025550911", "+12025550912", "+12025550913"] as E164[];
 const LATE_NUMBER = "+12025550914" as E164;
 
 /** The CLI as an operator runs it (`npm run rebuild -- …`), in its own process. */
-async function runCli(args: string[]): Promise<{ code: number | null; output: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", "scripts/rebuild.ts", ...args], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      MESSAGE_RETENTION_HOURS: String(RETENTION_HOURS),
-      TABLE_NAME: TABLE,
-      AWS_ACCESS_KEY_ID: LOCAL_CREDENTIALS.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: LOCAL_CREDENTIALS.secretAccessKey,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  child.stdout.on("data", (d) => {
-    output += d;
-  });
-  child.stderr.on("data", (d) => {
-    output += d;
-  });
-  const [code] = (await once(child, "exit")) as [number | null];
-  return { code, output };
-}
+const runCli = (args: string[]) =>
+  runRebuildCli(args, { MESSAGE_RETENTION_HOURS: String(RETENTION_HOURS), TABLE_NAME: TABLE });
 
 function clients(dynamo: LocalService) {
   const client = new DynamoDBClient({
