@@ -118,6 +118,8 @@ export interface Pseudonyms {
 export interface ErasureStore {
   partitionItems(pk: string): Promise<(Item & ItemKey)[]>;
   itemAt(key: ItemKey): Promise<(Item & ItemKey) | undefined>;
+  /** The items at these keys that exist (strongly consistent, few calls), in no particular order. */
+  itemsAt(keys: readonly ItemKey[]): Promise<(Item & ItemKey)[]>;
   /** Groups of changes, each group all-or-nothing (one item's move). */
   rewrite(groups: readonly (readonly Change[])[]): Promise<void>;
 }

@@ -7,6 +7,7 @@ import {
 import type { PoolNumber } from "../domain/allocation.ts";
 import { InvalidPageKeyError } from "../domain/errors.ts";
 import type { DomainEvent } from "../domain/events.ts";
+import { keyOfItem } from "../domain/keys.ts";
 import type { E164 } from "../domain/phone.ts";
 import { itemKeys } from "../domain/projection.ts";
 import { lookupKeys } from "../domain/projection-lookups.ts";
@@ -66,7 +67,7 @@ export class DynamoPagedReads implements PagedReads {
       map: async (refs) => {
         const sessions = await this.batchGet(refs.map((r) => itemKeys.session(String(r.sessionId))));
         return refs.map((r) => {
-          const item = sessions.get(`SESSION#${r.sessionId}`);
+          const item = sessions.get(keyOfItem(itemKeys.session(String(r.sessionId))));
           const session = item && toSession(item);
           return session && keep(session) ? session : undefined;
         });
@@ -125,7 +126,7 @@ export class DynamoPagedReads implements PagedReads {
         const messages = await this.batchGet(entries.map((e) => itemKeys.message(String(e.messageId))));
         const nowSeconds = this.now() / 1000;
         return entries.map((e): MessageLogEntry => {
-          const message = messages.get(`MESSAGE#${e.messageId}`);
+          const message = messages.get(keyOfItem(itemKeys.message(String(e.messageId))));
           // DynamoDB's TTL deletes late: a body past its retention is not served.
           const retained = message && !(typeof message.ttl === "number" && message.ttl <= nowSeconds);
           return {
@@ -181,9 +182,10 @@ export class DynamoPagedReads implements PagedReads {
     return { items: served.map((s) => s.value), next: start };
   }
 
-  private async batchGet(keys: { pk: string; sk: string }[]): Promise<Map<string, Item>> {
+  /** Strongly consistent reads of many items, 100 keys a call; found items by `keyOfItem`. */
+  async batchGet(keys: readonly { pk: string; sk: string }[]): Promise<Map<string, Item>> {
     const found = new Map<string, Item>();
-    const unique = [...new Map(keys.map((k) => [`${k.pk}\u0000${k.sk}`, k])).values()];
+    const unique = [...new Map(keys.map((k) => [keyOfItem(k), { pk: k.pk, sk: k.sk }])).values()];
     for (let i = 0; i < unique.length; i += BATCH_GET_SIZE) {
       let request: Record<string, { Keys: Item[]; ConsistentRead?: boolean }> | undefined = {
         [this.table]: { Keys: unique.slice(i, i + BATCH_GET_SIZE), ConsistentRead: true },
@@ -191,7 +193,7 @@ export class DynamoPagedReads implements PagedReads {
       for (let attempt = 0; request && Object.keys(request).length && attempt < 8; attempt++) {
         if (attempt) await new Promise((r) => setTimeout(r, 20 * 2 ** attempt));
         const result = await this.client.send(new BatchGetCommand({ RequestItems: request }));
-        for (const item of result.Responses?.[this.table] ?? []) found.set(String(item.pk), item);
+        for (const item of result.Responses?.[this.table] ?? []) found.set(keyOfItem(item), item);
         request = result.UnprocessedKeys as typeof request;
       }
       if (request && Object.keys(request).length) throw new Error("BatchGetItem left keys unprocessed");

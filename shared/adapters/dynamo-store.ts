@@ -158,6 +158,10 @@ export class DynamoStore implements StorePorts, PagedReads {
     return (await this.getItem(key)) as (Item & ItemKey) | undefined;
   }
 
+  async itemsAt(keys: readonly ItemKey[]): Promise<(Item & ItemKey)[]> {
+    return [...(await this.pages.batchGet(keys)).values()] as (Item & ItemKey)[];
+  }
+
   /** Groups packed into transactions of at most 100 items; a group (one item's move) never splits. */
   async rewrite(groups: readonly (readonly Change[])[]): Promise<void> {
     let batch: Change[] = [];

@@ -159,6 +159,13 @@ export class MemoryStore implements StorePorts {
     return this.get(key) as (Item & ItemKey) | undefined;
   }
 
+  async itemsAt(keys: readonly ItemKey[]): Promise<(Item & ItemKey)[]> {
+    return keys.flatMap((key) => {
+      const item = this.get(key) as (Item & ItemKey) | undefined;
+      return item ? [item] : [];
+    });
+  }
+
   async rewrite(groups: readonly (readonly Change[])[]): Promise<void> {
     for (const group of groups) this.apply(group);
   }

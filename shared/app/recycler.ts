@@ -14,7 +14,7 @@ import {
   type SessionIndex,
 } from "../ports.ts";
 import { alreadyDone, handleCommand } from "./command.ts";
-import { retainClosedSession } from "./retention.ts";
+import { retainClosedSessions } from "./retention.ts";
 
 export interface RecyclerDeps {
   store: EventStore & PoolView & SessionIndex & ErasureStore;
@@ -68,7 +68,9 @@ export class RecyclerService {
       let progressed = 0;
       for (let i = 0; i < due.length; i += CONCURRENCY) {
         const results = await Promise.all(due.slice(i, i + CONCURRENCY).map((s) => this.expire(s)));
-        progressed += results.filter(Boolean).length;
+        const expiredNow = results.flatMap((s) => (s ? [s] : []));
+        await retainClosedSessions(this.deps.store, expiredNow);
+        progressed += expiredNow.length;
         if (this.deps.clock.now() >= deadline) break;
       }
       expired += progressed;
@@ -83,15 +85,13 @@ export class RecyclerService {
    * Decided on the index's copy, which may lag: SessionExpired names the expiresAt it saw, and its guard
    * refuses it if the session was extended (or closed) since. The loser of a race skips the session.
    */
-  private async expire(session: Session): Promise<boolean> {
+  private async expire(session: Session): Promise<Session | undefined> {
     const result = await handleCommand(this.deps, {
       load: async () => session,
       decide: (state, ctx) => decide({ type: "ExpireSession" }, state, ctx),
       settles: () => true,
     });
-    if (result.outcome !== "appended") return false;
-    await retainClosedSession(this.deps.store, session);
-    return true;
+    return result.outcome === "appended" ? session : undefined;
   }
 
   private async poolHealth(): Promise<{ health: DomainEvent; bought: E164[] }> {

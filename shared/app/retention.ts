@@ -1,4 +1,5 @@
-import { itemKeys } from "../domain/keys.ts";
+import type { ItemKey } from "../domain/changes.ts";
+import { itemKeys, keyOfItem } from "../domain/keys.ts";
 import { lookupKeys, type RefScope } from "../domain/projection-lookups.ts";
 import { retentionChanges } from "../domain/retention.ts";
 import type { Session } from "../domain/session.ts";
@@ -12,31 +13,44 @@ import type { ErasureStore } from "../ports.ts";
  * (the session item is no longer open): docs/storage.md says how to find such sessions.
  */
 export async function retainClosedSession(store: ErasureStore, session: Session): Promise<void> {
-  const { sessionId } = session;
+  await retainClosedSessions(store, [session]);
+}
+
+/**
+ * The same for many sessions closed together (the recycler's expiries): the stamps of all of them go out
+ * in as few transactions as fit (up to 100 items each), not one per session.
+ */
+export async function retainClosedSessions(store: ErasureStore, sessions: readonly Session[]): Promise<void> {
+  const partitions = await Promise.all(
+    sessions.map((s) => store.partitionItems(itemKeys.session(s.sessionId).pk)),
+  );
+  // The session as read before the close names its references; its message log names its message items.
+  const related = sessions.map((session, i) => [
+    ...referenceKeys(session),
+    ...(partitions[i] ?? []).flatMap((item) =>
+      item.kind === "message-log" && typeof item.messageId === "string"
+        ? [itemKeys.message(item.messageId)]
+        : [],
+    ),
+  ]);
+  const found = new Map((await store.itemsAt(related.flat())).map((item) => [keyOfItem(item), item]));
+  const changes = sessions.flatMap((_, i) => {
+    const partition = partitions[i] ?? [];
+    const meta = partition.find((item) => item.kind === "session");
+    if (!meta || typeof meta.ttl !== "number") return [];
+    const others = (related[i] ?? []).flatMap((key) => found.get(keyOfItem(key)) ?? []);
+    return retentionChanges([...partition.filter((item) => item !== meta), ...others], meta.ttl);
+  });
+  await store.rewrite(changes.map((change) => [change]));
+}
+
+function referenceKeys(session: Session): ItemKey[] {
   const refs: [RefScope, string][] = session.participants.flatMap((p): [RefScope, string][] => [
     ["PHONE", p.phoneNumber],
     ...(p.id ? [["PID", p.id] as [RefScope, string]] : []),
   ]);
   if (session.uniqueName) refs.push(["NAME", session.uniqueName]);
-  // The session as read before the close names its references: read them with its partition.
-  const [partition, ...refItems] = await Promise.all([
-    store.partitionItems(itemKeys.session(sessionId).pk),
-    ...refs.map(([scope, value]) =>
-      store.itemAt(lookupKeys.sessionRef(scope, value, session.createdAt, sessionId)),
-    ),
-  ]);
-  const meta = partition.find((i) => i.kind === "session");
-  if (!meta || typeof meta.ttl !== "number") return;
-  const messages = await Promise.all(
-    partition.flatMap((i) =>
-      i.kind === "message-log" && typeof i.messageId === "string"
-        ? [store.itemAt(itemKeys.message(i.messageId))]
-        : [],
-    ),
+  return refs.map(([scope, value]) =>
+    lookupKeys.sessionRef(scope, value, session.createdAt, session.sessionId),
   );
-  const items = [
-    ...partition.filter((i) => i !== meta),
-    ...[...refItems, ...messages].flatMap((i) => (i ? [i] : [])),
-  ];
-  await store.rewrite(retentionChanges(items, meta.ttl).map((change) => [change]));
 }

@@ -56,3 +56,6 @@ export function openShardOf(id: string): number {
   for (const c of id) h = (h * 31 + c.charCodeAt(0)) >>> 0;
   return h % OPEN_SHARDS;
 }
+
+/** One string per item key, for matching a batch read's answers to the keys asked for. */
+export const keyOfItem = (key: { readonly pk?: unknown; readonly sk?: unknown }) => `${key.pk}\u0000${key.sk}`;

@@ -3,6 +3,8 @@ import { after, before, describe, test } from "node:test";
 import { createAllocateHandler } from "../../functions/allocate/app.ts";
 import { LOCAL_REGION } from "../../local/aws-local.ts";
 import { logger } from "../../shared/adapters/aws.ts";
+import { newId } from "../../shared/adapters/ids.ts";
+import { RecyclerService } from "../../shared/app/recycler.ts";
 import { PSEUDONYM_PATTERN } from "../../shared/domain/phone.ts";
 import { invoker } from "../support/http.ts";
 import { assertMatchesOpenApi } from "../support/openapi.ts";
@@ -285,6 +287,73 @@ describe("erasure and strangers", () => {
       assert.ok(messages.length === 1 && messages.every((i) => typeof i.ttl === "number" && i.ttl <= ttl));
       const pairs = items.filter((i) => i.kind === "pair");
       assert.ok(pairs.length === 2 && pairs.every((i) => i.ttl === ttl), "pairs: after quarantine, with it");
+      const check = await rebuildCheck(p.tableName);
+      assert.equal(check.code, 0, check.output);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("sessions the recycler expires together are retained like a closed one, in one stamping write", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(4);
+      const opened = [
+        await p.open(GUEST, HOST, 2),
+        await p.open(GUEST, OTHER_HOST, 2),
+        await p.open(STRANGER, HOST, 2),
+      ];
+      const [first] = opened;
+      await p.sandbox.phoneSends(GUEST, first?.proxyA ?? "", "see you at noon");
+      await p.waitFor(() => p.sentTo(HOST).length === 1, 20_000, "the text");
+      await settle();
+      const lastExpiry = Math.max(...opened.map(({ session }) => Date.parse(session.expiresAt)));
+      await new Promise((r) => setTimeout(r, Math.max(0, lastExpiry - Date.now() + 50)));
+      let rewrites = 0;
+      const store = new Proxy(p.store, {
+        get(target, name, receiver) {
+          const value = Reflect.get(target, name, receiver);
+          if (name === "rewrite") rewrites++;
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+      const recycler = new RecyclerService({
+        store,
+        clock: { now: () => Date.now() },
+        newId,
+        quarantineSeconds: 60,
+        poolLowHeadroom: 0,
+        topUp: undefined,
+        metrics: { poolHealth: () => {} },
+      });
+      const report = await recycler.run({ budgetMs: 10_000, batchSize: 10, reportHealth: false });
+      assert.equal(report.expired, 3);
+      assert.equal(rewrites, 1, "the three sessions' stamps went out together");
+      const items = await p.scan();
+      for (const { session } of opened) {
+        const meta = items.find((i) => i.pk === `SESSION#${session.sessionId}` && i.kind === "session");
+        const ttl = Math.floor(Date.parse(String(meta?.closedAt)) / 1000) + 90 * 86_400;
+        assert.equal(meta?.ttl, ttl);
+        const ofSession = items.filter(
+          (i) =>
+            i.pk === `SESSION#${session.sessionId}` ||
+            (i.kind === "session-ref" && i.sessionId === session.sessionId),
+        );
+        assert.ok(ofSession.length >= 5, "the session, its events and its references");
+        assert.deepEqual(
+          ofSession.filter((i) => i.ttl !== ttl).map((i) => `${i.sk} ${i.ttl}`),
+          [],
+          "every item of the session expires with it",
+        );
+      }
+      const message = items.find((i) => i.kind === "message" && i.sessionId === first?.session.sessionId);
+      assert.ok(
+        typeof message?.ttl === "number" &&
+          message.ttl <=
+            Number(
+              items.find((i) => i.pk === `SESSION#${first?.session.sessionId}` && i.kind === "session")?.ttl,
+            ),
+      );
       const check = await rebuildCheck(p.tableName);
       assert.equal(check.code, 0, check.output);
     } finally {
