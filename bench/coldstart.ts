@@ -1,10 +1,11 @@
 /**
- * Cold-start proxy: each production handler bundled the way CDK's NodejsFunction bundles it (esbuild, node
- * platform, target node22, ESM, minified, source maps, module/main fields, the infra's createRequire
- * banner, AWS SDK bundled), its size, and its module-initialisation time in a fresh Node process (median of
+ * Cold-start proxy: each production handler bundled the way CDK's NodejsFunction bundles it (the infra's
+ * own `ESBUILD_OPTIONS`: node22 ESM, minified, source maps, module/main fields, the createRequire banner,
+ * AWS SDK bundled, on-demand packages such as the tracer in files of their own), its size, and its module-initialisation time in a fresh Node process (median of
  * N runs, NODE_OPTIONS=--enable-source-maps as deployed), against a bare handler bundled the same way that
  * imports and constructs only the same AWS SDK clients. The esbuild metafile shows what each bundle holds:
- * inbound must hold no Twilio REST client.
+ * inbound must hold no Twilio REST client. Each on-demand package's file is timed on its own too: the
+ * first call that needs it pays that, not module init.
  *
  *   npm run bench:coldstart [-- --quick] [-- --runs 15]
  */
