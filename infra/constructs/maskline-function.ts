@@ -92,9 +92,10 @@ export interface MasklineFunctionProps {
 
 /**
  * The one way Maskline builds a Lambda function: nodejs22.x on arm64, bundled locally by esbuild as
- * minified ESM with source maps (`ESBUILD_OPTIONS`, on-demand packages in files of their own), X-Ray tracing, a dedicated log group with retention, Powertools
- * environment, and its own role that starts with nothing but writing to that log group (no managed
- * policies). Callers add exactly the grants the function needs.
+ * minified ESM with source maps (`ESBUILD_OPTIONS`, on-demand packages in files of their own), X-Ray
+ * tracing, a dedicated log group with retention, Powertools environment, and its own role that starts with
+ * nothing but writing to that log group (no managed policies). Callers add exactly the grants the function
+ * needs.
  */
 export class MasklineFunction extends Construct {
   readonly fn: NodejsFunction;
