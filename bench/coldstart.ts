@@ -1,10 +1,11 @@
 /**
- * Cold-start proxy: each production handler bundled the way CDK's NodejsFunction bundles it (esbuild, node
- * platform, target node22, ESM, minified, source maps, module/main fields, the infra's createRequire
- * banner, AWS SDK bundled), its size, and its module-initialisation time in a fresh Node process (median of
+ * Cold-start proxy: each production handler bundled the way CDK's NodejsFunction bundles it (the infra's
+ * own `ESBUILD_OPTIONS`: node22 ESM, minified, source maps, module/main fields, the createRequire banner,
+ * AWS SDK bundled, on-demand packages such as the tracer in files of their own), its size, and its module-initialisation time in a fresh Node process (median of
  * N runs, NODE_OPTIONS=--enable-source-maps as deployed), against a bare handler bundled the same way that
  * imports and constructs only the same AWS SDK clients. The esbuild metafile shows what each bundle holds:
- * inbound must hold no Twilio REST client.
+ * inbound must hold no Twilio REST client. Each on-demand package's file is timed on its own too: the
+ * first call that needs it pays that, not module init.
  *
  *   npm run bench:coldstart [-- --quick] [-- --runs 15]
  */
@@ -14,6 +15,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { type BuildOptions, build, type Metafile } from "esbuild";
+import {
+  buildOnDemandPackages,
+  ESBUILD_OPTIONS,
+  ON_DEMAND_PACKAGES,
+} from "../infra/constructs/maskline-function.ts";
 import { type FunctionName, functions } from "../shared/resources.ts";
 import { benchOptions, heading, log } from "./lib/cli.ts";
 import { main, onCleanup, repoRoot } from "./lib/processes.ts";
@@ -22,21 +28,6 @@ import { kib, median, ms, ratio, table } from "./lib/stats.ts";
 const options = benchOptions({
   runs: { full: 15, quick: 3, help: "fresh processes per bundle (median reported)" },
 });
-
-/** The banner the task brief documents, used only if the infra module cannot be loaded. */
-const DOCUMENTED_BANNER =
-  "import { createRequire } from 'module'; const require = createRequire(import.meta.url);";
-
-async function cdkBanner(): Promise<{ banner: string; source: string }> {
-  try {
-    const infra = (await import("../infra/constructs/maskline-function.ts")) as { ESM_BANNER?: unknown };
-    if (typeof infra.ESM_BANNER === "string")
-      return { banner: infra.ESM_BANNER, source: "infra/constructs/maskline-function.ts ESM_BANNER" };
-  } catch {
-    // fall through
-  }
-  return { banner: DOCUMENTED_BANNER, source: "documented banner (infra module not loadable)" };
-}
 
 /** Dummy configuration: enough for every handler's zod config to parse at import, no network at init. */
 const ENV: Record<string, string> = {
@@ -100,23 +91,9 @@ interface Bundle {
   metafile: Metafile;
 }
 
-async function bundle(outfile: string, entry: BuildOptions, banner: string): Promise<Bundle> {
-  const result = await build({
-    ...entry,
-    bundle: true,
-    platform: "node",
-    target: "node22",
-    format: "esm",
-    mainFields: ["module", "main"],
-    minify: true,
-    sourcemap: true,
-    sourcesContent: false,
-    banner: { js: banner },
-    tsconfig: join(repoRoot, "tsconfig.json"),
-    logLevel: "warning",
-    outfile,
-    metafile: true,
-  });
+/** A bundle built exactly as the infra builds a function's: `ESBUILD_OPTIONS` of the construct module. */
+async function bundle(outfile: string, entry: BuildOptions): Promise<Bundle> {
+  const result = await build({ ...ESBUILD_OPTIONS, ...entry, logLevel: "warning", outfile, metafile: true });
   const code = readFileSync(outfile);
   return {
     file: outfile,
@@ -131,9 +108,15 @@ async function bundle(outfile: string, entry: BuildOptions, banner: string): Pro
  * Module initialisation of `file` in a fresh node process: the time `await import()` takes, in ms, and the
  * CPU time the process spent meanwhile (less sensitive than wall time to other work on a shared machine).
  */
-function initTime(probe: string, file: string, sourceMaps = true): { ms: number; cpuMs: number } {
+function initTime(
+  probe: string,
+  file: string,
+  sourceMaps = true,
+  anyModule = false,
+): { ms: number; cpuMs: number } {
   const env = sourceMaps ? ENV : { ...ENV, NODE_OPTIONS: "" };
-  const run = spawnSync(process.execPath, [probe, file], { env, encoding: "utf8", timeout: 60_000 });
+  const args = [probe, file, ...(anyModule ? ["any"] : [])];
+  const run = spawnSync(process.execPath, args, { env, encoding: "utf8", timeout: 60_000 });
   if (run.status !== 0) throw new Error(`init of ${file} failed (${run.status}):\n${run.stderr}`);
   const parsed = JSON.parse(run.stdout.trim().split("\n").pop() ?? "{}") as { ms?: number; cpuMs?: number };
   if (typeof parsed.ms !== "number" || typeof parsed.cpuMs !== "number")
@@ -150,9 +133,9 @@ main(async () => {
   heading(`bench:coldstart${options.quick ? " (quick)" : ""}`);
   const dir = mkdtempSync(join(tmpdir(), "maskline-coldstart-"));
   onCleanup(async () => rmSync(dir, { recursive: true, force: true }));
-  const { banner, source } = await cdkBanner();
   log(
-    `esbuild like CDK NodejsFunction: node22 ESM, minify, sourcemap, mainFields module,main, AWS SDK bundled; banner from ${source}`,
+    "esbuild with ESBUILD_OPTIONS of infra/constructs/maskline-function.ts, as CDK bundles each function: node22 ESM, " +
+      `minify, sourcemap, mainFields module,main, its ESM_BANNER, AWS SDK bundled; on demand, in files of their own: ${ON_DEMAND_PACKAGES.join(", ")}`,
   );
   const probe = join(dir, "probe.mjs");
   writeFileSync(
@@ -165,21 +148,18 @@ main(async () => {
       "const ms = performance.now() - started;",
       "const used = process.cpuUsage(cpu);",
       "const cpuMs = (used.user + used.system) / 1000;",
-      'if (typeof mod.handler !== "function") throw new Error("no handler export");',
+      'if (process.argv[3] !== "any" && typeof mod.handler !== "function") throw new Error("no handler export");',
       'process.stdout.write("\\n" + JSON.stringify({ ms, cpuMs }) + "\\n");',
     ].join("\n"),
   );
 
   const names = Object.keys(functions) as FunctionName[];
   const built: { name: FunctionName; ours: Bundle; bare: Bundle; clients: string[] }[] = [];
+  const onDemand = await buildOnDemandPackages(join(dir, "on-demand"));
   for (const name of names) {
     const fn = functions[name];
     mkdirSync(join(dir, name));
-    const ours = await bundle(
-      join(dir, name, "index.mjs"),
-      { entryPoints: [join(repoRoot, fn.entry)] },
-      banner,
-    );
+    const ours = await bundle(join(dir, name, "index.mjs"), { entryPoints: [join(repoRoot, fn.entry)] });
     const clients = [...new Set(inputsOf(ours).map((i) => packageOf(i.path)))]
       .filter((p) => p in CLIENTS)
       .sort();
@@ -196,11 +176,9 @@ main(async () => {
       `export const handler = async () => ({ statusCode: 200, body: String(${parts.length}) });`,
     ].join("\n");
     mkdirSync(join(dir, `bare-${name}`));
-    const bare = await bundle(
-      join(dir, `bare-${name}`, "index.mjs"),
-      { stdin: { contents, resolveDir: repoRoot, loader: "js", sourcefile: `bare-${name}.mjs` } },
-      banner,
-    );
+    const bare = await bundle(join(dir, `bare-${name}`, "index.mjs"), {
+      stdin: { contents, resolveDir: repoRoot, loader: "js", sourcefile: `bare-${name}.mjs` },
+    });
     built.push({ name, ours, bare, clients });
   }
 
@@ -268,6 +246,11 @@ main(async () => {
         cpuTimes.set(key, [...(cpuTimes.get(key) ?? []), cpuMs]);
       }
     }
+  for (let r = 0; r < options.runs; r++)
+    for (const file of onDemand) {
+      const { cpuMs } = initTime(probe, file, true, true);
+      cpuTimes.set(file, [...(cpuTimes.get(file) ?? []), cpuMs]);
+    }
   log(
     table([
       [
@@ -306,4 +289,9 @@ main(async () => {
       "top-level await (config parse, client construction). In AWS, inbound/forward also fetch the Twilio secret at init. " +
       "CPU time: user + system time of the process during that import (medians), steadier than wall time when other work shares the cores.",
   );
+  for (const [i, file] of onDemand.entries())
+    log(
+      `  on demand, not in module init: ${ON_DEMAND_PACKAGES[i]} ${kib(statSync(file).size)}, ` +
+        `its own import in a fresh process ${ms(median(cpuTimes.get(file) ?? []))} CPU (paid by the first traced call when tracing is on)`,
+    );
 });

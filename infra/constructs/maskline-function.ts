@@ -1,3 +1,4 @@
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Duration, type RemovalPolicy } from "aws-cdk-lib";
@@ -7,6 +8,7 @@ import { LogLevel, NodejsFunction, OutputFormat, SourceMapMode } from "aws-cdk-l
 import { LogGroup, type RetentionDays } from "aws-cdk-lib/aws-logs";
 import { NagSuppressions } from "cdk-nag";
 import { Construct } from "constructs";
+import { type BuildOptions, build } from "esbuild";
 import type { FunctionDefinition } from "../../shared/resources.ts";
 
 /** The repository root: function entries in `shared/resources.ts` are relative to it. */
@@ -27,6 +29,56 @@ export const ESM_BANNER = [
   "const __dirname = __mlDirname(__filename);",
 ].join(" ");
 
+/**
+ * Packages the functions import only on demand (`await import()`). Each is bundled into a file of its own
+ * next to the function's bundle, `node_modules/<package>/index.mjs`, where Node resolves the import at run
+ * time, instead of into the function's bundle, where module init would parse it even though it never runs
+ * it. The Powertools tracer (with the X-Ray SDK, about 120 KiB minified): imported on the first traced call,
+ * and only in a Lambda with active tracing (`shared/adapters/observability.ts`).
+ */
+export const ON_DEMAND_PACKAGES = ["@aws-lambda-powertools/tracer"];
+
+/**
+ * How every bundle is built, in one place: CDK's bundling below, the on-demand packages, `bench/coldstart.ts`
+ * and the bundle tests all use these options. ESM, minified, source maps without sources content (mapped
+ * stack traces with `--enable-source-maps`), module before main, the AWS SDK bundled.
+ */
+export const ESBUILD_OPTIONS = {
+  bundle: true,
+  platform: "node",
+  target: "node22",
+  format: "esm",
+  mainFields: ["module", "main"],
+  minify: true,
+  sourcemap: true,
+  sourcesContent: false,
+  banner: { js: ESM_BANNER },
+  external: ON_DEMAND_PACKAGES,
+  tsconfig: join(repoRoot, "tsconfig.json"),
+} satisfies BuildOptions;
+
+/** Bundles each on-demand package into `<outputDir>/node_modules/<package>/`; returns their entry files. */
+export async function buildOnDemandPackages(outputDir: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const name of ON_DEMAND_PACKAGES) {
+    const dir = join(outputDir, "node_modules", name);
+    mkdirSync(dir, { recursive: true });
+    await build({
+      ...ESBUILD_OPTIONS,
+      external: [],
+      stdin: { contents: `export * from ${JSON.stringify(name)};`, resolveDir: repoRoot, loader: "js" },
+      outfile: join(dir, "index.mjs"),
+      logLevel: "warning",
+    });
+    writeFileSync(
+      join(dir, "package.json"),
+      `${JSON.stringify({ name, type: "module", exports: "./index.mjs" })}\n`,
+    );
+    files.push(join(dir, "index.mjs"));
+  }
+  return files;
+}
+
 export interface MasklineFunctionProps {
   /** Entry, timeout and memory: the definition in `shared/resources.ts`. */
   definition: FunctionDefinition;
@@ -40,9 +92,10 @@ export interface MasklineFunctionProps {
 
 /**
  * The one way Maskline builds a Lambda function: nodejs22.x on arm64, bundled locally by esbuild as
- * minified ESM with source maps, X-Ray tracing, a dedicated log group with retention, Powertools
- * environment, and its own role that starts with nothing but writing to that log group (no managed
- * policies). Callers add exactly the grants the function needs.
+ * minified ESM with source maps (`ESBUILD_OPTIONS`, on-demand packages in files of their own), X-Ray
+ * tracing, a dedicated log group with retention, Powertools environment, and its own role that starts with
+ * nothing but writing to that log group (no managed policies). Callers add exactly the grants the function
+ * needs.
  */
 export class MasklineFunction extends Construct {
   readonly fn: NodejsFunction;
@@ -87,18 +140,26 @@ export class MasklineFunction extends Construct {
       },
       bundling: {
         format: OutputFormat.ESM,
-        target: "node22",
-        mainFields: ["module", "main"],
-        banner: ESM_BANNER,
-        minify: true,
-        sourceMap: true,
+        target: ESBUILD_OPTIONS.target,
+        mainFields: ESBUILD_OPTIONS.mainFields,
+        banner: ESBUILD_OPTIONS.banner.js,
+        minify: ESBUILD_OPTIONS.minify,
+        sourceMap: ESBUILD_OPTIONS.sourcemap,
         sourceMapMode: SourceMapMode.DEFAULT,
-        sourcesContent: false,
+        sourcesContent: ESBUILD_OPTIONS.sourcesContent,
         // Ship the SDK versions we tested with instead of whatever the runtime carries.
         bundleAwsSDK: true,
-        tsconfig: join(repoRoot, "tsconfig.json"),
+        externalModules: ESBUILD_OPTIONS.external,
+        tsconfig: ESBUILD_OPTIONS.tsconfig,
         logLevel: LogLevel.WARNING,
         forceDockerBundling: false,
+        commandHooks: {
+          beforeBundling: () => [],
+          beforeInstall: () => [],
+          afterBundling: (_inputDir, outputDir) => [
+            `"${process.execPath}" --import tsx "${join(repoRoot, "infra", "bundle-on-demand.ts")}" "${outputDir}"`,
+          ],
+        },
       },
     });
 

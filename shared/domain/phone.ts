@@ -54,7 +54,8 @@ export function maskNumber(number: string): string {
   return `${number.slice(0, 3)}${"*".repeat(number.length - 5)}${number.slice(-2)}`;
 }
 
-export const e164Schema = z.string().transform((value, ctx) => {
+// Pure: a bundle that never uses this schema drops it, and with it libphonenumber-js (forward, publisher).
+export const e164Schema = /* @__PURE__ */ z.string().transform((value, ctx) => {
   const number = toE164(value);
   if (!number) {
     ctx.addIssue({

@@ -3,28 +3,49 @@
  * carries code it does not run. forward and recycler call Twilio through the official package's own
  * message and number resources, never its whole REST client (the `Twilio` class, every product's resources,
  * axios); only the recycler holds the number-buying resources, and it loads them only with top-up on.
+ * Packages imported only on demand (the tracer with the X-Ray SDK) are in no function's bundle, and
+ * functions that never parse a phone number (forward, publisher) hold no libphonenumber-js: module init
+ * parses every byte of a bundle, run or not.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { build, type Metafile } from "esbuild";
-import { repoRoot } from "../../infra/constructs/maskline-function.ts";
+import { ESBUILD_OPTIONS, repoRoot } from "../../infra/constructs/maskline-function.ts";
 import { type FunctionName, functions } from "../../shared/resources.ts";
 
+const metafiles = new Map<FunctionName, Promise<Metafile>>();
+function metafileOf(name: FunctionName): Promise<Metafile> {
+  if (!metafiles.has(name))
+    metafiles.set(
+      name,
+      build({
+        ...ESBUILD_OPTIONS,
+        entryPoints: [join(repoRoot, functions[name].entry)],
+        minify: false,
+        sourcemap: false,
+        write: false,
+        metafile: true,
+        logLevel: "silent",
+        outfile: join(repoRoot, "cdk.out", "bundle-test", name, "index.mjs"),
+      }).then((result) => result.metafile as Metafile),
+    );
+  return metafiles.get(name) as Promise<Metafile>;
+}
+
+/** Every module the bundle's import graph reaches. */
 async function inputsOf(name: FunctionName): Promise<string[]> {
-  const result = await build({
-    entryPoints: [join(repoRoot, functions[name].entry)],
-    bundle: true,
-    platform: "node",
-    target: "node22",
-    format: "esm",
-    mainFields: ["module", "main"],
-    write: false,
-    metafile: true,
-    logLevel: "silent",
-    outfile: join(repoRoot, "cdk.out", "bundle-test", name, "index.mjs"),
-  });
-  return Object.keys((result.metafile as Metafile).inputs);
+  return Object.keys((await metafileOf(name)).inputs);
+}
+
+/** The modules with code in the bundle (tree shaking drops the others). */
+async function emittedOf(name: FunctionName): Promise<string[]> {
+  const outputs = Object.values((await metafileOf(name)).outputs);
+  return outputs.flatMap((o) =>
+    Object.entries(o.inputs)
+      .filter(([, i]) => i.bytesInOutput > 0)
+      .map(([p]) => p),
+  );
 }
 
 const twilioRest = (inputs: string[]) => inputs.filter((i) => /node_modules\/twilio\/lib\/rest\//.test(i));
@@ -65,5 +86,25 @@ describe("function bundles (esbuild metafile)", () => {
   test("inbound, allocate and publisher hold no Twilio REST code at all", async () => {
     for (const name of ["inbound", "allocate", "publisher"] as const)
       assert.deepEqual(twilioRest(await inputsOf(name)), [], name);
+  });
+
+  test("no function bundles the tracer or the X-Ray SDK: they load on demand from a file of their own", async () => {
+    for (const name of Object.keys(functions) as FunctionName[])
+      assert.deepEqual(
+        (await inputsOf(name)).filter((i) =>
+          /node_modules\/(@aws-lambda-powertools\/tracer|aws-xray-sdk-core|cls-hooked|semver)\//.test(i),
+        ),
+        [],
+        name,
+      );
+  });
+
+  test("forward and publisher, which parse no phone number, hold no libphonenumber-js", async () => {
+    for (const name of ["forward", "publisher"] as const)
+      assert.deepEqual(
+        (await emittedOf(name)).filter((i) => /node_modules\/libphonenumber-js\//.test(i)),
+        [],
+        name,
+      );
   });
 });

@@ -294,6 +294,18 @@ describe("functions", () => {
           { env, cwd: tmpdir(), timeout: 30_000 },
         );
         assert.equal(stdout.trim(), "function", `${name} bundle exports handler`);
+        // The tracer is not in the bundle: it loads on demand from node_modules next to it (Node's resolution).
+        const tracer = await run(
+          process.execPath,
+          [
+            "--no-warnings",
+            "--input-type=module",
+            "-e",
+            'const { Tracer } = await import("@aws-lambda-powertools/tracer"); console.log(typeof Tracer);',
+          ],
+          { env, cwd: dir, timeout: 30_000 },
+        );
+        assert.equal(tracer.stdout.trim(), "function", `${name}: the on-demand tracer loads from its asset`);
       }),
     );
   });
