@@ -700,7 +700,6 @@ async function racesSection(): Promise<Record<string, number>> {
   return hot;
 }
 
-
 /**
  * MAX_PROXIES_PER_PARTICIPANT at several caps and without one, side by side: the smallest pool the month
  * replays with no pool-exhausted open, its price, the share of messages through a hub, and every message
