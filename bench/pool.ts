@@ -591,7 +591,7 @@ async function racesSection(): Promise<Record<string, number>> {
   const race = async (
     label: string,
     participants: (i: number) => [E164, E164],
-    how: { rule: RaceRule; containers: "one" | "each" },
+    how: { rule: RaceRule; containers: "one" | "each"; cap?: number },
   ) => {
     const fixture = await aws.fresh();
     modelled.plan.processingMs = how.rule === "processing" ? options["processing-ms"] : undefined;
@@ -606,6 +606,7 @@ async function racesSection(): Promise<Record<string, number>> {
         clock: { now: () => Date.now() },
         newId,
         quarantineSeconds: QUARANTINE_SECONDS,
+        maxProxiesPerParticipant: how.cap,
       });
     const shared = newService();
     for (let i = 0; i < k; i++) await shared.addNumber(phoneOf.pool(i) as E164);
@@ -672,6 +673,15 @@ async function racesSection(): Promise<Record<string, number>> {
           { rule, containers },
         )
       ).perOpen;
+  // With a cap every open of the host also updates its proxy count (the cap's guard): one item in all of them.
+  for (const rule of ["until-answer", "processing"] as const)
+    hot[`cap/${rule}`] = (
+      await race(
+        `${k} concurrent opens for ONE host, pool of exactly ${k}, MAX_PROXIES_PER_PARTICIPANT ${k}, ${RULES[rule]}, one SessionService per open`,
+        hotHost,
+        { rule, containers: "each", cap: k },
+      )
+    ).perOpen;
   for (const rule of ["until-answer", "processing"] as const)
     hot[`pairs/${rule}`] = (
       await race(
@@ -689,6 +699,11 @@ async function racesSection(): Promise<Record<string, number>> {
         `hot host, ${RULES[rule]}`,
         (hot[`${rule}/one`] ?? 0).toFixed(2),
         (hot[`${rule}/each`] ?? 0).toFixed(2),
+      ]),
+      ...(["until-answer", "processing"] as const).map((rule) => [
+        `hot host, cap ${k} (its proxy count in every open), ${RULES[rule]}`,
+        "",
+        (hot[`cap/${rule}`] ?? 0).toFixed(2),
       ]),
       ...(["until-answer", "processing"] as const).map((rule) => [
         `${k} different pairs, ${RULES[rule]}`,
