@@ -60,6 +60,12 @@ const options = benchOptions({
   "price-per-number": { full: 1.15, quick: 1.15, help: "USD per number per month" },
   "messages-per-session": { full: 2, quick: 2, help: "messages per session in the hub replay" },
   "hub-only": { full: 0, quick: 0, help: "1: only the hub section (caps side by side)" },
+  "races-only": { full: 0, quick: 0, help: "1: only the races section (concurrent opens, both rules)" },
+  "processing-ms": {
+    full: 20,
+    quick: 20,
+    help: "modelled rule: how long real DynamoDB holds a transaction's items (its own processing)",
+  },
 });
 
 const HOUR = 3600_000;
@@ -191,6 +197,10 @@ main(async () => {
 
   if (hubOnly) {
     await hubSection(trace.sessions, trace.length, c.L);
+    return;
+  }
+  if (options["races-only"] === 1) {
+    await racesSection();
     return;
   }
   // ---- Full trace, real SessionService, in-memory store --------------------------------------------------
@@ -494,104 +504,7 @@ main(async () => {
       `p99 ${ratio(large.open.p99, small.open.p99)}, read units ${ratio(large.rcu, small.rcu)}`,
   );
 
-  // ---- Races: concurrent allocations ------------------------------------------------------------------
-  heading("Races: concurrent allocations against conditional writes (fresh DynamoDB Local)");
-  const k = options.burst;
-  aws = await localAws();
-  const raceMeter = new AwsMeter().attach(aws.doc, "dynamodb");
-  // DynamoDB Local runs transactions one at a time; real DynamoDB cancels a transaction that touches an
-  // item another in-flight transaction holds (TransactionConflict). This client models that rule.
-  const modelled = faultyDynamo({
-    endpoint: aws.dynamo.endpoint,
-    seed: options.seed,
-    plan: { throttleRate: 0, errorRate: 0, transactionHoldMs: 0 },
-  });
-  raceMeter.attach(modelled.doc, "dynamodb");
-  const race = async (
-    label: string,
-    participants: (i: number) => [E164, E164],
-    how: { rule: "local" | "modelled"; containers: "one" | "each" },
-  ) => {
-    const fixture = await aws.fresh();
-    const store =
-      how.rule === "local"
-        ? fixture.store
-        : new DynamoStore({ tableName: fixture.tableName, client: modelled.doc, retentionSeconds: 3600 });
-    const newService = () =>
-      new SessionService({
-        store,
-        queue: { enqueue: async () => {} },
-        clock: { now: () => Date.now() },
-        newId,
-        quarantineSeconds: QUARANTINE_SECONDS,
-      });
-    const shared = newService();
-    for (let i = 0; i < k; i++) await shared.addNumber(phoneOf.pool(i) as E164);
-    // "each": one SessionService per open, as Lambda runs one request per container at a time.
-    const services = Array.from({ length: k }, () => (how.containers === "one" ? shared : newService()));
-    raceMeter.reset();
-    const conflictsBefore = modelled.stats.transactionConflicts;
-    const outcomes = await Promise.all(
-      Array.from({ length: k }, async (_, i) => {
-        const t = performance.now();
-        const [a, b] = participants(i);
-        try {
-          const { session } = await (services[i] as SessionService).openSession({
-            participants: [{ phoneNumber: a }, { phoneNumber: b }],
-            mode: "sms",
-            ttlSeconds: 3600,
-            ttlMode: "absolute",
-          });
-          return {
-            ok: true,
-            ms: performance.now() - t,
-            pairs: session.participants.map((p) => `${p.proxyNumber}/${p.phoneNumber}`),
-            error: "",
-          };
-        } catch (error) {
-          return { ok: false, ms: performance.now() - t, pairs: [], error: (error as Error).name };
-        }
-      }),
-    );
-    const succeeded = outcomes.filter((o) => o.ok);
-    const pairs = succeeded.flatMap((o) => o.pairs);
-    const tx = raceMeter.get("dynamodb", "TransactWriteItemsCommand");
-    const latency = summarize(outcomes.map((o) => o.ms));
-    const failed = outcomes.length - succeeded.length;
-    const conflicts = modelled.stats.transactionConflicts - conflictsBefore;
-    log(
-      `${label}: ${succeeded.length}/${k} opened${failed ? ` (${failed} failed: ${[...new Set(outcomes.filter((o) => !o.ok).map((o) => o.error))].join(", ")})` : ""}, ` +
-        `${new Set(pairs).size === pairs.length ? "no (proxy, participant) pair given twice" : "ERROR: a (proxy, participant) pair was given twice"}; ` +
-        `${tx.calls} transactions = ${(tx.calls / Math.max(1, succeeded.length)).toFixed(2)} per open ` +
-        `(${tx.errors} cancelled${how.rule === "modelled" ? `, ${conflicts} of them TransactionConflict` : ""}), ` +
-        `TransactWriteItems p50 ${ms(summarize(tx.ms).p50)}; openSession p50 ${ms(latency.p50)}, max ${ms(latency.max)}`,
-    );
-    if (new Set(pairs).size !== pairs.length) process.exitCode = 1;
-    return { tx, latency, perOpen: tx.calls / Math.max(1, succeeded.length) };
-  };
-  const hotHost = (i: number): [E164, E164] => [
-    "+12125550100" as E164,
-    `+1303555${String(1000 + i)}` as E164,
-  ];
-  const hot: Record<string, number> = {};
-  for (const rule of ["local", "modelled"] as const)
-    for (const containers of ["one", "each"] as const)
-      hot[`${rule}/${containers}`] = (
-        await race(
-          `${k} concurrent opens for ONE host, pool of exactly ${k}, ` +
-            `${rule === "local" ? "DynamoDB Local's serialization" : "real DynamoDB's conflict rule (modelled)"}, ` +
-            `${containers === "one" ? "one process" : "one SessionService per open (Lambda)"}`,
-          hotHost,
-          { rule, containers },
-        )
-      ).perOpen;
-  await race(
-    `${k} concurrent opens for ${k} different pairs, pool of ${k}, real DynamoDB's conflict rule (modelled), one SessionService per open`,
-    (i) => [`+1212555${String(2000 + i)}` as E164, `+1303555${String(3000 + i)}` as E164],
-    { rule: "modelled", containers: "each" },
-  );
-  modelled.destroy();
-  await aws.stop();
+  const hot = await racesSection();
 
   heading("Summary");
   log(
@@ -637,21 +550,170 @@ main(async () => {
         small.rcu.toFixed(2),
         ratio(large.rcu, small.rcu),
       ],
-      [
-        `hot host: transactions per open, modelled rule vs DynamoDB Local (one process)`,
-        (hot["modelled/one"] ?? 0).toFixed(2),
-        (hot["local/one"] ?? 0).toFixed(2),
-        "",
-      ],
-      [
-        `hot host: transactions per open, modelled rule vs DynamoDB Local (per open)`,
-        (hot["modelled/each"] ?? 0).toFixed(2),
-        (hot["local/each"] ?? 0).toFixed(2),
-        "",
-      ],
+      ...(["until-answer", "processing"] as const).flatMap((rule) =>
+        (["one", "each"] as const).map((containers) => [
+          `hot host: transactions per open, ${RULES[rule]} vs DynamoDB Local (${containers === "one" ? "one process" : "per open"})`,
+          (hot[`${rule}/${containers}`] ?? 0).toFixed(2),
+          (hot[`local/${containers}`] ?? 0).toFixed(2),
+          "",
+        ]),
+      ),
     ]),
   );
 });
+
+type RaceRule = "local" | "until-answer" | "processing";
+const RULES: Record<RaceRule, string> = {
+  local: "DynamoDB Local's serialization",
+  "until-answer": "conflict rule, items held until the answer (old model)",
+  processing: `conflict rule, items held ${options["processing-ms"]} ms (own processing)`,
+};
+
+/**
+ * Concurrent opens against conditional writes: one host and k guests on a pool of exactly k, under DynamoDB
+ * Local's serialization and under real DynamoDB's conflict rule as modelled by the faulty client (a
+ * transaction is cancelled when one of its items is held by another in flight), in one process and with one
+ * SessionService per open. The modelled rule runs twice: items held until DynamoDB Local answers (which
+ * includes the wait behind the transactions it runs first) and items held for the transaction's own
+ * processing, as real DynamoDB does (prepare, then commit).
+ */
+async function racesSection(): Promise<Record<string, number>> {
+  heading("Races: concurrent allocations against conditional writes (fresh DynamoDB Local)");
+  const k = options.burst;
+  const aws = await localAws();
+  const raceMeter = new AwsMeter().attach(aws.doc, "dynamodb");
+  const modelled = faultyDynamo({
+    endpoint: aws.dynamo.endpoint,
+    seed: options.seed,
+    plan: { throttleRate: 0, errorRate: 0, transactionHoldMs: 0 },
+  });
+  raceMeter.attach(modelled.doc, "dynamodb");
+  const race = async (
+    label: string,
+    participants: (i: number) => [E164, E164],
+    how: { rule: RaceRule; containers: "one" | "each"; cap?: number },
+  ) => {
+    const fixture = await aws.fresh();
+    modelled.plan.processingMs = how.rule === "processing" ? options["processing-ms"] : undefined;
+    const store =
+      how.rule === "local"
+        ? fixture.store
+        : new DynamoStore({ tableName: fixture.tableName, client: modelled.doc, retentionSeconds: 3600 });
+    const newService = () =>
+      new SessionService({
+        store,
+        queue: { enqueue: async () => {} },
+        clock: { now: () => Date.now() },
+        newId,
+        quarantineSeconds: QUARANTINE_SECONDS,
+        maxProxiesPerParticipant: how.cap,
+      });
+    const shared = newService();
+    for (let i = 0; i < k; i++) await shared.addNumber(phoneOf.pool(i) as E164);
+    // "each": one SessionService per open, as Lambda runs one request per container at a time.
+    const services = Array.from({ length: k }, () => (how.containers === "one" ? shared : newService()));
+    raceMeter.reset();
+    const conflictsBefore = modelled.stats.transactionConflicts;
+    const byItemBefore = new Map(modelled.stats.conflictsByItem);
+    const outcomes = await Promise.all(
+      Array.from({ length: k }, async (_, i) => {
+        const t = performance.now();
+        const [a, b] = participants(i);
+        try {
+          const { session } = await (services[i] as SessionService).openSession({
+            participants: [{ phoneNumber: a }, { phoneNumber: b }],
+            mode: "sms",
+            ttlSeconds: 3600,
+            ttlMode: "absolute",
+          });
+          return {
+            ok: true,
+            ms: performance.now() - t,
+            pairs: session.participants.map((p) => `${p.proxyNumber}/${p.phoneNumber}`),
+            error: "",
+          };
+        } catch (error) {
+          return { ok: false, ms: performance.now() - t, pairs: [], error: (error as Error).name };
+        }
+      }),
+    );
+    const succeeded = outcomes.filter((o) => o.ok);
+    const pairs = succeeded.flatMap((o) => o.pairs);
+    const tx = raceMeter.get("dynamodb", "TransactWriteItemsCommand");
+    const latency = summarize(outcomes.map((o) => o.ms));
+    const failed = outcomes.length - succeeded.length;
+    const conflicts = modelled.stats.transactionConflicts - conflictsBefore;
+    const byItem = [...modelled.stats.conflictsByItem]
+      .map(([kind, n]) => [kind, n - (byItemBefore.get(kind) ?? 0)] as const)
+      .filter(([, n]) => n > 0)
+      .map(([kind, n]) => `${kind} ${n}`)
+      .join(", ");
+    log(
+      `${label}: ${succeeded.length}/${k} opened${failed ? ` (${failed} failed: ${[...new Set(outcomes.filter((o) => !o.ok).map((o) => o.error))].join(", ")})` : ""}, ` +
+        `${new Set(pairs).size === pairs.length ? "no (proxy, participant) pair given twice" : "ERROR: a (proxy, participant) pair was given twice"}; ` +
+        `${tx.calls} transactions = ${(tx.calls / Math.max(1, succeeded.length)).toFixed(2)} per open ` +
+        `(${tx.errors} cancelled${how.rule === "local" ? "" : `, ${conflicts} of them TransactionConflict${byItem ? `: ${byItem}` : ""}`}), ` +
+        `TransactWriteItems p50 ${ms(summarize(tx.ms).p50)}; openSession p50 ${ms(latency.p50)}, max ${ms(latency.max)}`,
+    );
+    if (new Set(pairs).size !== pairs.length) process.exitCode = 1;
+    return { tx, latency, perOpen: tx.calls / Math.max(1, succeeded.length) };
+  };
+  const hotHost = (i: number): [E164, E164] => [
+    "+12125550100" as E164,
+    `+1303555${String(1000 + i)}` as E164,
+  ];
+  const hot: Record<string, number> = {};
+  for (const rule of ["local", "until-answer", "processing"] as const)
+    for (const containers of ["one", "each"] as const)
+      hot[`${rule}/${containers}`] = (
+        await race(
+          `${k} concurrent opens for ONE host, pool of exactly ${k}, ${RULES[rule]}, ` +
+            `${containers === "one" ? "one process" : "one SessionService per open (Lambda)"}`,
+          hotHost,
+          { rule, containers },
+        )
+      ).perOpen;
+  // With a cap every open of the host also updates its proxy count (the cap's guard): one item in all of them.
+  for (const rule of ["until-answer", "processing"] as const)
+    hot[`cap/${rule}`] = (
+      await race(
+        `${k} concurrent opens for ONE host, pool of exactly ${k}, MAX_PROXIES_PER_PARTICIPANT ${k}, ${RULES[rule]}, one SessionService per open`,
+        hotHost,
+        { rule, containers: "each", cap: k },
+      )
+    ).perOpen;
+  for (const rule of ["until-answer", "processing"] as const)
+    hot[`pairs/${rule}`] = (
+      await race(
+        `${k} concurrent opens for ${k} different pairs, pool of ${k}, ${RULES[rule]}, one SessionService per open`,
+        (i) => [`+1212555${String(2000 + i)}` as E164, `+1303555${String(3000 + i)}` as E164],
+        { rule, containers: "each" },
+      )
+    ).perOpen;
+  modelled.destroy();
+  await aws.stop();
+  log(
+    table([
+      ["transactions per open", "one process", "one SessionService per open"],
+      ...(["local", "until-answer", "processing"] as const).map((rule) => [
+        `hot host, ${RULES[rule]}`,
+        (hot[`${rule}/one`] ?? 0).toFixed(2),
+        (hot[`${rule}/each`] ?? 0).toFixed(2),
+      ]),
+      ...(["until-answer", "processing"] as const).map((rule) => [
+        `hot host, cap ${k} (its proxy count in every open), ${RULES[rule]}`,
+        "",
+        (hot[`cap/${rule}`] ?? 0).toFixed(2),
+      ]),
+      ...(["until-answer", "processing"] as const).map((rule) => [
+        `${k} different pairs, ${RULES[rule]}`,
+        "",
+        (hot[`pairs/${rule}`] ?? 0).toFixed(2),
+      ]),
+    ]),
+  );
+  return hot;
+}
 
 /**
  * MAX_PROXIES_PER_PARTICIPANT at several caps and without one, side by side: the smallest pool the month

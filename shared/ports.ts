@@ -40,6 +40,12 @@ export interface AppendOptions {
   markers?: readonly Marker[];
   /** MAX_PROXIES_PER_PARTICIPANT when opening a session: the proxy count is guarded below it. */
   proxyCap?: number;
+  /**
+   * A cancellation only for contention (another transaction held an item) is reported as a ConcurrentWriteError
+   * naming the contested items, instead of being sent again unchanged: the caller decides again (an open
+   * then takes another number).
+   */
+  reportContention?: boolean;
 }
 
 /*
@@ -74,6 +80,15 @@ export interface HubThreads {
 export interface PoolView {
   holdingsOf(participant: E164): Promise<Holding[]>;
   listPool(): Promise<PoolNumber[]>;
+}
+
+/**
+ * Spread tickets: consecutive numbers per participant bucket, taken outside any transaction (a plain
+ * counter no transaction touches, so taking one never conflicts). They spread one participant's concurrent
+ * opens over different numbers; a store without them leaves the spread to a hash.
+ */
+export interface SpreadTickets {
+  spreadTicket(participant: E164): Promise<number>;
 }
 
 export interface IdempotencyRecords {
@@ -203,7 +218,8 @@ export type StorePorts = EventStore &
   TrafficReads &
   ConsentRecords &
   HubThreads &
-  ErasureStore;
+  ErasureStore &
+  SpreadTickets;
 
 /** Where a page ends: the store's own key of the last item served (the HTTP edge seals it in a cursor). */
 export type PageKey = Record<string, string | number>;

@@ -122,13 +122,14 @@ export function toTransactItem(change: Change, tableName: string): TransactItem 
 
 /**
  * Appends events with their projection changes in ONE TransactWriteItems. A failed guard (or a concurrent
- * transaction on the same items) becomes a ConcurrentWriteError naming the typed conflicts.
+ * transaction on the same items) becomes a ConcurrentWriteError naming the typed conflicts; with
+ * `reportContention`, a cancellation for contention alone is reported at once instead of sent again.
  */
 export async function appendToDynamo(
   client: DynamoDBDocumentClient,
   tableName: string,
   events: readonly DomainEvent[],
-  options: ProjectionOptions,
+  options: ProjectionOptions & { reportContention?: boolean | undefined },
 ): Promise<void> {
   const changes = projectEvents(events, options);
   if (changes.length === 0) return;
@@ -136,6 +137,7 @@ export async function appendToDynamo(
     await sendTransaction(
       client,
       changes.map((c) => toTransactItem(c, tableName)),
+      { resend: !options.reportContention },
     );
   } catch (error) {
     if (error instanceof TransactionCanceledException) {
@@ -156,11 +158,13 @@ export async function appendToDynamo(
 /**
  * TransactWriteItems, sent again (up to 5 more times, 20–640 ms apart, with jitter) when DynamoDB cancelled it
  * only because another transaction held one of its items (TransactionConflict): nothing was written, the
- * conditions are evaluated afresh, and the SDK does not retry cancellations itself.
+ * conditions are evaluated afresh, and the SDK does not retry cancellations itself. `resend: false` leaves
+ * that to the caller, who may change the transaction (take another number) rather than send it unchanged.
  */
 export async function sendTransaction(
   client: DynamoDBDocumentClient,
   transactItems: TransactItem[],
+  { resend = true }: { resend?: boolean } = {},
 ): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
@@ -171,7 +175,7 @@ export async function sendTransaction(
       const onlyConflicts =
         reasons.some((r) => r.Code === "TransactionConflict") &&
         reasons.every((r) => !r.Code || r.Code === "None" || r.Code === "TransactionConflict");
-      if (!onlyConflicts || attempt >= 5) throw error;
+      if (!onlyConflicts || !resend || attempt >= 5) throw error;
       await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** attempt * (1 + Math.random())));
     }
   }

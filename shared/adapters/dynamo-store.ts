@@ -185,6 +185,25 @@ export class DynamoStore implements StorePorts, PagedReads {
     return item && toConsent(item);
   }
 
+  async spreadTicket(participant: E164): Promise<number> {
+    const { Attributes } = await this.client.send(
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { ...itemKeys.spreadTicket(participant) },
+        UpdateExpression: "SET #kind = :kind, #ttl = :ttl ADD #n :one",
+        ExpressionAttributeNames: { "#kind": "kind", "#ttl": "ttl", "#n": "ticket" },
+        // Kept a day after its last use: a counter that starts again from 1 spreads just as well.
+        ExpressionAttributeValues: {
+          ":kind": "spread-ticket",
+          ":ttl": Math.floor(Date.now() / 1000) + 24 * 3600,
+          ":one": 1,
+        },
+        ReturnValues: "UPDATED_NEW",
+      }),
+    );
+    return Number(Attributes?.ticket);
+  }
+
   async ownsNumber(phoneNumber: E164): Promise<boolean> {
     return (await this.getItem(keys.number(phoneNumber))) !== undefined;
   }

@@ -175,6 +175,15 @@ export class MemoryStore implements StorePorts {
     return item && views.toConsent(item);
   }
 
+  private readonly tickets = new Map<string, number>();
+
+  async spreadTicket(participant: E164): Promise<number> {
+    const { pk } = itemKeys.spreadTicket(participant);
+    const ticket = (this.tickets.get(pk) ?? 0) + 1;
+    this.tickets.set(pk, ticket);
+    return ticket;
+  }
+
   async ownsNumber(phoneNumber: E164): Promise<boolean> {
     return this.get(itemKeys.number(phoneNumber)) !== undefined;
   }

@@ -13,8 +13,11 @@ export interface CommandDeps {
 export interface CommandSpec<S> {
   /** Reads the state the decision needs (again after each lost race). */
   load: () => Promise<S>;
-  /** Pure: the events of this command given the state; `attempt` counts lost races so far. */
-  decide: (state: S, ctx: SessionContext, attempt: number) => DomainEvent[];
+  /**
+   * Pure: the events of this command given the state; `attempt` counts lost races so far, `lost` holds the
+   * conflicts they were lost on (oldest first).
+   */
+  decide: (state: S, ctx: SessionContext, attempt: number, lost: readonly Conflict[]) => DomainEvent[];
   options?: AppendOptions;
   /** Conflicts that settle the command instead of retrying it (e.g. a duplicate webhook, a replayed key). */
   settles?: (conflicts: readonly Conflict[]) => boolean;
@@ -36,9 +39,10 @@ const jitter = (attempt: number) => 2 + Math.random() * 8 * Math.min(attempt + 1
  */
 export async function handleCommand<S>(deps: CommandDeps, spec: CommandSpec<S>): Promise<CommandResult<S>> {
   const attempts = spec.attempts ?? 5;
+  const lost: Conflict[] = [];
   for (let attempt = 0; ; attempt++) {
     const state = await spec.load();
-    const events = spec.decide(state, decisionContext(deps), attempt);
+    const events = spec.decide(state, decisionContext(deps), attempt, lost);
     if (events.length === 0) return { outcome: "nothing-to-do", state, events: [] };
     try {
       await deps.store.append(events, spec.options);
@@ -48,6 +52,7 @@ export async function handleCommand<S>(deps: CommandDeps, spec: CommandSpec<S>):
       if (spec.settles?.(error.conflicts))
         return { outcome: "settled", state, events, conflicts: error.conflicts };
       if (attempt + 1 >= attempts) throw error;
+      lost.push(...error.conflicts);
       await sleep((spec.backoffMs ?? jitter)(attempt));
     }
   }

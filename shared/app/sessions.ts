@@ -9,6 +9,7 @@ import {
 import type { ContactPolicy } from "../domain/contacts.ts";
 import {
   ConcurrentWriteError,
+  type Conflict,
   IdempotencyConflictError,
   NumberIsParticipantError,
   ParticipantConflictError,
@@ -38,6 +39,7 @@ import type {
   PoolView,
   Pseudonyms,
   SessionReader,
+  SpreadTickets,
   TrafficReads,
 } from "../ports.ts";
 import {
@@ -82,7 +84,8 @@ export interface SessionServiceDeps {
     MessageLog &
     ConsentRecords &
     HubThreads &
-    ErasureStore;
+    ErasureStore &
+    Partial<SpreadTickets>;
   queue: ForwardQueue;
   /** Consent kept under a pseudonym, and erasure; by default a key of this process only (tests). */
   pseudonyms?: Pseudonyms;
@@ -102,6 +105,20 @@ interface HubView {
 
 /** Bounded so a pathological race ends in an answer; each lost race re-reads and takes the next number. */
 const MAX_ALLOCATION_ATTEMPTS = 40;
+
+/**
+ * The numbers lost races found another open taking for `participant`: its pair on them (held, or in another
+ * transaction in flight), or the number item itself in another transaction in flight.
+ */
+function contested(lost: readonly Conflict[], participant: E164): ReadonlySet<string> {
+  const numbers = new Set<string>();
+  for (const c of lost) {
+    const [proxy, who] = c.key.split(":");
+    if (c.kind === "pair" && who === participant && proxy) numbers.add(proxy);
+    else if (c.kind === "number" && c.contention) numbers.add(c.key);
+  }
+  return numbers;
+}
 
 /** A command spec whose state type is inferred from its `load`. */
 const commandSpec = <S>(spec: CommandSpec<S>) => spec;
@@ -145,15 +162,20 @@ export class SessionService {
     const sessionId = this.deps.newId("ses");
     const [a, b] = input.participants;
     const view = this.poolView;
+    // Taken beside the first reads: concurrent opens for one participant get consecutive tickets.
+    const tickets = Promise.all(
+      [a, b].map((p) => store.spreadTicket?.(p.phoneNumber).catch(() => undefined)),
+    );
     const spec = commandSpec({
       load: async () => {
-        const [mark, , storedA, storedB, ownsA, ownsB] = await Promise.all([
+        const [mark, , storedA, storedB, ownsA, ownsB, [ticketA, ticketB]] = await Promise.all([
           view.mark(),
           view.ready(),
           store.holdingsOf(a.phoneNumber),
           store.holdingsOf(b.phoneNumber),
           store.ownsNumber(a.phoneNumber),
           store.ownsNumber(b.phoneNumber),
+          tickets,
         ]);
         const hubs = await this.hubViews(
           a,
@@ -161,9 +183,14 @@ export class SessionService {
           view.holdings(a.phoneNumber, storedA, mark),
           view.holdings(b.phoneNumber, storedB, mark),
         );
-        return [mark, storedA, storedB, ownsA, ownsB, hubs] as const;
+        return [mark, storedA, storedB, ownsA, ownsB, hubs, ticketA, ticketB] as const;
       },
-      decide: ([mark, storedA, storedB, ownsA, ownsB, [hubA, hubB]], ctx, attempt) => {
+      decide: (
+        [mark, storedA, storedB, ownsA, ownsB, [hubA, hubB], ticketA, ticketB],
+        ctx,
+        attempt,
+        lost,
+      ) => {
         // A number we own (active or draining) is never a participant: its texts would loop through us.
         if (ownsA || ownsB) throw new ParticipantIsPoolNumberError(ownsA ? a.phoneNumber : b.phoneNumber);
         // The container's view of the pool, with the pairs its own in-flight opens are taking.
@@ -178,7 +205,8 @@ export class SessionService {
           p: ParticipantInput,
           other: ParticipantInput,
           holdings: Holding[],
-          pool: readonly PoolNumber[],
+          ticket: number | undefined,
+          share?: E164,
         ) => {
           const proxy = chooseProxy(
             {
@@ -190,8 +218,14 @@ export class SessionService {
               now: ctx.now,
               geoMatch: input.geoMatch,
             },
-            // Concurrent opens for one participant spread over equally good numbers; a lost race re-draws.
-            `${sessionId}:${p.phoneNumber}:${attempt}`,
+            // Concurrent opens for one participant spread over equally good numbers: first by ticket, then
+            // (a lost race) by a fresh draw, away from the numbers other opens were found taking.
+            {
+              seed: `${sessionId}:${p.phoneNumber}:${attempt}`,
+              ticket: attempt === 0 ? ticket : undefined,
+              avoid: contested(lost, p.phoneNumber),
+              share,
+            },
           );
           if (!proxy) throw new PoolExhaustedError(p.phoneNumber);
           return proxy;
@@ -217,17 +251,9 @@ export class SessionService {
               : { capped: true as const };
         const sideA = hub(a, b, holdingsA, hubA);
         const sideB = hub(b, a, holdingsB, hubB);
-        const proxyA = sideA && "hub" in sideA ? sideA.proxyNumber : pick(a, b, holdingsA, pool);
-        // B's choice counts A's new pair, so the two sides spread over numbers when the pool allows.
-        const proxyB =
-          sideB && "hub" in sideB
-            ? sideB.proxyNumber
-            : pick(
-                b,
-                a,
-                holdingsB,
-                pool.map((n) => (n.phoneNumber === proxyA ? { ...n, load: n.load + 1 } : n)),
-              );
+        const proxyA = sideA && "hub" in sideA ? sideA.proxyNumber : pick(a, b, holdingsA, ticketA);
+        // B shares A's number when it is as good as any for B: the open then writes one number item, not two.
+        const proxyB = sideB && "hub" in sideB ? sideB.proxyNumber : pick(b, a, holdingsB, ticketB, proxyA);
         return decide(
           {
             type: "OpenSession",
@@ -260,12 +286,15 @@ export class SessionService {
       },
       options: {
         idempotency: idempotency && { ...idempotency, result: sessionId },
+        // Contended numbers are not sent again unchanged: the next attempt takes another one.
+        reportContention: true,
         ...(this.deps.maxProxiesPerParticipant === undefined
           ? {}
           : { proxyCap: this.deps.maxProxiesPerParticipant }),
       },
+      // Contention is reported, not resent (above): only a guard that failed settles the open.
       settles: (conflicts) =>
-        conflicts.some((c) => c.kind === "idempotency" || (c.kind === "unique-name" && !c.contention)),
+        conflicts.some((c) => (c.kind === "idempotency" || c.kind === "unique-name") && !c.contention),
       attempts: MAX_ALLOCATION_ATTEMPTS,
     });
     const result = await this.allocating(spec, [a.phoneNumber, b.phoneNumber]);

@@ -65,23 +65,51 @@ export function rankProxies(request: AllocationRequest): E164[] {
   return [...sticky, ...free, ...quarantined].map((n) => n.phoneNumber);
 }
 
+/** How `chooseProxy` picks among the free numbers exactly as good as the best. */
+export interface Spread {
+  /** Differs per open and attempt: without a ticket, a hash of it picks among the ties. */
+  seed: string;
+  /**
+   * The participant's spread ticket: concurrent opens for one participant draw consecutive tickets, so with
+   * the same view they take different ties instead of independent draws (which collide: 20 draws over 20).
+   */
+  ticket?: number | undefined;
+  /** Numbers another open is taking right now (its transaction cancelled ours on them): chosen last. */
+  avoid?: ReadonlySet<string> | undefined;
+  /** The number the session's other side takes: chosen when it is among the ties (one number item to write). */
+  share?: string | undefined;
+}
+
 /**
  * The proxy to give, or undefined when the pool is exhausted for this participant: the best ranked, except
- * that among the free numbers exactly as good as the best (same locality, same load) the choice is spread
- * by `seed`. Concurrent opens for one participant (different session ids) then take different numbers
- * instead of all racing for the same one; a sticky or quarantined best is taken as ranked.
+ * that among the free numbers exactly as good as the best (same locality, same load, not avoided) the choice
+ * is spread (see `Spread`): the other side's number if it is one of them, else by ticket or by seed. A
+ * sticky or quarantined best is taken as ranked; an avoided number only when no other is free.
  */
-export function chooseProxy(request: AllocationRequest, seed: string): E164 | undefined {
-  const { sticky, free, quarantined, local } = rankTiers(request);
+export function chooseProxy(request: AllocationRequest, spread: Spread): E164 | undefined {
+  const { sticky, free: ranked, quarantined, local } = rankTiers(request);
+  const avoided = (n: PoolNumber) => spread.avoid?.has(n.phoneNumber) === true;
+  const free = [...ranked.filter((n) => !avoided(n)), ...ranked.filter(avoided)];
   const best = free[0];
   if (sticky[0] || !best) return (sticky[0] ?? quarantined[0])?.phoneNumber;
   let ties = 1;
-  while (ties < free.length && sameRank(free[ties] as PoolNumber, best, local)) ties++;
-  return (free[spreadIndex(seed, ties)] as PoolNumber).phoneNumber;
+  while (ties < free.length && sameRank(free[ties] as PoolNumber, best, local, avoided)) ties++;
+  const tied = free.slice(0, ties);
+  const shared = tied.find((n) => n.phoneNumber === spread.share);
+  if (shared) return shared.phoneNumber;
+  const index =
+    spread.ticket === undefined
+      ? spreadIndex(spread.seed, ties)
+      : (spreadIndex(request.participant, ties) + spread.ticket) % ties;
+  return (tied[index] as PoolNumber).phoneNumber;
 }
 
-const sameRank = (n: PoolNumber, best: PoolNumber, local: (n: PoolNumber) => number) =>
-  local(n) === local(best) && n.load === best.load;
+const sameRank = (
+  n: PoolNumber,
+  best: PoolNumber,
+  local: (n: PoolNumber) => number,
+  avoided: (n: PoolNumber) => boolean,
+) => local(n) === local(best) && n.load === best.load && avoided(n) === avoided(best);
 
 /** FNV-1a over the seed, modulo `n`: the same seed gives the same choice. */
 function spreadIndex(seed: string, n: number): number {

@@ -19,11 +19,23 @@ export const itemKeys = {
   hubThread: (participant: string, tag: string): ItemKey => ({ pk: `HUB#${participant}`, sk: `TAG#${tag}` }),
   /** Which number is a participant's hub: one at a time, so concurrent opens agree on it. */
   hubNumber: (participant: string): ItemKey => ({ pk: `HUB#${participant}`, sk: "NUMBER" }),
+  /**
+   * The spread-ticket counter of a participant's bucket (4,096 buckets by hash: the key names no one).
+   * Operational, not a projection: consecutive tickets spread one participant's concurrent opens.
+   */
+  spreadTicket: (participant: string): ItemKey => ({ pk: `SPREAD#${bucketOf(participant)}`, sk: "TICKET" }),
   event: (event: DomainEvent): ItemKey => ({
     pk: eventPartition(event),
     sk: `EVENT#${event.occurredAt}#${event.id}`,
   }),
 };
+
+const SPREAD_BUCKETS = 4096;
+function bucketOf(participant: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < participant.length; i++) h = Math.imul(h ^ participant.charCodeAt(i), 0x01000193) >>> 0;
+  return h % SPREAD_BUCKETS;
+}
 
 /** The partition of an event: its session's, else the aggregate it is about. */
 export function eventPartition(event: DomainEvent): string {

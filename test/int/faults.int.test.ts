@@ -14,6 +14,8 @@ import { DynamoStore } from "../../shared/adapters/dynamo-store.ts";
 import { newId } from "../../shared/adapters/ids.ts";
 import { SqsForwardQueue } from "../../shared/adapters/sqs-queue.ts";
 import { SessionService } from "../../shared/app/sessions.ts";
+import { ConcurrentWriteError } from "../../shared/domain/errors.ts";
+import type { E164 } from "../../shared/domain/phone.ts";
 import { faultyDynamo } from "../support/faulty-dynamo.ts";
 import { invoker } from "../support/http.ts";
 import { startPipeline } from "../support/pipeline.ts";
@@ -280,6 +282,99 @@ describe("DynamoDB faults: conflicts, throttling, 500s", () => {
       );
     } finally {
       faults.destroy();
+    }
+  });
+  test("hot host across containers: 20 concurrent opens on a pool of 20, one SessionService each, at most 1.5 transactions per open", async () => {
+    const { tableName } = await aws.fresh();
+    // The pessimistic model: a transaction holds its items until DynamoDB Local answers it.
+    const faults = faultyDynamo({
+      endpoint: aws.dynamo.endpoint,
+      seed: SEED + 2,
+      plan: { throttleRate: 0, errorRate: 0, transactionHoldMs: 0 },
+    });
+    try {
+      const store = new DynamoStore({ tableName, client: faults.doc, retentionSeconds: 3600 });
+      const service = () =>
+        new SessionService({
+          store,
+          queue: { enqueue: async () => {} },
+          clock: { now: () => Date.now() },
+          newId,
+          quarantineSeconds: 3600,
+        });
+      const K = 20;
+      const setup = service();
+      for (let i = 0; i < K; i++) await setup.addNumber(`+1415555${3000 + i}` as E164);
+      const before = faults.stats.attempts.get("TransactWriteItemsCommand") ?? 0;
+      const host = "+12025556000" as E164;
+      const sessions = await Promise.all(
+        Array.from({ length: K }, (_, i) =>
+          service().openSession({
+            participants: [{ phoneNumber: host }, { phoneNumber: `+1303555${6100 + i}` as E164 }],
+            mode: "sms",
+            ttlSeconds: 3600,
+            ttlMode: "absolute",
+          }),
+        ),
+      );
+      const transactions = (faults.stats.attempts.get("TransactWriteItemsCommand") ?? 0) - before;
+      const hostProxies = sessions.map(({ session }) => session.participants[0].proxyNumber);
+      assert.equal(new Set(hostProxies).size, K, "the host got each number once");
+      assert.ok(transactions <= 1.5 * K, `${transactions} transactions for ${K} opens`);
+    } finally {
+      faults.destroy();
+    }
+  });
+
+  test("a number found contested is not tried again: the next attempt takes another free number", async () => {
+    const { tableName } = await aws.fresh();
+    const real = new DynamoStore({ tableName, client: aws.doc, retentionSeconds: 3600 });
+    // What appendToDynamo reports when real DynamoDB cancels for another transaction on the host's pair and
+    // number (TransactionConflict): injected once per open, on the number its first attempt took.
+    const tried = new Map<string, string[]>();
+    const append: typeof real.append = async (events, options) => {
+      const opened = events.find((e) => e.type === "SessionOpened");
+      if (opened?.type === "SessionOpened") {
+        const [host] = opened.detail.participants;
+        const attempts = tried.get(opened.sessionId ?? "") ?? [];
+        tried.set(opened.sessionId ?? "", [...attempts, host.proxyNumber]);
+        if (attempts.length === 0)
+          throw new ConcurrentWriteError([
+            { kind: "pair", key: `${host.proxyNumber}:${host.phoneNumber}`, contention: true },
+            { kind: "number", key: host.proxyNumber, contention: true },
+          ]);
+      }
+      return real.append(events, options);
+    };
+    const store = new Proxy(real, {
+      get: (target, prop) => {
+        if (prop === "append") return append;
+        const value = Reflect.get(target, prop, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const service = new SessionService({
+      store,
+      queue: { enqueue: async () => {} },
+      clock: { now: () => Date.now() },
+      newId,
+      quarantineSeconds: 3600,
+    });
+    for (let i = 0; i < 3; i++) await service.addNumber(`+1415555${3100 + i}` as E164);
+    for (let i = 0; i < 8; i++)
+      await service.openSession({
+        participants: [
+          { phoneNumber: `+1202555${6200 + i}` as E164 },
+          { phoneNumber: `+1303555${6200 + i}` as E164 },
+        ],
+        mode: "sms",
+        ttlSeconds: 3600,
+        ttlMode: "absolute",
+      });
+    assert.equal(tried.size, 8);
+    for (const [sessionId, [first, second, ...more]] of tried) {
+      assert.deepEqual(more, [], `${sessionId}: two attempts`);
+      assert.notEqual(second, first, `${sessionId}: the contested ${first} was tried again`);
     }
   });
 });

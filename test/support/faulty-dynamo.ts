@@ -28,6 +28,13 @@ export interface FaultPlan {
   errorRate: number;
   /** How long a transaction holds its items (widens the window where conflicts happen), ms. */
   transactionHoldMs: number;
+  /**
+   * Real DynamoDB holds a transaction's items only while it processes that transaction (prepare, then
+   * commit); DynamoDB Local runs transactions one at a time, so a transaction's answer also waits for the
+   * ones queued before it. Set, a transaction holds its items at most this long after it passed the
+   * conflict check (plus `transactionHoldMs`), whenever DynamoDB Local answers; unset, until the answer.
+   */
+  processingMs?: number | undefined;
 }
 
 export interface FaultStats {
@@ -35,6 +42,8 @@ export interface FaultStats {
   throttled: number;
   serverErrors: number;
   transactionConflicts: number;
+  /** Cancelled or rejected writes per kind of contested item (`POOL/NUMBER`, `PARTICIPANT/PROXY`, ...). */
+  conflictsByItem: Map<string, number>;
   /** The most attempts one command invocation took (first try + SDK retries). */
   maxAttemptsPerCall: number;
   calls: number;
@@ -67,6 +76,12 @@ interface WriteInput {
 
 const itemKey = (table: string | undefined, key: Key) => `${table}|${key?.pk?.S ?? ""}|${key?.sk?.S ?? ""}`;
 
+/** The kind of an item, from its key: `POOL/NUMBER`, `PARTICIPANT/PROXY`, `PERSON/PROXIES`, ... */
+const itemKind = (key: string) => {
+  const [, pk = "", sk = ""] = key.split("|");
+  return `${pk.split("#")[0]}/${sk.split("#")[0]}`;
+};
+
 const writeKeys = (input: WriteInput): string[] =>
   (input.TransactItems ?? []).map((t) => {
     const op = t.Put ?? t.Update ?? t.Delete ?? t.ConditionCheck;
@@ -85,6 +100,7 @@ export function faultyDynamo(options: { endpoint: string; seed: number; plan: Fa
     throttled: 0,
     serverErrors: 0,
     transactionConflicts: 0,
+    conflictsByItem: new Map(),
     maxAttemptsPerCall: 0,
     calls: 0,
   };
@@ -138,6 +154,8 @@ export function faultyDynamo(options: { endpoint: string; seed: number; plan: Fa
         const keys = writeKeys(args.input);
         if (keys.some((k) => held.has(k))) {
           stats.transactionConflicts++;
+          for (const kind of new Set(keys.filter((k) => held.has(k)).map(itemKind)))
+            stats.conflictsByItem.set(kind, (stats.conflictsByItem.get(kind) ?? 0) + 1);
           throw new TransactionCanceledException({
             message:
               "injected: Transaction cancelled, please refer cancellation reasons for specific reasons",
@@ -150,16 +168,25 @@ export function faultyDynamo(options: { endpoint: string; seed: number; plan: Fa
           });
         }
         for (const k of keys) held.set(k, (held.get(k) ?? 0) + 1);
-        try {
-          if (plan.transactionHoldMs > 0)
-            await new Promise((r) => setTimeout(r, random() * plan.transactionHoldMs));
-          return await next(args);
-        } finally {
+        let released = false;
+        const release = () => {
+          if (released) return;
+          released = true;
           for (const k of keys) {
             const n = (held.get(k) ?? 1) - 1;
             if (n <= 0) held.delete(k);
             else held.set(k, n);
           }
+        };
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        try {
+          const delay = plan.transactionHoldMs > 0 ? random() * plan.transactionHoldMs : 0;
+          if (plan.processingMs !== undefined) timer = setTimeout(release, delay + plan.processingMs);
+          if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+          return await next(args);
+        } finally {
+          clearTimeout(timer);
+          release();
         }
       }
       if (
@@ -167,6 +194,8 @@ export function faultyDynamo(options: { endpoint: string; seed: number; plan: Fa
         held.has(itemKey(args.input.TableName, args.input.Key ?? args.input.Item))
       ) {
         stats.transactionConflicts++;
+        const kind = itemKind(itemKey(args.input.TableName, args.input.Key ?? args.input.Item));
+        stats.conflictsByItem.set(kind, (stats.conflictsByItem.get(kind) ?? 0) + 1);
         throw Object.assign(new Error("injected: Transaction is ongoing for the item"), {
           name: "TransactionConflictException",
           $fault: "client",

@@ -307,11 +307,13 @@ describe("choosing a proxy (chooseProxy)", () => {
       ["+14155550104", 2],
       ["+447700900005", 0, "44"],
     ]);
-    const chosen = new Set(seeds.map((seed) => chooseProxy({ ...base, pool: numbers, holdings: [] }, seed)));
+    const chosen = new Set(
+      seeds.map((seed) => chooseProxy({ ...base, pool: numbers, holdings: [] }, { seed })),
+    );
     assert.deepEqual([...chosen].sort(), ["+14155550101", "+14155550102", "+14155550103"]);
     // The same seed, the same choice.
-    const once = chooseProxy({ ...base, pool: numbers, holdings: [] }, "ses_x:1");
-    assert.equal(chooseProxy({ ...base, pool: numbers, holdings: [] }, "ses_x:1"), once);
+    const once = chooseProxy({ ...base, pool: numbers, holdings: [] }, { seed: "ses_x:1" });
+    assert.equal(chooseProxy({ ...base, pool: numbers, holdings: [] }, { seed: "ses_x:1" }), once);
   });
 
   test("a sticky pair is taken whatever the seed; a quarantined one only when nothing is free", () => {
@@ -322,7 +324,7 @@ describe("choosing a proxy (chooseProxy)", () => {
     ]);
     const sticky = [released("+14155550102", B, T0 + 1)];
     for (const seed of seeds)
-      assert.equal(chooseProxy({ ...base, pool: numbers, holdings: sticky }, seed), "+14155550102");
+      assert.equal(chooseProxy({ ...base, pool: numbers, holdings: sticky }, { seed }), "+14155550102");
     const elsewhere = n("+12025550199");
     const onlyQuarantined = [
       released("+14155550101", elsewhere, T0 + 9000),
@@ -330,11 +332,51 @@ describe("choosing a proxy (chooseProxy)", () => {
       { ...released("+14155550103", elsewhere, null), state: "held" as const },
     ];
     for (const seed of seeds)
-      assert.equal(chooseProxy({ ...base, pool: numbers, holdings: onlyQuarantined }, seed), "+14155550102");
+      assert.equal(
+        chooseProxy({ ...base, pool: numbers, holdings: onlyQuarantined }, { seed }),
+        "+14155550102",
+      );
+  });
+
+  test("consecutive tickets take different ties: concurrent opens with one view collide on none", () => {
+    const numbers = pool(Array.from({ length: 20 }, (_, i): [string, number] => [`+141555501${10 + i}`, 0]));
+    const chosen = Array.from({ length: 20 }, (_, i) =>
+      chooseProxy({ ...base, pool: numbers, holdings: [] }, { seed: `ses_${i}`, ticket: 41 + i }),
+    );
+    assert.equal(new Set(chosen).size, 20);
+  });
+
+  test("a number another open was found taking is chosen last, and still chosen when nothing else is free", () => {
+    const numbers = pool([
+      ["+14155550101", 0],
+      ["+14155550102", 0],
+      ["+14155550103", 1],
+    ]);
+    const avoid = new Set(["+14155550101", "+14155550102"]);
+    for (const seed of seeds)
+      assert.equal(chooseProxy({ ...base, pool: numbers, holdings: [] }, { seed, avoid }), "+14155550103");
+    const all = new Set([...avoid, "+14155550103"]);
+    const lastResort = new Set(
+      seeds.map((seed) => chooseProxy({ ...base, pool: numbers, holdings: [] }, { seed, avoid: all })),
+    );
+    assert.deepEqual([...lastResort].sort(), ["+14155550101", "+14155550102"]);
+  });
+
+  test("the other side's number is shared when it is as good as any, never when it is worse", () => {
+    const numbers = pool([
+      ["+14155550101", 0],
+      ["+14155550102", 0],
+      ["+14155550103", 1],
+    ]);
+    for (const seed of seeds) {
+      const request = { ...base, pool: numbers, holdings: [] };
+      assert.equal(chooseProxy(request, { seed, share: "+14155550102" }), "+14155550102");
+      assert.notEqual(chooseProxy(request, { seed, share: "+14155550103" }), "+14155550103");
+    }
   });
 
   test("nothing eligible: undefined (the pool is exhausted for this participant)", () => {
-    assert.equal(chooseProxy({ ...base, pool: [], holdings: [] }, "s"), undefined);
+    assert.equal(chooseProxy({ ...base, pool: [], holdings: [] }, { seed: "s" }), undefined);
   });
 });
 
