@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { EventBridgeClient } from "@aws-sdk/client-eventbridge";
-import { GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand } from "@aws-sdk/client-sqs";
+import {
+  DeleteMessageBatchCommand,
+  GetQueueAttributesCommand,
+  ReceiveMessageCommand,
+  SendMessageBatchCommand,
+  SendMessageCommand,
+} from "@aws-sdk/client-sqs";
 import { PutCommand } from "@aws-sdk/lib-dynamodb";
 import type { DynamoDBStreamEvent, SQSEvent } from "aws-lambda";
 import { createPublisherHandler } from "../../functions/publisher/app.ts";
@@ -53,6 +59,53 @@ describe("local event-source pollers behave like Lambda's", () => {
     aws = await startLocalAws();
   });
   after(async () => aws.stop());
+
+  test("SQS FIFO: a deduplication id sent again within 5 minutes is accepted and not delivered, even after the first copy was deleted", async () => {
+    const { queue } = await aws.fresh();
+    const send = (body: string, dedup: string) =>
+      aws.sqsClient.send(
+        new SendMessageCommand({
+          QueueUrl: queue.queueUrl,
+          MessageBody: body,
+          MessageGroupId: "g",
+          MessageDeduplicationId: dedup,
+        }),
+      );
+    const receive = async () =>
+      (
+        await aws.sqsClient.send(
+          new ReceiveMessageCommand({ QueueUrl: queue.queueUrl, MaxNumberOfMessages: 10 }),
+        )
+      ).Messages ?? [];
+    const first = await send("first", "m1");
+    const [received, ...rest] = await receive();
+    assert.equal(received?.Body, "first");
+    assert.equal(rest.length, 0);
+    await aws.sqsClient.send(
+      new DeleteMessageBatchCommand({
+        QueueUrl: queue.queueUrl,
+        Entries: [{ Id: "0", ReceiptHandle: received?.ReceiptHandle }],
+      }),
+    );
+    // What the publisher's outbox does: the same message id again, after forward has deleted it.
+    const again = await send("first", "m1");
+    assert.equal(again.MessageId, first.MessageId, "a duplicate is answered with the first copy's id");
+    const batch = await aws.sqsClient.send(
+      new SendMessageBatchCommand({
+        QueueUrl: queue.queueUrl,
+        Entries: [
+          { Id: "a", MessageBody: "first", MessageGroupId: "g", MessageDeduplicationId: "m1" },
+          { Id: "b", MessageBody: "second", MessageGroupId: "g", MessageDeduplicationId: "m2" },
+        ],
+      }),
+    );
+    assert.equal(batch.Successful?.length, 2, "both entries accepted");
+    assert.deepEqual(
+      (await receive()).map((m) => m.Body),
+      ["second"],
+      "only the new deduplication id is delivered",
+    );
+  });
 
   test("SQS: partial batch failures are redelivered in group order and land in the DLQ after maxReceiveCount", async () => {
     const { queue } = await aws.fresh({ visibilityTimeoutSeconds: 1 });
