@@ -304,6 +304,10 @@ export interface StreamPollerOptions {
   handler: (event: DynamoDBStreamEvent, context: Context) => Promise<DynamoDBBatchResponse | undefined>;
   batchSize?: number;
   intervalMs?: number;
+  /** How often the shard list is read again while no shard has ended (default 1 s). */
+  describeIntervalMs?: number;
+  /** The DynamoDB Streams client to use (kept open on stop); by default one of its own. */
+  client?: DynamoDBStreamsClient;
   onError?: (error: unknown) => void;
   /**
    * Retries of a failing record before it is handed to `onFailure` and the shard goes on (the mapping's
@@ -333,11 +337,13 @@ export interface StreamFailure {
  * bisect-on-error ends up, since a reported failure names the one record.
  */
 export function startStreamPoller(options: StreamPollerOptions): Poller {
-  const client = new DynamoDBStreamsClient({
-    endpoint: options.endpoint,
-    region: options.region,
-    credentials: options.credentials,
-  });
+  const client =
+    options.client ??
+    new DynamoDBStreamsClient({
+      endpoint: options.endpoint,
+      region: options.region,
+      credentials: options.credentials,
+    });
   let running = true;
   const iterators = new Map<string, string | undefined>();
   const finished = new Set<string>();
@@ -348,10 +354,24 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
     const streamArn = streams.Streams?.[0]?.StreamArn;
     if (!streamArn) throw new Error(`table ${options.tableName} has no stream`);
     let backoff = 0;
+    // The shard list is read again only when a shard has ended (its child is to be found) or every
+    // `describeIntervalMs`, as Lambda discovers shards: not once per poll, which doubled the calls.
+    let describedAt = Number.NEGATIVE_INFINITY;
+    let shardEnded = true;
     while (running) {
       try {
-        const description = await client.send(new DescribeStreamCommand({ StreamArn: streamArn }));
-        for (const shard of description.StreamDescription?.Shards ?? []) {
+        const describe =
+          shardEnded ||
+          iterators.size === 0 ||
+          Date.now() - describedAt >= (options.describeIntervalMs ?? 1000);
+        const description = describe
+          ? await client.send(new DescribeStreamCommand({ StreamArn: streamArn }))
+          : undefined;
+        if (description) {
+          describedAt = Date.now();
+          shardEnded = false;
+        }
+        for (const shard of description?.StreamDescription?.Shards ?? []) {
           const shardId = shard.ShardId ?? "";
           if (finished.has(shardId) || iterators.has(shardId)) continue;
           const it = await client.send(
@@ -368,6 +388,7 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
           if (!iterator) {
             iterators.delete(shardId);
             finished.add(shardId);
+            shardEnded = true;
             continue;
           }
           const page = await client.send(
@@ -444,7 +465,7 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
     stop: async () => {
       running = false;
       await loop.catch(() => {});
-      client.destroy();
+      if (!options.client) client.destroy();
     },
   };
 }

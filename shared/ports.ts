@@ -104,6 +104,8 @@ export interface TrafficReads {
 export interface ConsentRecords {
   /** The record under this key only (a number or a pseudonym); `consentOf` (app) reads both. */
   getConsent(phoneNumber: string): Promise<Consent | undefined>;
+  /** The records under several keys in one read (strongly consistent), in the order given. */
+  getConsents(keys: readonly string[]): Promise<(Consent | undefined)[]>;
 }
 
 /** A person's pseudonym (shared/domain/phone.ts): the keyed hash of their number; the key is a secret. */

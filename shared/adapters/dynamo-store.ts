@@ -1,5 +1,11 @@
 import type { AttributeValue } from "@aws-sdk/client-dynamodb";
-import { type DynamoDBDocumentClient, GetCommand, QueryCommand, UpdateCommand } from "@aws-sdk/lib-dynamodb";
+import {
+  BatchGetCommand,
+  type DynamoDBDocumentClient,
+  GetCommand,
+  QueryCommand,
+  UpdateCommand,
+} from "@aws-sdk/lib-dynamodb";
 import { unmarshall } from "@aws-sdk/util-dynamodb";
 import type { Holding, PoolNumber } from "../domain/allocation.ts";
 import type { Change } from "../domain/changes.ts";
@@ -181,6 +187,14 @@ export class DynamoStore implements StorePorts, PagedReads {
     return item && toConsent(item);
   }
 
+  async getConsents(phones: readonly string[]): Promise<(Consent | undefined)[]> {
+    const found = await this.getItems(phones.map((phone) => itemKeys.consent(phone)));
+    return phones.map((phone) => {
+      const item = found.get(itemKeys.consent(phone).pk);
+      return item && toConsent(item);
+    });
+  }
+
   async ownsNumber(phoneNumber: E164): Promise<boolean> {
     return (await this.getItem(keys.number(phoneNumber))) !== undefined;
   }
@@ -188,6 +202,27 @@ export class DynamoStore implements StorePorts, PagedReads {
   async lastAutoReply(proxyNumber: E164, sender: string): Promise<number | undefined> {
     const item = await this.getItem(trafficKeys.autoReply(proxyNumber, sender));
     return typeof item?.lastReplyAt === "number" ? item.lastReplyAt : undefined;
+  }
+
+  /**
+   * Items of distinct partitions in one strongly consistent BatchGetItem (up to 100 keys), by partition
+   * key; keys DynamoDB leaves unprocessed are asked for again.
+   */
+  private async getItems(wanted: readonly ItemKey[]): Promise<Map<string, Item>> {
+    const found = new Map<string, Item>();
+    const unique = [...new Map(wanted.map((k) => [k.pk, k])).values()];
+    if (unique.length > 100) throw new Error("getItems: at most 100 keys");
+    let pending: Item[] = unique.map((k) => ({ ...k }));
+    for (let attempt = 0; pending.length; attempt++) {
+      if (attempt >= 8) throw new Error("BatchGetItem left keys unprocessed");
+      if (attempt) await new Promise((r) => setTimeout(r, 20 * 2 ** attempt));
+      const result = await this.client.send(
+        new BatchGetCommand({ RequestItems: { [this.table]: { Keys: pending, ConsistentRead: true } } }),
+      );
+      for (const item of result.Responses?.[this.table] ?? []) found.set(String(item.pk), item);
+      pending = result.UnprocessedKeys?.[this.table]?.Keys ?? [];
+    }
+    return found;
   }
 
   private async getItem(key: ItemKey) {

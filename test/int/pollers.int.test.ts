@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { after, before, describe, test } from "node:test";
+import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
 import { EventBridgeClient } from "@aws-sdk/client-eventbridge";
 import {
   DeleteMessageBatchCommand,
@@ -353,6 +354,52 @@ describe("local event-source pollers behave like Lambda's", () => {
       assert.equal(failures[0]?.DDBStreamBatchInfo.batchSize, 1);
     } finally {
       await poller.stop();
+    }
+  });
+
+  test("stream: the shard list is read once while no shard ends, not on every poll", async () => {
+    const { tableName } = await aws.fresh();
+    const sessionId = newId("s");
+    const calls: string[] = [];
+    const client = new DynamoDBStreamsClient({
+      endpoint: aws.dynamo.endpoint,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+    });
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        calls.push(String(context.commandName));
+        return next(args);
+      },
+      { step: "initialize", name: "count-calls" },
+    );
+    // The first item makes the shard; the poller starts once it is there.
+    await aws.doc.send(new PutCommand({ TableName: tableName, Item: eventItem(sessionId, 0, {}) }));
+    const handled: string[] = [];
+    const poller = startStreamPoller({
+      endpoint: aws.dynamo.endpoint,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+      tableName,
+      client,
+      describeIntervalMs: 60_000,
+      handler: async (event: DynamoDBStreamEvent) => {
+        for (const record of event.Records) handled.push(record.dynamodb?.NewImage?.id?.S ?? "");
+        return { batchItemFailures: [] };
+      },
+      intervalMs: 20,
+    });
+    try {
+      for (let n = 1; n <= 5; n++) {
+        await aws.doc.send(new PutCommand({ TableName: tableName, Item: eventItem(sessionId, n, {}) }));
+        await waitFor(() => handled.length === n + 1, `record ${n}`);
+      }
+      const count = (name: string) => calls.filter((c) => c === name).length;
+      assert.ok(count("GetRecordsCommand") >= 6, "polled on and on");
+      assert.equal(count("DescribeStreamCommand"), 1, "the shard list was read once");
+    } finally {
+      await poller.stop();
+      client.destroy();
     }
   });
 
