@@ -136,6 +136,12 @@ export interface ForwardQueue {
   enqueue(job: ForwardJob): Promise<void>;
 }
 
+/** Many jobs in as few calls as the queue allows (the publisher's outbox). */
+export interface ForwardQueueBatch {
+  /** Returns the indexes of the jobs the queue did not take. */
+  enqueueAll(jobs: readonly ForwardJob[]): Promise<number[]>;
+}
+
 export interface ForwardJob {
   messageId: string;
   sessionId: string;

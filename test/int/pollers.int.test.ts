@@ -9,6 +9,7 @@ import {
   ReceiveMessageCommand,
   SendMessageBatchCommand,
   SendMessageCommand,
+  SQSClient,
 } from "@aws-sdk/client-sqs";
 import { PutCommand } from "@aws-sdk/lib-dynamodb";
 import type { DynamoDBStreamEvent, SQSEvent } from "aws-lambda";
@@ -106,6 +107,59 @@ describe("local event-source pollers behave like Lambda's", () => {
       ["second"],
       "only the new deduplication id is delivered",
     );
+  });
+
+  test("SQS FIFO: the outbox's 12 jobs go in two SendMessageBatch calls, each in its session's group, duplicates dropped", async () => {
+    const { queue } = await aws.fresh();
+    const calls: string[] = [];
+    const client = new SQSClient({
+      endpoint: aws.sqs.endpoint,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+    });
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        calls.push(String(context.commandName));
+        return next(args);
+      },
+      { step: "initialize", name: "count-calls" },
+    );
+    try {
+      const forwardQueue = new SqsForwardQueue({ queueUrl: queue.queueUrl, client });
+      await forwardQueue.enqueue({ messageId: "m0", sessionId: "s0" });
+      const jobs = Array.from({ length: 12 }, (_, i) => ({ messageId: `m${i}`, sessionId: `s${i % 2}` }));
+      assert.deepEqual(await forwardQueue.enqueueAll(jobs), [], "every job taken");
+      assert.deepEqual(calls, ["SendMessageCommand", "SendMessageBatchCommand", "SendMessageBatchCommand"]);
+      const bodies: string[] = [];
+      for (let i = 0; i < 5 && bodies.length < 12; i++) {
+        const res = await aws.sqsClient.send(
+          new ReceiveMessageCommand({
+            QueueUrl: queue.queueUrl,
+            MaxNumberOfMessages: 10,
+            AttributeNames: ["All"],
+          }),
+        );
+        for (const m of res.Messages ?? []) {
+          const job = JSON.parse(m.Body ?? "{}") as { messageId: string; sessionId: string };
+          assert.equal(m.Attributes?.MessageGroupId, job.sessionId);
+          bodies.push(job.messageId);
+        }
+        if (res.Messages?.length)
+          await aws.sqsClient.send(
+            new DeleteMessageBatchCommand({
+              QueueUrl: queue.queueUrl,
+              Entries: res.Messages.map((m, j) => ({ Id: String(j), ReceiptHandle: m.ReceiptHandle })),
+            }),
+          );
+      }
+      assert.deepEqual(
+        [...bodies].sort(),
+        jobs.map((j) => j.messageId).sort(),
+        "each job once (m0 was already sent: its second copy dropped)",
+      );
+    } finally {
+      client.destroy();
+    }
   });
 
   test("SQS: partial batch failures are redelivered in group order and land in the DLQ after maxReceiveCount", async () => {
