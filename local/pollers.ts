@@ -383,7 +383,7 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
           );
           iterators.set(shardId, it.ShardIterator);
         }
-        let any = false;
+        let full = false;
         for (const [shardId, iterator] of iterators) {
           if (!iterator) {
             iterators.delete(shardId);
@@ -399,7 +399,7 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
             iterators.set(shardId, page.NextShardIterator);
             continue;
           }
-          any = true;
+          full ||= records.length >= (options.batchSize ?? 100);
           const result = await options
             .handler(
               { Records: records.map(toLambdaRecord) } as DynamoDBStreamEvent,
@@ -453,7 +453,10 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
             backoff = 0;
           }
         }
-        await sleep(any && !backoff ? 0 : backoff || (options.intervalMs ?? 200));
+        // Polled again at once only after a full batch (more are waiting); otherwise after the interval, as
+        // Lambda polls a shard a few times a second: records arriving meanwhile go out together (fewer
+        // invocations, PutEvents and outbox sends) instead of one poll per record.
+        await sleep(full && !backoff ? 0 : backoff || (options.intervalMs ?? 200));
       } catch (error) {
         if (!running) break;
         options.onError?.(error);

@@ -457,6 +457,41 @@ describe("local event-source pollers behave like Lambda's", () => {
     }
   });
 
+  test("stream: records arriving one by one are handed over together, one batch per interval, not one poll each", async () => {
+    const { tableName } = await aws.fresh();
+    const sessionId = newId("s");
+    await aws.doc.send(new PutCommand({ TableName: tableName, Item: eventItem(sessionId, 0, {}) }));
+    const batches: number[] = [];
+    const intervalMs = 400;
+    const poller = startStreamPoller({
+      endpoint: aws.dynamo.endpoint,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+      tableName,
+      handler: async (event: DynamoDBStreamEvent) => {
+        batches.push(event.Records.length);
+        return { batchItemFailures: [] };
+      },
+      intervalMs,
+    });
+    try {
+      await waitFor(() => batches.length === 1, "the first record");
+      const started = Date.now();
+      for (let n = 1; n <= 30; n++) {
+        await aws.doc.send(new PutCommand({ TableName: tableName, Item: eventItem(sessionId, n, {}) }));
+        await new Promise((r) => setTimeout(r, 15));
+      }
+      await waitFor(() => batches.reduce((a, b) => a + b, 0) === 31, "every record");
+      const elapsed = Date.now() - started;
+      assert.ok(
+        batches.length - 1 <= Math.ceil(elapsed / intervalMs) + 1,
+        `${batches.length - 1} batches in ${elapsed} ms: at most one per interval`,
+      );
+    } finally {
+      await poller.stop();
+    }
+  });
+
   test("scheduler: a run that reports more work is followed at once (continuation)", async () => {
     let runs = 0;
     const scheduler = startScheduler(async () => ({ more: ++runs < 3 }), 60_000);
