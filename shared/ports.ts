@@ -119,6 +119,8 @@ export interface TrafficReads {
 export interface ConsentRecords {
   /** The record under this key only (a number or a pseudonym); `consentOf` (app) reads both. */
   getConsent(phoneNumber: string): Promise<Consent | undefined>;
+  /** The records under several keys in one read (strongly consistent), in the order given. */
+  getConsents(keys: readonly string[]): Promise<(Consent | undefined)[]>;
 }
 
 /** A person's pseudonym (shared/domain/phone.ts): the keyed hash of their number; the key is a secret. */
@@ -149,6 +151,12 @@ export interface SessionIndex {
 /** The forward queue: FIFO, one group per session, deduplicated by message id. */
 export interface ForwardQueue {
   enqueue(job: ForwardJob): Promise<void>;
+}
+
+/** Many jobs in as few calls as the queue allows (the publisher's outbox). */
+export interface ForwardQueueBatch {
+  /** Returns the indexes of the jobs the queue did not take. */
+  enqueueAll(jobs: readonly ForwardJob[]): Promise<number[]>;
 }
 
 export interface ForwardJob {

@@ -57,7 +57,9 @@ export interface StackChild {
  * so stopping it also reaps the DynamoDB Local java process it started.
  */
 export async function startStackChild(env: Record<string, string>, timeoutMs = 90_000): Promise<StackChild> {
-  const child = spawn(process.execPath, ["--import", "tsx", "local/start.ts"], {
+  // BENCH_STACK_NODE_ARGS: extra node options for the stack only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const nodeArgs = process.env.BENCH_STACK_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", "local/start.ts"], {
     cwd: repoRoot,
     env: { ...process.env, PORT: "0", ...env },
     detached: true,

@@ -6,6 +6,7 @@ import type { Change } from "../domain/changes.ts";
 import type { Consent } from "../domain/consent.ts";
 import type { DomainEvent } from "../domain/events.ts";
 import type { HubThread } from "../domain/hub.ts";
+import { keyOfItem } from "../domain/keys.ts";
 import { claimChange, claimOutcome, type MessageRecord, releaseChange } from "../domain/message.ts";
 import type { E164 } from "../domain/phone.ts";
 import { type ItemKey, itemKeys, OPEN_SHARDS } from "../domain/projection.ts";
@@ -202,6 +203,14 @@ export class DynamoStore implements StorePorts, PagedReads {
       }),
     );
     return Number(Attributes?.ticket);
+  }
+
+  async getConsents(phones: readonly string[]): Promise<(Consent | undefined)[]> {
+    const found = await this.pages.batchGet(phones.map((phone) => itemKeys.consent(phone)));
+    return phones.map((phone) => {
+      const item = found.get(keyOfItem(itemKeys.consent(phone)));
+      return item && toConsent(item);
+    });
   }
 
   async ownsNumber(phoneNumber: E164): Promise<boolean> {

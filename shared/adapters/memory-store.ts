@@ -184,6 +184,10 @@ export class MemoryStore implements StorePorts {
     return ticket;
   }
 
+  async getConsents(keys: readonly string[]): Promise<(Consent | undefined)[]> {
+    return Promise.all(keys.map((key) => this.getConsent(key)));
+  }
+
   async ownsNumber(phoneNumber: E164): Promise<boolean> {
     return this.get(itemKeys.number(phoneNumber)) !== undefined;
   }

@@ -45,9 +45,9 @@ export async function consentOf(
   pseudonyms: Pseudonyms,
   phoneNumber: E164,
 ): Promise<Consent | undefined> {
-  const [byNumber, byPseudonym] = await Promise.all([
-    store.getConsent(phoneNumber),
-    pseudonyms.pseudonymOf(phoneNumber).then((p) => store.getConsent(p)),
+  const [byNumber, byPseudonym] = await store.getConsents([
+    phoneNumber,
+    await pseudonyms.pseudonymOf(phoneNumber),
   ]);
   return latestConsent(byNumber, byPseudonym);
 }

@@ -1,5 +1,5 @@
 import type { DomainEvent } from "../domain/events.ts";
-import type { DomainEventBus, ForwardQueue } from "../ports.ts";
+import type { DomainEventBus, ForwardQueueBatch } from "../ports.ts";
 import { type MetricName, metricNames } from "../telemetry.ts";
 
 /**
@@ -100,7 +100,7 @@ export class EventPublisher {
   constructor(
     private readonly deps: {
       bus: DomainEventBus;
-      queue: ForwardQueue;
+      queue: ForwardQueueBatch;
       retries: number;
       sleep?: (ms: number) => Promise<void>;
     },
@@ -137,18 +137,25 @@ export class EventPublisher {
   /**
    * The forward queue's outbox: every MessageReceived is enqueued again from the stream (the queue drops
    * the duplicate by message id), so a webhook that stored a message and died before enqueueing cannot
-   * strand it. Returns the records that could not be enqueued.
+   * strand it; a batch's messages go in together (ten per SQS call). Returns the records that could not
+   * be enqueued.
    */
   private async redeliverReceivedMessages(records: readonly StreamedEvent[]): Promise<string[]> {
-    const failed: string[] = [];
-    for (const r of records) {
-      if (r.event.type !== "MessageReceived" || !r.event.sessionId) continue;
-      try {
-        await this.deps.queue.enqueue({ messageId: r.event.detail.messageId, sessionId: r.event.sessionId });
-      } catch {
-        failed.push(r.sequenceNumber);
-      }
-    }
-    return failed;
+    const received = records.flatMap((r) =>
+      r.event.type === "MessageReceived" && r.event.sessionId
+        ? [
+            {
+              sequenceNumber: r.sequenceNumber,
+              messageId: r.event.detail.messageId,
+              sessionId: r.event.sessionId,
+            },
+          ]
+        : [],
+    );
+    if (received.length === 0) return [];
+    const refused = await this.deps.queue.enqueueAll(
+      received.map(({ messageId, sessionId }) => ({ messageId, sessionId })),
+    );
+    return refused.map((index) => received[index]?.sequenceNumber ?? "").filter(Boolean);
   }
 }

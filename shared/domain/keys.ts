@@ -70,4 +70,5 @@ export function openShardOf(id: string): number {
 }
 
 /** One string per item key, for matching a batch read's answers to the keys asked for. */
-export const keyOfItem = (key: { readonly pk?: unknown; readonly sk?: unknown }) => `${key.pk}\u0000${key.sk}`;
+export const keyOfItem = (key: { readonly pk?: unknown; readonly sk?: unknown }) =>
+  `${key.pk}\u0000${key.sk}`;

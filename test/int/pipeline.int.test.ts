@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import middy from "@middy/core";
 import { getExpectedTwilioSignature } from "twilio/lib/webhooks/webhooks.js";
 import { twilioSignature } from "../../functions/inbound/app.ts";
+import { LOCAL_CREDENTIALS, LOCAL_REGION } from "../../local/aws-local.ts";
 import { logger } from "../../shared/adapters/aws.ts";
 import type { ForwardDeps } from "../../shared/app/forward.ts";
 import { problemJson } from "../../shared/http/middleware.ts";
@@ -62,6 +65,54 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       process.stdout.write(`# webhook→Twilio send: ${forwardMs} ms\n`);
     } finally {
       await p.stop();
+    }
+  });
+
+  test("a text in session costs 7 DynamoDB calls from webhook to send: the consent of the recipient is one read", async () => {
+    // Counts are behaviour (each call is a round trip and a request on the table); timings are not asserted.
+    const calls: string[] = [];
+    const raw = new DynamoDBClient({
+      endpoint: aws.dynamo.endpoint,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+    });
+    const doc = DynamoDBDocumentClient.from(raw, { marshallOptions: { removeUndefinedValues: true } });
+    doc.middlewareStack.add(
+      (next, context) => async (args) => {
+        calls.push(String(context.commandName).replace(/Command$/, ""));
+        return next(args);
+      },
+      { step: "initialize", name: "count-calls" },
+    );
+    // No status callbacks: they are webhooks of their own.
+    const p = await startPipeline(aws, { client: doc, statusCallbacks: false });
+    try {
+      await p.pool(2);
+      const { proxyA } = await p.open(A, B);
+      calls.length = 0;
+      await p.sandbox.phoneSends(A, proxyA, "Counting calls");
+      await p.waitFor(() => p.sentTo(B).length === 1, 10_000, "forward to B");
+      await p.waitFor(
+        () => calls.filter((c) => c.startsWith("TransactWrite")).length === 2,
+        5_000,
+        "completion",
+      );
+      const tally = Object.fromEntries(
+        [...new Set(calls)].sort().map((c) => [c, calls.filter((x) => x === c).length]),
+      );
+      assert.deepEqual(tally, {
+        // forward: the recipient's consent, under the number and the pseudonym, in one read.
+        BatchGetItem: 1,
+        // inbound: the route; forward: the message and the session.
+        GetItem: 3,
+        // inbound: the message's transaction; forward: the outcome's.
+        TransactWriteItems: 2,
+        // forward: the send claim.
+        UpdateItem: 1,
+      });
+    } finally {
+      await p.stop();
+      raw.destroy();
     }
   });
 

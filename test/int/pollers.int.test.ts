@@ -1,8 +1,16 @@
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { after, before, describe, test } from "node:test";
+import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
 import { EventBridgeClient } from "@aws-sdk/client-eventbridge";
-import { GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand } from "@aws-sdk/client-sqs";
+import {
+  DeleteMessageBatchCommand,
+  GetQueueAttributesCommand,
+  ReceiveMessageCommand,
+  SendMessageBatchCommand,
+  SendMessageCommand,
+  SQSClient,
+} from "@aws-sdk/client-sqs";
 import { PutCommand } from "@aws-sdk/lib-dynamodb";
 import type { DynamoDBStreamEvent, SQSEvent } from "aws-lambda";
 import { createPublisherHandler } from "../../functions/publisher/app.ts";
@@ -53,6 +61,106 @@ describe("local event-source pollers behave like Lambda's", () => {
     aws = await startLocalAws();
   });
   after(async () => aws.stop());
+
+  test("SQS FIFO: a deduplication id sent again within 5 minutes is accepted and not delivered, even after the first copy was deleted", async () => {
+    const { queue } = await aws.fresh();
+    const send = (body: string, dedup: string) =>
+      aws.sqsClient.send(
+        new SendMessageCommand({
+          QueueUrl: queue.queueUrl,
+          MessageBody: body,
+          MessageGroupId: "g",
+          MessageDeduplicationId: dedup,
+        }),
+      );
+    const receive = async () =>
+      (
+        await aws.sqsClient.send(
+          new ReceiveMessageCommand({ QueueUrl: queue.queueUrl, MaxNumberOfMessages: 10 }),
+        )
+      ).Messages ?? [];
+    const first = await send("first", "m1");
+    const [received, ...rest] = await receive();
+    assert.equal(received?.Body, "first");
+    assert.equal(rest.length, 0);
+    await aws.sqsClient.send(
+      new DeleteMessageBatchCommand({
+        QueueUrl: queue.queueUrl,
+        Entries: [{ Id: "0", ReceiptHandle: received?.ReceiptHandle }],
+      }),
+    );
+    // What the publisher's outbox does: the same message id again, after forward has deleted it.
+    const again = await send("first", "m1");
+    assert.equal(again.MessageId, first.MessageId, "a duplicate is answered with the first copy's id");
+    const batch = await aws.sqsClient.send(
+      new SendMessageBatchCommand({
+        QueueUrl: queue.queueUrl,
+        Entries: [
+          { Id: "a", MessageBody: "first", MessageGroupId: "g", MessageDeduplicationId: "m1" },
+          { Id: "b", MessageBody: "second", MessageGroupId: "g", MessageDeduplicationId: "m2" },
+        ],
+      }),
+    );
+    assert.equal(batch.Successful?.length, 2, "both entries accepted");
+    assert.deepEqual(
+      (await receive()).map((m) => m.Body),
+      ["second"],
+      "only the new deduplication id is delivered",
+    );
+  });
+
+  test("SQS FIFO: the outbox's 12 jobs go in two SendMessageBatch calls, each in its session's group, duplicates dropped", async () => {
+    const { queue } = await aws.fresh();
+    const calls: string[] = [];
+    const client = new SQSClient({
+      endpoint: aws.sqs.endpoint,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+    });
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        calls.push(String(context.commandName));
+        return next(args);
+      },
+      { step: "initialize", name: "count-calls" },
+    );
+    try {
+      const forwardQueue = new SqsForwardQueue({ queueUrl: queue.queueUrl, client });
+      await forwardQueue.enqueue({ messageId: "m0", sessionId: "s0" });
+      const jobs = Array.from({ length: 12 }, (_, i) => ({ messageId: `m${i}`, sessionId: `s${i % 2}` }));
+      assert.deepEqual(await forwardQueue.enqueueAll(jobs), [], "every job taken");
+      assert.deepEqual(calls, ["SendMessageCommand", "SendMessageBatchCommand", "SendMessageBatchCommand"]);
+      const bodies: string[] = [];
+      for (let i = 0; i < 5 && bodies.length < 12; i++) {
+        const res = await aws.sqsClient.send(
+          new ReceiveMessageCommand({
+            QueueUrl: queue.queueUrl,
+            MaxNumberOfMessages: 10,
+            AttributeNames: ["All"],
+          }),
+        );
+        for (const m of res.Messages ?? []) {
+          const job = JSON.parse(m.Body ?? "{}") as { messageId: string; sessionId: string };
+          assert.equal(m.Attributes?.MessageGroupId, job.sessionId);
+          bodies.push(job.messageId);
+        }
+        if (res.Messages?.length)
+          await aws.sqsClient.send(
+            new DeleteMessageBatchCommand({
+              QueueUrl: queue.queueUrl,
+              Entries: res.Messages.map((m, j) => ({ Id: String(j), ReceiptHandle: m.ReceiptHandle })),
+            }),
+          );
+      }
+      assert.deepEqual(
+        [...bodies].sort(),
+        jobs.map((j) => j.messageId).sort(),
+        "each job once (m0 was already sent: its second copy dropped)",
+      );
+    } finally {
+      client.destroy();
+    }
+  });
 
   test("SQS: partial batch failures are redelivered in group order and land in the DLQ after maxReceiveCount", async () => {
     const { queue } = await aws.fresh({ visibilityTimeoutSeconds: 1 });
@@ -298,6 +406,87 @@ describe("local event-source pollers behave like Lambda's", () => {
       assert.equal(failures.length, 1);
       assert.equal(failures[0]?.requestContext.condition, "RetryAttemptsExhausted");
       assert.equal(failures[0]?.DDBStreamBatchInfo.batchSize, 1);
+    } finally {
+      await poller.stop();
+    }
+  });
+
+  test("stream: the shard list is read once while no shard ends, not on every poll", async () => {
+    const { tableName } = await aws.fresh();
+    const sessionId = newId("s");
+    const calls: string[] = [];
+    const client = new DynamoDBStreamsClient({
+      endpoint: aws.dynamo.endpoint,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+    });
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        calls.push(String(context.commandName));
+        return next(args);
+      },
+      { step: "initialize", name: "count-calls" },
+    );
+    // The first item makes the shard; the poller starts once it is there.
+    await aws.doc.send(new PutCommand({ TableName: tableName, Item: eventItem(sessionId, 0, {}) }));
+    const handled: string[] = [];
+    const poller = startStreamPoller({
+      endpoint: aws.dynamo.endpoint,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+      tableName,
+      client,
+      describeIntervalMs: 60_000,
+      handler: async (event: DynamoDBStreamEvent) => {
+        for (const record of event.Records) handled.push(record.dynamodb?.NewImage?.id?.S ?? "");
+        return { batchItemFailures: [] };
+      },
+      intervalMs: 20,
+    });
+    try {
+      for (let n = 1; n <= 5; n++) {
+        await aws.doc.send(new PutCommand({ TableName: tableName, Item: eventItem(sessionId, n, {}) }));
+        await waitFor(() => handled.length === n + 1, `record ${n}`);
+      }
+      const count = (name: string) => calls.filter((c) => c === name).length;
+      assert.ok(count("GetRecordsCommand") >= 6, "polled on and on");
+      assert.equal(count("DescribeStreamCommand"), 1, "the shard list was read once");
+    } finally {
+      await poller.stop();
+      client.destroy();
+    }
+  });
+
+  test("stream: records arriving one by one are handed over together, one batch per interval, not one poll each", async () => {
+    const { tableName } = await aws.fresh();
+    const sessionId = newId("s");
+    await aws.doc.send(new PutCommand({ TableName: tableName, Item: eventItem(sessionId, 0, {}) }));
+    const batches: number[] = [];
+    const intervalMs = 400;
+    const poller = startStreamPoller({
+      endpoint: aws.dynamo.endpoint,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+      tableName,
+      handler: async (event: DynamoDBStreamEvent) => {
+        batches.push(event.Records.length);
+        return { batchItemFailures: [] };
+      },
+      intervalMs,
+    });
+    try {
+      await waitFor(() => batches.length === 1, "the first record");
+      const started = Date.now();
+      for (let n = 1; n <= 30; n++) {
+        await aws.doc.send(new PutCommand({ TableName: tableName, Item: eventItem(sessionId, n, {}) }));
+        await new Promise((r) => setTimeout(r, 15));
+      }
+      await waitFor(() => batches.reduce((a, b) => a + b, 0) === 31, "every record");
+      const elapsed = Date.now() - started;
+      assert.ok(
+        batches.length - 1 <= Math.ceil(elapsed / intervalMs) + 1,
+        `${batches.length - 1} batches in ${elapsed} ms: at most one per interval`,
+      );
     } finally {
       await poller.stop();
     }

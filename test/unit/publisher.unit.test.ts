@@ -1,0 +1,84 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { EventPublisher, type StreamedEvent } from "../../shared/app/publisher.ts";
+import type { DomainEvent } from "../../shared/domain/events.ts";
+import type { ForwardJob } from "../../shared/ports.ts";
+
+const received = (n: number): StreamedEvent => ({
+  sequenceNumber: `seq${n}`,
+  event: {
+    id: `evt${n}`,
+    type: "MessageReceived",
+    occurredAt: new Date(Date.UTC(2026, 0, 1, 0, 0, n)).toISOString(),
+    sessionId: `ses${n % 3}`,
+    detailVersion: 1,
+    detail: {
+      messageId: `SM${n}`,
+      source: "sms",
+      from: "+12025550101",
+      to: "+12025550102",
+      proxyNumber: "+14155550100",
+      bodyLength: 5,
+      numMedia: 0,
+    },
+  } as DomainEvent,
+});
+
+const closed = (n: number): StreamedEvent => ({
+  sequenceNumber: `seq${n}`,
+  event: {
+    id: `evt${n}`,
+    type: "SessionClosed",
+    occurredAt: new Date(Date.UTC(2026, 0, 1, 0, 0, n)).toISOString(),
+    sessionId: "ses0",
+    detailVersion: 1,
+    detail: { reason: "api" },
+  } as DomainEvent,
+});
+
+test("the outbox hands a batch's received messages to the queue in one call, in stream order; a refused one fails its record", async () => {
+  const calls: ForwardJob[][] = [];
+  const published: DomainEvent[] = [];
+  const publisher = new EventPublisher({
+    bus: {
+      publish: async (events) => {
+        published.push(...events);
+        return [];
+      },
+    },
+    queue: {
+      enqueueAll: async (jobs) => {
+        calls.push([...jobs]);
+        return [1]; // the second job
+      },
+    },
+    retries: 0,
+  });
+  const records = [received(1), closed(2), received(3), received(4)];
+  const failed = await publisher.publish(records);
+  assert.deepEqual(calls, [
+    [
+      { messageId: "SM1", sessionId: "ses1" },
+      { messageId: "SM3", sessionId: "ses0" },
+      { messageId: "SM4", sessionId: "ses1" },
+    ],
+  ]);
+  assert.deepEqual(failed, ["seq3"], "the record of the refused job is reported, and only it");
+  assert.equal(published.length, 4, "every event is still published");
+});
+
+test("a batch with no received message does not call the queue", async () => {
+  let called = false;
+  const publisher = new EventPublisher({
+    bus: { publish: async () => [] },
+    queue: {
+      enqueueAll: async () => {
+        called = true;
+        return [];
+      },
+    },
+    retries: 0,
+  });
+  assert.deepEqual(await publisher.publish([closed(1)]), []);
+  assert.equal(called, false);
+});
