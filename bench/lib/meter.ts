@@ -83,9 +83,11 @@ export class AwsMeter {
           const capacity =
             command === "TransactWriteItemsCommand"
               ? this.transactionCapacity(input)
-              : kind !== "none"
-                ? capacityOf(output.ConsumedCapacity)
-                : 0;
+              : command === "BatchGetItemCommand"
+                ? Math.max(capacityOf(output.ConsumedCapacity), batchGetFloor(input))
+                : kind !== "none"
+                  ? capacityOf(output.ConsumedCapacity)
+                  : 0;
           if (command === "PutItemCommand") this.remember(input.Key ?? keyOf(input.Item), sizeOf(input.Item));
           stats.calls++;
           stats.ms.push(ms);
@@ -168,6 +170,17 @@ export class AwsMeter {
       .filter((s) => !s.command.endsWith("(empty)") && filter(s))
       .reduce((sum, s) => sum + s.calls, 0);
   }
+}
+
+/**
+ * DynamoDB Local reports nothing for a BatchGetItem of keys that hold no item; priced as DynamoDB prices
+ * each key's GetItem at the least (1 RRU strongly consistent, 0.5 eventually), so a batch never looks cheaper.
+ */
+function batchGetFloor(input: Record<string, unknown>): number {
+  const tables = Object.values(
+    (input.RequestItems ?? {}) as Record<string, { Keys?: unknown[]; ConsistentRead?: boolean }>,
+  );
+  return tables.reduce((sum, t) => sum + (t.Keys?.length ?? 0) * (t.ConsistentRead ? 1 : 0.5), 0);
 }
 
 function itemsOf(command: string, input: Record<string, unknown>, output: Record<string, unknown>): number {
