@@ -70,7 +70,7 @@ export const eventResponse = z.union(
       occurredAt: isoTime,
       sessionId: z.string().nullable(),
       detailVersion: z.literal(1),
-      detail: eventDetailSchemas[type],
+      detail: eventDetailSchemas()[type],
     }),
   ) as unknown as [z.ZodTypeAny, z.ZodTypeAny, ...z.ZodTypeAny[]],
 );
