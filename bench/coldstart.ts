@@ -7,10 +7,14 @@
  * inbound must hold no Twilio REST client. Each on-demand package's file is timed on its own too: the
  * first call that needs it pays that, not module init.
  *
- *   npm run bench:coldstart [-- --quick] [-- --runs 15]
+ * With `--against <git ref>` the same functions are also bundled from that commit (its tree, this checkout's
+ * node_modules) and imported in the same loop, round after round with ours and the bare handler, so both
+ * commits see the same machine load: the before/after comparison to quote on a shared machine.
+ *
+ *   npm run bench:coldstart [-- --quick] [-- --runs 15] [-- --against <git ref>]
  */
-import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { execSync, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -25,9 +29,21 @@ import { benchOptions, heading, log } from "./lib/cli.ts";
 import { main, onCleanup, repoRoot } from "./lib/processes.ts";
 import { kib, median, ms, ratio, table } from "./lib/stats.ts";
 
-const options = benchOptions({
-  runs: { full: 15, quick: 3, help: "fresh processes per bundle (median reported)" },
-});
+/** `--against <git ref>`: a commit to compare with, interleaved (the other options are numbers). */
+const argv = process.argv.slice(2);
+const againstAt = argv.indexOf("--against");
+const against = againstAt >= 0 ? argv[againstAt + 1] : undefined;
+if (againstAt >= 0 && !against) throw new Error("--against needs a git ref");
+const options = benchOptions(
+  {
+    runs: {
+      full: 15,
+      quick: 3,
+      help: "fresh processes per bundle (median reported); --against <git ref> to compare",
+    },
+  },
+  againstAt >= 0 ? [...argv.slice(0, againstAt), ...argv.slice(againstAt + 2)] : argv,
+);
 
 /** Dummy configuration: enough for every handler's zod config to parse at import, no network at init. */
 const ENV: Record<string, string> = {
@@ -154,12 +170,30 @@ main(async () => {
   );
 
   const names = Object.keys(functions) as FunctionName[];
-  const built: { name: FunctionName; ours: Bundle; bare: Bundle; clients: string[] }[] = [];
+  const built: { name: FunctionName; ours: Bundle; bare: Bundle; clients: string[]; base?: Bundle }[] = [];
   const onDemand = await buildOnDemandPackages(join(dir, "on-demand"));
+  const baseRoot = join(dir, "against");
+  if (against) {
+    mkdirSync(baseRoot);
+    execSync(`git archive ${JSON.stringify(against)} | tar -x -C ${JSON.stringify(baseRoot)}`, {
+      cwd: repoRoot,
+    });
+    symlinkSync(join(repoRoot, "node_modules"), join(baseRoot, "node_modules"));
+    log(
+      `  --against ${against}: ${execSync(`git rev-parse --short ${JSON.stringify(against)}`, { cwd: repoRoot, encoding: "utf8" }).trim()}, bundled from its own tree with these options`,
+    );
+  }
   for (const name of names) {
     const fn = functions[name];
     mkdirSync(join(dir, name));
     const ours = await bundle(join(dir, name, "index.mjs"), { entryPoints: [join(repoRoot, fn.entry)] });
+    let base: Bundle | undefined;
+    if (against) {
+      mkdirSync(join(dir, `against-${name}`));
+      base = await bundle(join(dir, `against-${name}`, "index.mjs"), {
+        entryPoints: [join(baseRoot, fn.entry)],
+      });
+    }
     const clients = [...new Set(inputsOf(ours).map((i) => packageOf(i.path)))]
       .filter((p) => p in CLIENTS)
       .sort();
@@ -179,7 +213,7 @@ main(async () => {
     const bare = await bundle(join(dir, `bare-${name}`, "index.mjs"), {
       stdin: { contents, resolveDir: repoRoot, loader: "js", sourcefile: `bare-${name}.mjs` },
     });
-    built.push({ name, ours, bare, clients });
+    built.push({ name, ours, bare, clients, ...(base ? { base } : {}) });
   }
 
   heading("Bundles");
@@ -235,11 +269,12 @@ main(async () => {
   const times = new Map<string, number[]>();
   const cpuTimes = new Map<string, number[]>();
   for (let r = 0; r < options.runs; r++)
-    for (const { name, ours, bare } of built) {
+    for (const { name, ours, bare, base } of built) {
       for (const [key, file, sourceMaps] of [
+        ...(base ? ([[`against-${name}`, base.file, true]] as const) : []),
         [name, ours.file, true],
         [`bare-${name}`, bare.file, true],
-        ...(options.quick ? [] : ([[`nomap-${name}`, ours.file, false]] as const)),
+        ...(options.quick || against ? [] : ([[`nomap-${name}`, ours.file, false]] as const)),
       ] as const) {
         const { ms: wall, cpuMs } = initTime(probe, file, sourceMaps);
         times.set(key, [...(times.get(key) ?? []), wall]);
@@ -262,7 +297,7 @@ main(async () => {
         "CPU time (ours)",
         "CPU time (bare)",
         "CPU ours / bare",
-        ...(options.quick ? [] : ["ours without --enable-source-maps"]),
+        ...(options.quick || against ? [] : ["ours without --enable-source-maps"]),
       ],
       ...built.map(({ name }) => {
         const ours = times.get(name) ?? [];
@@ -279,7 +314,7 @@ main(async () => {
           ms(median(oursCpu)),
           ms(median(bareCpu)),
           ratio(median(oursCpu), median(bareCpu)),
-          ...(options.quick ? [] : [ms(median(nomap))]),
+          ...(options.quick || against ? [] : [ms(median(nomap))]),
         ];
       }),
     ]),
@@ -289,6 +324,38 @@ main(async () => {
       "top-level await (config parse, client construction). In AWS, inbound/forward also fetch the Twilio secret at init. " +
       "CPU time: user + system time of the process during that import (medians), steadier than wall time when other work shares the cores.",
   );
+  if (against) {
+    heading(
+      `Interleaved with ${against}: init CPU time, median of ${options.runs} rounds (${against}, ours, bare in each round)`,
+    );
+    log(
+      table([
+        [
+          "function",
+          `bundle ${against} → ours`,
+          `CPU ${against}`,
+          "CPU ours",
+          "CPU bare",
+          `${against} / bare`,
+          "ours / bare",
+        ],
+        ...built.map(({ name, ours, base }) => {
+          const baseCpu = median(cpuTimes.get(`against-${name}`) ?? []);
+          const oursCpu = median(cpuTimes.get(name) ?? []);
+          const bareCpu = median(cpuTimes.get(`bare-${name}`) ?? []);
+          return [
+            name,
+            `${kib(base?.bytes ?? 0)} → ${kib(ours.bytes)}`,
+            ms(baseCpu),
+            ms(oursCpu),
+            ms(bareCpu),
+            ratio(baseCpu, bareCpu),
+            ratio(oursCpu, bareCpu),
+          ];
+        }),
+      ]),
+    );
+  }
   for (const [i, file] of onDemand.entries())
     log(
       `  on demand, not in module init: ${ON_DEMAND_PACKAGES[i]} ${kib(statSync(file).size)}, ` +

@@ -23,7 +23,7 @@ function envelopeOf(type: (typeof eventTypes)[number]) {
       occurredAt: z.string().datetime().describe("ISO 8601, UTC"),
       sessionId: z.string().nullable().describe("The session the event belongs to, if any"),
       detailVersion: z.literal(EVENT_DETAIL_VERSION),
-      detail: eventDetailSchemas[type],
+      detail: eventDetailSchemas()[type],
     })
     .strict();
 }

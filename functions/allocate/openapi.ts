@@ -10,23 +10,25 @@ import { routes } from "../../shared/resources.ts";
 import {
   erasureResponse,
   eventListResponse,
-  eventsQuery,
   healthResponse,
-  listSessionsQuery,
   messageListResponse,
-  messagesQuery,
-  numberBody,
   numberListResponse,
   numberResponse,
-  numbersQuery,
-  openSessionBody,
   participantResponse,
-  platformMessageBody,
   problemResponse,
   queuedMessageResponse,
   retiredNumberResponse,
   sessionListResponse,
   sessionResponse,
+} from "./responses.ts";
+import {
+  eventsQuery,
+  listSessionsQuery,
+  messagesQuery,
+  numberBody,
+  numbersQuery,
+  openSessionBody,
+  platformMessageBody,
   updateSessionBody,
 } from "./schemas.ts";
 

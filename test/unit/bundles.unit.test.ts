@@ -48,6 +48,20 @@ async function emittedOf(name: FunctionName): Promise<string[]> {
   );
 }
 
+/**
+ * The modules module init evaluates: reached from the entry through static imports and requires, not
+ * through a dynamic `import()` (esbuild keeps those in the bundle but evaluates them on first call).
+ */
+async function evaluatedAtInitOf(name: FunctionName): Promise<Set<string>> {
+  const { inputs } = await metafileOf(name);
+  const entry = Object.keys(inputs).find((p) => p.endsWith(functions[name].entry)) as string;
+  const seen = new Set([entry]);
+  for (const path of seen)
+    for (const i of inputs[path]?.imports ?? [])
+      if (i.kind !== "dynamic-import" && !i.external) seen.add(i.path);
+  return seen;
+}
+
 const twilioRest = (inputs: string[]) => inputs.filter((i) => /node_modules\/twilio\/lib\/rest\//.test(i));
 const WHOLE_CLIENT =
   /node_modules\/(twilio\/lib\/(index|rest\/Twilio|base\/BaseTwilio|base\/RequestClient)\.js|axios\/)/;
@@ -106,5 +120,19 @@ describe("function bundles (esbuild metafile)", () => {
         [],
         name,
       );
+  });
+
+  test("allocate evaluates the OpenAPI document, its response schemas and zod-to-openapi only on demand", async () => {
+    const atInit = [...(await evaluatedAtInitOf("allocate"))];
+    assert.ok(atInit.some((p) => p.endsWith("functions/allocate/schemas.ts")));
+    assert.deepEqual(
+      atInit.filter((p) =>
+        /(functions\/allocate\/(openapi|responses)\.ts|node_modules\/@asteasolutions\/zod-to-openapi\/)/.test(
+          p,
+        ),
+      ),
+      [],
+    );
+    assert.ok((await inputsOf("allocate")).some((p) => p.endsWith("functions/allocate/responses.ts")));
   });
 });
