@@ -37,8 +37,16 @@ export function awsClientOptions(env: NodeJS.ProcessEnv = process.env) {
   };
 }
 
+/**
+ * Attempts per DynamoDB call, above the SDK's default of 3: throttling is routine on a hot partition (the v2
+ * SDK retried DynamoDB 10 times by default), and a webhook that gives up can lose what Twilio never sends
+ * again, such as a status callback. Six attempts with the SDK's backoff wait out about 8 s of throttling.
+ */
+export const DYNAMO_MAX_ATTEMPTS = 6;
+
 export function documentClient(): DynamoDBDocumentClient {
-  dynamo ??= DynamoDBDocumentClient.from(traceClient(new DynamoDBClient(awsClientOptions()), "DynamoDB"), {
+  const client = new DynamoDBClient({ ...awsClientOptions(), maxAttempts: DYNAMO_MAX_ATTEMPTS });
+  dynamo ??= DynamoDBDocumentClient.from(traceClient(client, "DynamoDB"), {
     marshallOptions: { removeUndefinedValues: true },
   });
   return dynamo;

@@ -118,7 +118,7 @@ describe("DynamoDB faults: conflicts, throttling, 500s", () => {
 
       // A storm of 500s: webhooks the SDK could not get through are refused as problem+json, store nothing
       // half-done, and Twilio's retry of the same MessageSid is then forwarded exactly once.
-      Object.assign(faults.plan, { throttleRate: 0, errorRate: 0.75, transactionHoldMs: 0 });
+      Object.assign(faults.plan, { throttleRate: 0, errorRate: 0.9, transactionHoldMs: 0 });
       const { session: stormSession, proxyA: stormProxy } = pairs[0] ?? assert.fail("a session");
       const storm = Array.from({ length: 6 }, (_, n) => ({
         body: `storm text ${n}`,

@@ -7,6 +7,7 @@ import {
 } from "@aws-sdk/client-dynamodb";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import { LOCAL_CREDENTIALS, LOCAL_REGION } from "../../local/aws-local.ts";
+import { DYNAMO_MAX_ATTEMPTS } from "../../shared/adapters/aws.ts";
 
 /**
  * The real DynamoDB client against DynamoDB Local, with the failures real DynamoDB has and DynamoDB Local
@@ -109,6 +110,8 @@ export function faultyDynamo(options: { endpoint: string; seed: number; plan: Fa
     endpoint: options.endpoint,
     region: LOCAL_REGION,
     credentials: LOCAL_CREDENTIALS,
+    // As the functions' own client retries.
+    maxAttempts: DYNAMO_MAX_ATTEMPTS,
   });
   const metadata = (httpStatusCode: number) => ({ httpStatusCode, attempts: 1, totalRetryDelay: 0 });
 
