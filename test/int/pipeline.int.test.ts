@@ -12,7 +12,7 @@ import type { ForwardDeps } from "../../shared/app/forward.ts";
 import { problemJson } from "../../shared/http/middleware.ts";
 import { lambdaContext } from "../support/http.ts";
 import { ACCOUNT_SID, AUTH_TOKEN, OUT_OF_SESSION, startPipeline } from "../support/pipeline.ts";
-import { startLocalAws } from "../support/stack.ts";
+import { recordCalls, startLocalAws } from "../support/stack.ts";
 
 const A = "+12025550101";
 const B = "+12025550102";
@@ -70,20 +70,13 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
 
   test("a text in session costs 7 DynamoDB calls from webhook to send: the consent of the recipient is one read", async () => {
     // Counts are behaviour (each call is a round trip and a request on the table); timings are not asserted.
-    const calls: string[] = [];
     const raw = new DynamoDBClient({
       endpoint: aws.dynamo.endpoint,
       region: LOCAL_REGION,
       credentials: LOCAL_CREDENTIALS,
     });
     const doc = DynamoDBDocumentClient.from(raw, { marshallOptions: { removeUndefinedValues: true } });
-    doc.middlewareStack.add(
-      (next, context) => async (args) => {
-        calls.push(String(context.commandName).replace(/Command$/, ""));
-        return next(args);
-      },
-      { step: "initialize", name: "count-calls" },
-    );
+    const calls = recordCalls(doc);
     // No status callbacks: they are webhooks of their own.
     const p = await startPipeline(aws, { client: doc, statusCallbacks: false });
     try {

@@ -27,7 +27,7 @@ import { EventBridgeBus } from "../../shared/adapters/eventbridge.ts";
 import { newId } from "../../shared/adapters/ids.ts";
 import { SqsForwardQueue, SqsSetAsideSink } from "../../shared/adapters/sqs-queue.ts";
 import { EventPublisher } from "../../shared/app/publisher.ts";
-import { startLocalAws } from "../support/stack.ts";
+import { recordCalls, startLocalAws } from "../support/stack.ts";
 
 /** An event item as the store writes it; `detail` as given (valid or not). */
 const eventItem = (sessionId: string, n: number, detail: Record<string, unknown>) => {
@@ -111,25 +111,18 @@ describe("local event-source pollers behave like Lambda's", () => {
 
   test("SQS FIFO: the outbox's 12 jobs go in two SendMessageBatch calls, each in its session's group, duplicates dropped", async () => {
     const { queue } = await aws.fresh();
-    const calls: string[] = [];
     const client = new SQSClient({
       endpoint: aws.sqs.endpoint,
       region: LOCAL_REGION,
       credentials: LOCAL_CREDENTIALS,
     });
-    client.middlewareStack.add(
-      (next, context) => async (args) => {
-        calls.push(String(context.commandName));
-        return next(args);
-      },
-      { step: "initialize", name: "count-calls" },
-    );
+    const calls = recordCalls(client);
     try {
       const forwardQueue = new SqsForwardQueue({ queueUrl: queue.queueUrl, client });
       await forwardQueue.enqueue({ messageId: "m0", sessionId: "s0" });
       const jobs = Array.from({ length: 12 }, (_, i) => ({ messageId: `m${i}`, sessionId: `s${i % 2}` }));
       assert.deepEqual(await forwardQueue.enqueueAll(jobs), [], "every job taken");
-      assert.deepEqual(calls, ["SendMessageCommand", "SendMessageBatchCommand", "SendMessageBatchCommand"]);
+      assert.deepEqual(calls, ["SendMessage", "SendMessageBatch", "SendMessageBatch"]);
       const bodies: string[] = [];
       for (let i = 0; i < 5 && bodies.length < 12; i++) {
         const res = await aws.sqsClient.send(
@@ -414,19 +407,12 @@ describe("local event-source pollers behave like Lambda's", () => {
   test("stream: the shard list is read once while no shard ends, not on every poll", async () => {
     const { tableName } = await aws.fresh();
     const sessionId = newId("s");
-    const calls: string[] = [];
     const client = new DynamoDBStreamsClient({
       endpoint: aws.dynamo.endpoint,
       region: LOCAL_REGION,
       credentials: LOCAL_CREDENTIALS,
     });
-    client.middlewareStack.add(
-      (next, context) => async (args) => {
-        calls.push(String(context.commandName));
-        return next(args);
-      },
-      { step: "initialize", name: "count-calls" },
-    );
+    const calls = recordCalls(client);
     // The first item makes the shard; the poller starts once it is there.
     await aws.doc.send(new PutCommand({ TableName: tableName, Item: eventItem(sessionId, 0, {}) }));
     const handled: string[] = [];
@@ -449,8 +435,8 @@ describe("local event-source pollers behave like Lambda's", () => {
         await waitFor(() => handled.length === n + 1, `record ${n}`);
       }
       const count = (name: string) => calls.filter((c) => c === name).length;
-      assert.ok(count("GetRecordsCommand") >= 6, "polled on and on");
-      assert.equal(count("DescribeStreamCommand"), 1, "the shard list was read once");
+      assert.ok(count("GetRecords") >= 6, "polled on and on");
+      assert.equal(count("DescribeStream"), 1, "the shard list was read once");
     } finally {
       await poller.stop();
       client.destroy();

@@ -1,6 +1,7 @@
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
+import type { MiddlewareStack } from "@smithy/types";
 import {
   LOCAL_CREDENTIALS,
   LOCAL_REGION,
@@ -55,4 +56,22 @@ export async function startLocalAws() {
       await Promise.all([dynamo.stop(), sqs.stop()]);
     },
   };
+}
+
+/**
+ * Records the name of every command the client sends, without its `Command` suffix (e.g. "GetItem"), in
+ * order: call counts are behaviour a test may pin, where timings are not.
+ */
+export function recordCalls<I extends object, O extends object>(client: {
+  middlewareStack: MiddlewareStack<I, O>;
+}): string[] {
+  const calls: string[] = [];
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      calls.push(String(context.commandName).replace(/Command$/, ""));
+      return next(args);
+    },
+    { step: "initialize", name: "record-calls" },
+  );
+  return calls;
 }
