@@ -89,18 +89,48 @@ type LocalQueue = ReturnType<typeof createRequestHandler>["service"]["Queues"][n
 
 /** SQS FIFO's deduplication interval. */
 const DEDUPLICATION_INTERVAL_MS = 5 * 60_000;
-const deduplicating = new WeakSet<LocalQueue>();
+const patched = new WeakSet<LocalQueue>();
 
 /**
- * SQS FIFO accepts a message whose deduplication id it has seen in the last 5 minutes and does not deliver
- * it, whether or not the first copy was received and deleted meanwhile. The local server only compares
- * with the messages still in the queue, so the forward queue's outbox copy (the publisher enqueues every
- * received message again) would be forwarded a second time (found done, but read and deleted for nothing).
- * This gives each FIFO queue the interval: a repeat is answered with the first copy's message id.
+ * Where the local server differs from SQS in a way the pipeline depends on, this makes it behave as SQS:
+ *
+ * - **Deduplication interval.** SQS FIFO accepts a message whose deduplication id it has seen in the last
+ *   5 minutes and does not deliver it, whether or not the first copy was received and deleted meanwhile.
+ *   The local server only compares with the messages still in the queue, so the forward queue's outbox
+ *   copy (the publisher enqueues every received message again) would be forwarded a second time. A repeat
+ *   is answered with the first copy's message id.
+ * - **Receive count.** SQS counts receives only; the local server also counts each ChangeMessageVisibility,
+ *   and moves a message to the dead-letter queue when its visibility ends with the count at
+ *   maxReceiveCount. The poller changes the visibility of a message that waits behind an earlier one of
+ *   its group, so a message that waited long sometimes went to the DLQ unsent.
  */
-function deduplicateForInterval(queue: LocalQueue, now: () => number = Date.now) {
-  if (!queue.FifoQueue || deduplicating.has(queue)) return;
-  deduplicating.add(queue);
+function behaveAsSqs(queue: LocalQueue, now: () => number = Date.now) {
+  if (patched.has(queue)) return;
+  patched.add(queue);
+  const stored = new Map<string, { record: { attributes: { ApproximateReceiveCount: string } } }>();
+  const newRecord = queue.newRecord;
+  queue.newRecord = (message, delay) => {
+    const entry = newRecord(message, delay);
+    stored.set(message.MessageId, entry);
+    return entry;
+  };
+  const changeVisibility = queue.changeVisibility.bind(queue);
+  queue.changeVisibility = (receiptHandle, visibilityTimeout) => {
+    const entry = stored.get(messageIdOf(receiptHandle) ?? "");
+    const count = entry?.record.attributes.ApproximateReceiveCount;
+    try {
+      return changeVisibility(receiptHandle, visibilityTimeout);
+    } finally {
+      if (entry && count !== undefined) entry.record.attributes.ApproximateReceiveCount = count;
+    }
+  };
+  const remove = queue.delete.bind(queue);
+  queue.delete = (receiptHandle) => {
+    const removed = remove(receiptHandle);
+    stored.delete(messageIdOf(receiptHandle) ?? "");
+    return removed;
+  };
+  if (!queue.FifoQueue) return;
   const setRecord = queue.setRecord;
   const sent = new Map<string, { at: number; result: unknown }>();
   queue.setRecord = (
@@ -124,9 +154,19 @@ function deduplicateForInterval(queue: LocalQueue, now: () => number = Date.now)
   };
 }
 
+/** The message id inside one of the local server's receipt handles (base64 of a nonce and JSON). */
+function messageIdOf(receiptHandle: string): string | undefined {
+  try {
+    const text = Buffer.from(receiptHandle, "base64").toString("utf8");
+    return JSON.parse(text.slice(text.indexOf("{"))).MessageId;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * The in-process SQS-compatible server (`local-aws-sqs`), with SQS FIFO's 5-minute deduplication interval
- * (`deduplicateForInterval`).
+ * The in-process SQS-compatible server (`local-aws-sqs`), made to behave as SQS where the pipeline depends
+ * on it (`behaveAsSqs`).
  */
 export async function startSqsLocal(options: { port?: number } = {}): Promise<LocalService> {
   const port = options.port ?? (await freePort());
@@ -136,7 +176,7 @@ export async function startSqsLocal(options: { port?: number } = {}): Promise<Lo
     emulateQueueCreationLifecycle: false,
   });
   const server = createHttpServer((req, res) => {
-    for (const queue of service.Queues) deduplicateForInterval(queue);
+    for (const queue of service.Queues) behaveAsSqs(queue);
     void requestHandler(req, res);
   });
   server.listen(port, "127.0.0.1");

@@ -4,6 +4,7 @@ import { after, before, describe, test } from "node:test";
 import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
 import { EventBridgeClient } from "@aws-sdk/client-eventbridge";
 import {
+  ChangeMessageVisibilityCommand,
   DeleteMessageBatchCommand,
   GetQueueAttributesCommand,
   ReceiveMessageCommand,
@@ -153,6 +154,43 @@ describe("local event-source pollers behave like Lambda's", () => {
     } finally {
       client.destroy();
     }
+  });
+
+  test("SQS: changing a message's visibility is not a receive: a message held through many changes stays out of the DLQ", async () => {
+    const { queue } = await aws.fresh({ visibilityTimeoutSeconds: 1 });
+    await aws.sqsClient.send(
+      new SendMessageCommand({
+        QueueUrl: queue.queueUrl,
+        MessageBody: "held",
+        MessageGroupId: "g",
+        MessageDeduplicationId: "held",
+      }),
+    );
+    const receive = async () =>
+      (
+        await aws.sqsClient.send(
+          new ReceiveMessageCommand({
+            QueueUrl: queue.queueUrl,
+            MaxNumberOfMessages: 10,
+            AttributeNames: ["All"],
+          }),
+        )
+      ).Messages ?? [];
+    const [first] = await receive();
+    assert.equal(first?.Attributes?.ApproximateReceiveCount, "1");
+    // What the poller does with a message that waits behind an earlier one of its group.
+    for (let i = 0; i < queue.maxReceiveCount + 1; i++)
+      await aws.sqsClient.send(
+        new ChangeMessageVisibilityCommand({
+          QueueUrl: queue.queueUrl,
+          ReceiptHandle: first?.ReceiptHandle,
+          VisibilityTimeout: 1,
+        }),
+      );
+    await new Promise((r) => setTimeout(r, 1300));
+    const [second] = await receive();
+    assert.equal(second?.Body, "held", "back in the queue, not in the DLQ");
+    assert.equal(second?.Attributes?.ApproximateReceiveCount, "2", "two receives, however many changes");
   });
 
   test("SQS: partial batch failures are redelivered in group order and land in the DLQ after maxReceiveCount", async () => {
