@@ -11,12 +11,13 @@
  *   npm run bench:forward [-- --quick] [-- --messages 2000 --sessions 100 --senders 8]
  */
 import { randomBytes } from "node:crypto";
+import os from "node:os";
 import { getExpectedTwilioSignature } from "twilio/lib/webhooks/webhooks.js";
 import { forwardConsumer } from "../shared/resources.ts";
 import { startLocalAws } from "../test/support/stack.ts";
 import { benchOptions, heading, log, quietNodeWarnings } from "./lib/cli.ts";
 import { type FloorMessage, FloorPipeline } from "./lib/floor.ts";
-import { main, onCleanup, startStackChild } from "./lib/processes.ts";
+import { main, onCleanup, startStackChild, type TreeCpu, treeCpu } from "./lib/processes.ts";
 import { int, ms, ratio, type Summary, summarize, table } from "./lib/stats.ts";
 import { startTwilioStandIn, type TwilioStandIn } from "./lib/twilio-standin.ts";
 
@@ -146,6 +147,12 @@ async function drive(
   };
 }
 
+/** CPU spent in this bench's process tree since `before`: DynamoDB Local's JVM, and Node (bench + stack). */
+function cpuSince(before: TreeCpu): TreeCpu {
+  const now = treeCpu();
+  return { jvm: now.jvm - before.jvm, node: now.node - before.node };
+}
+
 async function api(url: string, path: string, body: unknown) {
   const res = await fetch(`${url}${path}`, {
     method: "POST",
@@ -239,6 +246,7 @@ async function measureOurs(url: string, standIn: TwilioStandIn) {
     timeout,
     true,
   );
+  const before = treeCpu();
   const loaded = await drive(
     standIn,
     options.messages,
@@ -247,7 +255,7 @@ async function measureOurs(url: string, standIn: TwilioStandIn) {
     send,
     timeout,
   );
-  return { light, loaded };
+  return { light, loaded, cpu: cpuSince(before) };
 }
 
 async function runFloor(standIn: TwilioStandIn) {
@@ -292,6 +300,7 @@ async function runFloor(standIn: TwilioStandIn) {
       timeout,
       true,
     );
+    const before = treeCpu();
     const loaded = await drive(
       standIn,
       options.messages,
@@ -300,7 +309,7 @@ async function runFloor(standIn: TwilioStandIn) {
       send,
       timeout,
     );
-    return { light, loaded };
+    return { light, loaded, cpu: cpuSince(before) };
   } finally {
     await floor.stop();
     await aws.stop();
@@ -389,6 +398,31 @@ main(async () => {
     "  messages/s = messages / (last received − first sent) with the senders above; both sides forward through " +
       `the embedded stack's SQS poller (batches of ${forwardConsumer.batchSize}, up to ${forwardConsumer.localConcurrency} ` +
       "invocations at once, sessions of a batch concurrently, each in order)",
+  );
+  heading(`CPU per message in that loaded run (this bench's process tree, ${os.cpus().length} cores)`);
+  const perMessage = (x: number) => `${(x / options.messages).toFixed(2)} ms`;
+  const cpuRow = (name: string, c: TreeCpu) => [
+    name,
+    perMessage(c.jvm),
+    perMessage(c.node),
+    perMessage(c.jvm + c.node),
+  ];
+  log(
+    table([
+      ["", "DynamoDB Local (JVM)", "Node (bench + stack)", "all"],
+      cpuRow("Maskline (npm start)", oursRuns.cpu),
+      cpuRow("floor (no app logic)", floorRuns.cpu),
+      [
+        "ours / floor",
+        ratio(oursRuns.cpu.jvm, floorRuns.cpu.jvm),
+        ratio(oursRuns.cpu.node, floorRuns.cpu.node),
+        ratio(oursRuns.cpu.jvm + oursRuns.cpu.node, floorRuns.cpu.jvm + floorRuns.cpu.node),
+      ],
+    ]),
+  );
+  log(
+    "  both sides also run the senders and the Twilio stand-in in the bench process; CPU time is user + system " +
+      "from /proc (Linux), so other work on the machine does not count in it",
   );
   if (ours.lost || floor.lost || oursRuns.light.lost || floorRuns.light.lost) process.exitCode = 1;
 });

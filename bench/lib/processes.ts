@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 export const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -100,4 +101,53 @@ export async function startStackChild(env: Record<string, string>, timeoutMs = 9
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** CPU time (user + system, ms) of this process and every process below it, split into the JVM and Node. */
+export interface TreeCpu {
+  jvm: number;
+  node: number;
+}
+
+/**
+ * Reads `/proc` (Linux only; zeros elsewhere): this bench's process tree, so the DynamoDB Local a stack
+ * child started is counted and nothing else on a shared machine is. Clock ticks are 100 per second on Linux.
+ */
+export function treeCpu(root = process.pid): TreeCpu {
+  const total: TreeCpu = { jvm: 0, node: 0 };
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc").filter((name) => /^\d+$/.test(name));
+  } catch {
+    return total;
+  }
+  const stats = new Map<number, { parent: number; name: string; ms: number }>();
+  for (const pid of entries) {
+    try {
+      const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const name = text.slice(text.indexOf("(") + 1, text.lastIndexOf(")"));
+      // After the name: state ppid … utime (14th field) stime (15th), counted from the pid.
+      const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+      stats.set(Number(pid), {
+        parent: Number(fields[1]),
+        name,
+        ms: (Number(fields[11]) + Number(fields[12])) * 10,
+      });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const inTree = (pid: number): boolean => {
+    for (let at = pid, hops = 0; at > 1 && hops < 64; hops++) {
+      if (at === root) return true;
+      at = stats.get(at)?.parent ?? 0;
+    }
+    return false;
+  };
+  for (const [pid, stat] of stats) {
+    if (!inTree(pid)) continue;
+    if (stat.name === "java") total.jvm += stat.ms;
+    else if (stat.name.startsWith("node")) total.node += stat.ms;
+  }
+  return total;
 }

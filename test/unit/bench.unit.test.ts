@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { describe, test } from "node:test";
 import { hubReplay } from "../../bench/lib/hub-replay.ts";
 import { sizeOf } from "../../bench/lib/meter.ts";
+import { treeCpu } from "../../bench/lib/processes.ts";
 import { seededRandom, zipfSampler, zipfTopShare } from "../../bench/lib/rng.ts";
 import { percentile, summarize } from "../../bench/lib/stats.ts";
 import {
@@ -244,5 +247,24 @@ describe("bench hub replay (MAX_PROXIES_PER_PARTICIPANT)", () => {
     assert.equal(result.delivered + result.other, result.messages);
     assert.ok(result.prompted > 0, "forgotten tags with several threads open get the prompt");
     assert.ok(result.prompted + result.untaggedDelivered <= result.untagged);
+  });
+});
+
+describe("bench process CPU", { skip: process.platform !== "linux" && "reads /proc" }, () => {
+  test("a busy child's CPU counts in its own tree and in its parent's, not in an unrelated one", async () => {
+    const child = spawn(process.execPath, ["-e", "for (;;);"]);
+    try {
+      const pid = child.pid ?? 0;
+      const deadline = Date.now() + 20_000;
+      while (treeCpu(pid).node < 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      const own = treeCpu(pid);
+      assert.ok(own.node >= 200, `the busy child's CPU is counted (${own.node} ms)`);
+      assert.equal(own.jvm, 0, "no JVM in its tree");
+      assert.ok(treeCpu().node >= own.node, "the parent's tree includes its child");
+      assert.deepEqual(treeCpu(2 ** 22 + 1), { jvm: 0, node: 0 }, "a root that does not exist has none");
+    } finally {
+      child.kill("SIGKILL");
+      await once(child, "exit");
+    }
   });
 });
