@@ -22,8 +22,13 @@ for (let r = 0; r < runs; r++) {
   const byId = new Map(prof.nodes.map((n: any) => [n.id, n]));
   const dt = new Map<number, number>(); 
   for (let i = 0; i < prof.samples.length; i++) dt.set(prof.samples[i], (dt.get(prof.samples[i]) ?? 0) + (prof.timeDeltas[i + 1] ?? 0));
+  const parent = new Map<number, number>(); for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   for (const [id, t] of dt) {
-    const n: any = byId.get(id); const cf = n.callFrame;
+    let n: any = byId.get(id); let cf = n.callFrame;
+    if (process.env.BY_CALLER && cf.url.endsWith("index.mjs") && pkg(modAt[cf.lineNumber] ?? "?") === process.env.BY_CALLER) {
+      let m: any = n; while (m && m.callFrame.url.endsWith("index.mjs") && pkg(modAt[m.callFrame.lineNumber] ?? "?") === process.env.BY_CALLER) m = byId.get(parent.get(m.id)!);
+      if (m) { n = m; cf = m.callFrame; const k = "via " + (cf.url.endsWith("index.mjs") ? (modAt[cf.lineNumber] ?? "?") : cf.functionName); totals.set(k, (totals.get(k) ?? 0) + t / 1000); }
+    }
     let key: string;
     if (cf.url.endsWith("index.mjs")) key = pkg(modAt[cf.lineNumber] ?? "?");
     else if (cf.url === "") key = cf.functionName || "(native)";

@@ -44,7 +44,7 @@ export const ON_DEMAND_PACKAGES = ["@aws-lambda-powertools/tracer"];
  * module. They are external to each function's bundle; the `afterBundling` hook bundles each one the
  * function's bundle imports into `on-demand/<name>.mjs` beside it, with a package.json whose `imports` map
  * the same specifier there. The OpenAPI document (allocate, `GET /openapi.json` only) and auto top-up's
- * Twilio number resources and secret (recycler, top-up on only).
+ * Twilio number resources (recycler, on its first purchase).
  */
 export const ON_DEMAND_MODULES: Record<string, string> = Object.fromEntries(
   Object.entries(
