@@ -44,7 +44,7 @@ export const ON_DEMAND_PACKAGES = ["@aws-lambda-powertools/tracer"];
  * module. They are external to each function's bundle; the `afterBundling` hook bundles each one the
  * function's bundle imports into `on-demand/<name>.mjs` beside it, with a package.json whose `imports` map
  * the same specifier there. The OpenAPI document (allocate, `GET /openapi.json` only) and auto top-up's
- * Twilio number resources (recycler, on its first purchase).
+ * Twilio number resources and secret (recycler, loaded at its cold start only with top-up on).
  */
 export const ON_DEMAND_MODULES: Record<string, string> = Object.fromEntries(
   Object.entries(

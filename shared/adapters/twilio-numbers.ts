@@ -10,8 +10,7 @@ type V1 = import("twilio/lib/rest/messaging/V1.js").default;
 
 /**
  * The resources auto top-up buys numbers with, from the official twilio package (see twilio-rest.ts). Only
- * the recycler imports this module, on its first purchase (`#on-demand/twilio-numbers`: in Lambda a file of
- * its own beside the bundle, so a recycler without top-up never parses the Twilio package).
+ * the recycler's top-up (`functions/recycler/top-up.ts`) imports this module, on its first purchase.
  */
 export interface TwilioNumbersApi {
   availableLocal(country: string): LocalListInstance;

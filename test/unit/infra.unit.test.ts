@@ -306,41 +306,6 @@ describe("functions", () => {
           { env, cwd: dir, timeout: 30_000 },
         );
         assert.equal(tracer.stdout.trim(), "function", `${name}: the on-demand tracer loads from its asset`);
-        // Our on-demand modules are not in the bundle either: each loads from on-demand/ beside it, by the
-        // same `#on-demand/…` specifier (the asset's package.json imports).
-        if (name === "allocate") {
-          const openapi = await run(
-            process.execPath,
-            [
-              "--no-warnings",
-              "--input-type=module",
-              "-e",
-              'const m = await import("#on-demand/allocate-openapi"); console.log(JSON.stringify(m.buildOpenApiDocument()));',
-            ],
-            { env, cwd: dir, timeout: 30_000, maxBuffer: 16 * 1024 * 1024 },
-          );
-          assert.deepEqual(
-            JSON.parse(openapi.stdout),
-            JSON.parse(readFileSync("docs/openapi.json", "utf8")),
-            "allocate: the on-demand OpenAPI document is the committed one",
-          );
-        }
-        if (name === "recycler") {
-          // With top-up on, cold start reads the secret (its module is in the bundle, evaluated only then) and
-          // the first purchase loads Twilio's number resources from the asset.
-          const topUp = await run(
-            process.execPath,
-            [
-              "--no-warnings",
-              "--input-type=module",
-              "-e",
-              `const m = await import(${JSON.stringify(join(dir, "index.mjs"))}); ` +
-                'const n = await import("#on-demand/twilio-numbers"); console.log(typeof m.handler, typeof n.TwilioNumberProvider);',
-            ],
-            { env: { ...env, AUTO_TOP_UP: "true" }, cwd: dir, timeout: 30_000 },
-          );
-          assert.equal(topUp.stdout.trim(), "function function", "recycler: top-up's on-demand module loads");
-        }
       }),
     );
   });
