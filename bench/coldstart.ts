@@ -1,7 +1,8 @@
 /**
  * Cold-start proxy: each production handler bundled the way CDK's NodejsFunction bundles it (the infra's
  * own `ESBUILD_OPTIONS`: node22 ESM, minified, source maps, module/main fields, the createRequire banner,
- * AWS SDK bundled, on-demand packages such as the tracer in files of their own), its size, and its module-initialisation time in a fresh Node process (median of
+ * AWS SDK bundled, on-demand packages and modules (the tracer, allocate's OpenAPI document, recycler's top-up)
+ * in files of their own), its size, and its module-initialisation time in a fresh Node process (median of
  * N runs, NODE_OPTIONS=--enable-source-maps as deployed), against a bare handler bundled the same way that
  * imports and constructs only the same AWS SDK clients. The esbuild metafile shows what each bundle holds:
  * inbound must hold no Twilio REST client. Each on-demand package's file is timed on its own too: the
@@ -22,6 +23,7 @@ import { type BuildOptions, build, type Metafile } from "esbuild";
 import {
   buildOnDemandPackages,
   ESBUILD_OPTIONS,
+  ON_DEMAND_MODULES,
   ON_DEMAND_PACKAGES,
 } from "../infra/constructs/maskline-function.ts";
 import { type FunctionName, functions } from "../shared/resources.ts";
@@ -94,6 +96,9 @@ const CLIENTS: Record<string, { imports: string; construct: string }> = {
   },
 };
 
+/** What loads on demand, each in a file of its own: the packages, then our own modules. */
+const onDemandNames = [...ON_DEMAND_PACKAGES, ...Object.keys(ON_DEMAND_MODULES)];
+
 const packageOf = (input: string) => {
   const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(input);
   return m?.[1] ?? "(maskline code)";
@@ -151,7 +156,7 @@ main(async () => {
   onCleanup(async () => rmSync(dir, { recursive: true, force: true }));
   log(
     "esbuild with ESBUILD_OPTIONS of infra/constructs/maskline-function.ts, as CDK bundles each function: node22 ESM, " +
-      `minify, sourcemap, mainFields module,main, its ESM_BANNER, AWS SDK bundled; on demand, in files of their own: ${ON_DEMAND_PACKAGES.join(", ")}`,
+      `minify, sourcemap, mainFields module,main, its ESM_BANNER, AWS SDK bundled; on demand, in files of their own: ${onDemandNames.join(", ")}`,
   );
   const probe = join(dir, "probe.mjs");
   writeFileSync(
@@ -171,7 +176,7 @@ main(async () => {
 
   const names = Object.keys(functions) as FunctionName[];
   const built: { name: FunctionName; ours: Bundle; bare: Bundle; clients: string[]; base?: Bundle }[] = [];
-  const onDemand = await buildOnDemandPackages(join(dir, "on-demand"));
+  const onDemand = await buildOnDemandPackages(join(dir, "on-demand"), Object.keys(ON_DEMAND_MODULES));
   const baseRoot = join(dir, "against");
   if (against) {
     mkdirSync(baseRoot);
@@ -358,7 +363,8 @@ main(async () => {
   }
   for (const [i, file] of onDemand.entries())
     log(
-      `  on demand, not in module init: ${ON_DEMAND_PACKAGES[i]} ${kib(statSync(file).size)}, ` +
-        `its own import in a fresh process ${ms(median(cpuTimes.get(file) ?? []))} CPU (paid by the first traced call when tracing is on)`,
+      `  on demand, not in module init: ${onDemandNames[i]} ${kib(statSync(file).size)}, ` +
+        `its own import in a fresh process ${ms(median(cpuTimes.get(file) ?? []))} CPU (paid by the first call that needs it: ` +
+        `a traced call, GET /openapi.json, the recycler's cold start with top-up on)`,
     );
 });

@@ -106,7 +106,7 @@ const PUBLIC_ROUTES = new Set(["GET /health", "GET /openapi.json"]);
  */
 let openApi: Promise<unknown> | undefined;
 const openApiDocument = () => {
-  openApi ??= import("./openapi.ts").then((m) => m.buildOpenApiDocument());
+  openApi ??= import("#on-demand/allocate-openapi").then((m) => m.buildOpenApiDocument());
   return openApi;
 };
 

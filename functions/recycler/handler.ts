@@ -2,46 +2,21 @@ import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
 import { logger, storeFromEnv } from "../../shared/adapters/aws.ts";
 import { newId } from "../../shared/adapters/ids.ts";
 import { observed } from "../../shared/adapters/observability.ts";
-import { twilioCredentials } from "../../shared/adapters/secrets.ts";
 import { RecyclerService } from "../../shared/app/recycler.ts";
-import {
-  messagingServiceConfigSchema,
-  parseConfig,
-  recyclerConfigSchema,
-  twilioConfigSchema,
-  webhookConfigSchema,
-} from "../../shared/config.ts";
+import { parseConfig, recyclerConfigSchema } from "../../shared/config.ts";
 
 // Composition root: configuration is read once, at cold start.
 const { config, store } = storeFromEnv();
 const recycler = parseConfig(recyclerConfigSchema);
 const metrics = new Metrics({ namespace: "Maskline", serviceName: "maskline" });
 
-// The Twilio client is built from the current credentials for each purchase (rare), so a rotated token is
-// used within the secret's cache age, as in inbound and forward. Its module is loaded on the first purchase:
-// with top-up off it never is.
-// With top-up on, a missing or malformed secret still fails the cold start.
-if (recycler.AUTO_TOP_UP) await twilioCredentials();
+// Top-up's Twilio client and secret are in a module of their own, loaded at cold start only with top-up on
+// (`functions/recycler/top-up.ts`): a missing or malformed secret or configuration still fails it then.
 const topUp = recycler.AUTO_TOP_UP
-  ? (() => {
-      const publicBaseUrl = parseConfig(webhookConfigSchema).PUBLIC_BASE_URL;
-      const { TWILIO_TIMEOUT_MS } = parseConfig(twilioConfigSchema);
-      return {
-        provider: {
-          buy: async (request: { country: string }) => {
-            const { TwilioNumberProvider, twilioNumbers } = await import(
-              "../../shared/adapters/twilio-numbers.ts"
-            );
-            return new TwilioNumberProvider(
-              twilioNumbers({ ...(await twilioCredentials()), timeoutMs: TWILIO_TIMEOUT_MS }),
-              publicBaseUrl,
-              parseConfig(messagingServiceConfigSchema).TWILIO_MESSAGING_SERVICE_SID,
-            ).buy(request);
-          },
-        },
-        maxPoolSize: recycler.MAX_POOL_SIZE,
-      };
-    })()
+  ? await import("#on-demand/recycler-top-up").then(async ({ checkCredentials, twilioNumberProvider }) => {
+      await checkCredentials();
+      return { provider: twilioNumberProvider, maxPoolSize: recycler.MAX_POOL_SIZE };
+    })
   : undefined;
 
 const service = new RecyclerService({

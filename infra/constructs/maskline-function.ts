@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Duration, type RemovalPolicy } from "aws-cdk-lib";
@@ -39,6 +39,21 @@ export const ESM_BANNER = [
 export const ON_DEMAND_PACKAGES = ["@aws-lambda-powertools/tracer"];
 
 /**
+ * Modules of our own that a function imports only on demand, by a `#on-demand/<name>` specifier: the
+ * `imports` of package.json, where Node (and so the tests and the embedded stack) resolves it to the source
+ * module. They are external to each function's bundle; the `afterBundling` hook bundles each one the
+ * function's bundle imports into `on-demand/<name>.mjs` beside it, with a package.json whose `imports` map
+ * the same specifier there. The OpenAPI document (allocate, `GET /openapi.json` only) and auto top-up's
+ * Twilio number resources and secret (recycler, loaded at its cold start only with top-up on).
+ */
+export const ON_DEMAND_MODULES: Record<string, string> = Object.fromEntries(
+  Object.entries(
+    (JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { imports?: Record<string, string> })
+      .imports ?? {},
+  ).filter(([specifier]) => specifier.startsWith("#on-demand/")),
+);
+
+/**
  * How every bundle is built, in one place: CDK's bundling below, the on-demand packages, `bench/coldstart.ts`
  * and the bundle tests all use these options. ESM, minified, source maps without sources content (mapped
  * stack traces with `--enable-source-maps`), module before main, the AWS SDK bundled.
@@ -53,12 +68,19 @@ export const ESBUILD_OPTIONS = {
   sourcemap: true,
   sourcesContent: false,
   banner: { js: ESM_BANNER },
-  external: ON_DEMAND_PACKAGES,
+  external: [...ON_DEMAND_PACKAGES, ...Object.keys(ON_DEMAND_MODULES)],
   tsconfig: join(repoRoot, "tsconfig.json"),
 } satisfies BuildOptions;
 
-/** Bundles each on-demand package into `<outputDir>/node_modules/<package>/`; returns their entry files. */
-export async function buildOnDemandPackages(outputDir: string): Promise<string[]> {
+/**
+ * Bundles each on-demand package into `<outputDir>/node_modules/<package>/`, and each on-demand module
+ * `modules` names (by default those `<outputDir>/index.mjs` imports) into `<outputDir>/on-demand/`, with the
+ * package.json that maps their specifiers there; returns their entry files.
+ */
+export async function buildOnDemandPackages(
+  outputDir: string,
+  modules: string[] = onDemandModulesOf(join(outputDir, "index.mjs")),
+): Promise<string[]> {
   const files: string[] = [];
   for (const name of ON_DEMAND_PACKAGES) {
     const dir = join(outputDir, "node_modules", name);
@@ -76,7 +98,34 @@ export async function buildOnDemandPackages(outputDir: string): Promise<string[]
     );
     files.push(join(dir, "index.mjs"));
   }
+  const imports: Record<string, string> = {};
+  for (const specifier of modules) {
+    const source = ON_DEMAND_MODULES[specifier];
+    if (!source) throw new Error(`${specifier} is not an on-demand module of package.json`);
+    const file = `./on-demand/${specifier.slice("#on-demand/".length)}.mjs`;
+    await build({
+      ...ESBUILD_OPTIONS,
+      external: ON_DEMAND_PACKAGES,
+      entryPoints: [join(repoRoot, source)],
+      outfile: join(outputDir, file),
+      logLevel: "warning",
+    });
+    imports[specifier] = file;
+    files.push(join(outputDir, file));
+  }
+  if (modules.length)
+    writeFileSync(
+      join(outputDir, "package.json"),
+      `${JSON.stringify({ name: "maskline-function", type: "module", imports })}\n`,
+    );
   return files;
+}
+
+/** The on-demand modules a bundle imports (their specifiers stay verbatim in it). */
+function onDemandModulesOf(bundle: string): string[] {
+  if (!existsSync(bundle)) return [];
+  const code = readFileSync(bundle, "utf8");
+  return Object.keys(ON_DEMAND_MODULES).filter((specifier) => code.includes(JSON.stringify(specifier)));
 }
 
 export interface MasklineFunctionProps {

@@ -10,7 +10,7 @@ type V1 = import("twilio/lib/rest/messaging/V1.js").default;
 
 /**
  * The resources auto top-up buys numbers with, from the official twilio package (see twilio-rest.ts). Only
- * the recycler imports this module, and only when top-up is on.
+ * the recycler's top-up (`functions/recycler/top-up.ts`) imports this module, on its first purchase.
  */
 export interface TwilioNumbersApi {
   availableLocal(country: string): LocalListInstance;

@@ -312,6 +312,35 @@ describe("session lifecycle: expiry, quarantine, recycling, events to the bus, p
     }
   });
 
+  test("the recycler's top-up module (loaded on demand, as the handler does) buys from Twilio when headroom is low", async () => {
+    const p = await startPipeline(aws);
+    const saved = { ...process.env };
+    try {
+      // The module reads its configuration and the Twilio secret from the environment, as at a cold start.
+      Object.assign(process.env, {
+        PUBLIC_BASE_URL: p.publicBaseUrl,
+        TWILIO_ACCOUNT_SID: ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN: AUTH_TOKEN,
+        TWILIO_API_BASE_URL: p.baseUrl,
+      });
+      const { checkCredentials, twilioNumberProvider } = await import("#on-demand/recycler-top-up");
+      await checkCredentials();
+      await p.pool(1);
+      await p.open(A, B);
+      const { service } = recyclerFor(p, {
+        poolLowHeadroom: 1,
+        topUp: { provider: twilioNumberProvider, maxPoolSize: 2 },
+      });
+      const low = await service.run({ budgetMs: 2000, batchSize: 10 });
+      assert.equal(low.bought.length, 1);
+      assert.deepEqual(p.sandbox.ownedNumbers, low.bought);
+      assert.equal((await p.store.listPool()).length, 2);
+    } finally {
+      process.env = saved;
+      await p.stop();
+    }
+  });
+
   test("auto top-up buys from Twilio only when headroom is low, never beyond the cap", async () => {
     const p = await startPipeline(aws);
     try {

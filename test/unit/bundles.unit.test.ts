@@ -2,8 +2,9 @@
  * What each function's bundle holds (esbuild's metafile, bundled as the infra bundles it): no function
  * carries code it does not run. forward and recycler call Twilio through the official package's own
  * message and number resources, never its whole REST client (the `Twilio` class, every product's resources,
- * axios); only the recycler holds the number-buying resources, and it loads them only with top-up on.
- * Packages imported only on demand (the tracer with the X-Ray SDK) are in no function's bundle, and
+ * axios); only the recycler's top-up holds the number-buying resources, in an on-demand module loaded only
+ * with top-up on. Packages and modules imported only on demand (the tracer with the X-Ray SDK, the OpenAPI
+ * document, top-up) are in no function's bundle, and
  * functions that never parse a phone number (forward, publisher) hold no libphonenumber-js: module init
  * parses every byte of a bundle, run or not.
  */
@@ -11,30 +12,35 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { build, type Metafile } from "esbuild";
-import { ESBUILD_OPTIONS, repoRoot } from "../../infra/constructs/maskline-function.ts";
+import { ESBUILD_OPTIONS, ON_DEMAND_MODULES, repoRoot } from "../../infra/constructs/maskline-function.ts";
 import { type FunctionName, functions } from "../../shared/resources.ts";
 
-const metafiles = new Map<FunctionName, Promise<Metafile>>();
-function metafileOf(name: FunctionName): Promise<Metafile> {
+/** A function, or an on-demand module (`#on-demand/…`), bundled in a file of its own. */
+type Bundled = FunctionName | `#on-demand/${string}`;
+const entryOf = (name: Bundled) =>
+  name.startsWith("#") ? (ON_DEMAND_MODULES[name] as string) : functions[name as FunctionName].entry;
+
+const metafiles = new Map<Bundled, Promise<Metafile>>();
+function metafileOf(name: Bundled): Promise<Metafile> {
   if (!metafiles.has(name))
     metafiles.set(
       name,
       build({
         ...ESBUILD_OPTIONS,
-        entryPoints: [join(repoRoot, functions[name].entry)],
+        entryPoints: [join(repoRoot, entryOf(name))],
         minify: false,
         sourcemap: false,
         write: false,
         metafile: true,
         logLevel: "silent",
-        outfile: join(repoRoot, "cdk.out", "bundle-test", name, "index.mjs"),
+        outfile: join(repoRoot, "cdk.out", "bundle-test", name.replace("#on-demand/", ""), "index.mjs"),
       }).then((result) => result.metafile as Metafile),
     );
   return metafiles.get(name) as Promise<Metafile>;
 }
 
 /** Every module the bundle's import graph reaches. */
-async function inputsOf(name: FunctionName): Promise<string[]> {
+async function inputsOf(name: Bundled): Promise<string[]> {
   return Object.keys((await metafileOf(name)).inputs);
 }
 
@@ -46,20 +52,6 @@ async function emittedOf(name: FunctionName): Promise<string[]> {
       .filter(([, i]) => i.bytesInOutput > 0)
       .map(([p]) => p),
   );
-}
-
-/**
- * The modules module init evaluates: reached from the entry through static imports and requires, not
- * through a dynamic `import()` (esbuild keeps those in the bundle but evaluates them on first call).
- */
-async function evaluatedAtInitOf(name: FunctionName): Promise<Set<string>> {
-  const { inputs } = await metafileOf(name);
-  const entry = Object.keys(inputs).find((p) => p.endsWith(functions[name].entry)) as string;
-  const seen = new Set([entry]);
-  for (const path of seen)
-    for (const i of inputs[path]?.imports ?? [])
-      if (i.kind !== "dynamic-import" && !i.external) seen.add(i.path);
-  return seen;
 }
 
 const twilioRest = (inputs: string[]) => inputs.filter((i) => /node_modules\/twilio\/lib\/rest\//.test(i));
@@ -83,8 +75,8 @@ describe("function bundles (esbuild metafile)", () => {
     );
   });
 
-  test("recycler holds only the number-buying resources, not the whole client", async () => {
-    const inputs = await inputsOf("recycler");
+  test("recycler's on-demand top-up holds only the number-buying resources, not the whole client", async () => {
+    const inputs = await inputsOf("#on-demand/recycler-top-up");
     assert.deepEqual(
       inputs.filter((i) => WHOLE_CLIENT.test(i)),
       [],
@@ -122,17 +114,28 @@ describe("function bundles (esbuild metafile)", () => {
       );
   });
 
-  test("allocate evaluates the OpenAPI document, its response schemas and zod-to-openapi only on demand", async () => {
-    const atInit = [...(await evaluatedAtInitOf("allocate"))];
-    assert.ok(atInit.some((p) => p.endsWith("functions/allocate/schemas.ts")));
+  test("allocate holds no OpenAPI document, response schemas or zod-to-openapi: they load on demand from a file of their own", async () => {
+    const inputs = await inputsOf("allocate");
+    assert.ok(inputs.some((p) => p.endsWith("functions/allocate/schemas.ts")));
     assert.deepEqual(
-      atInit.filter((p) =>
+      inputs.filter((p) =>
         /(functions\/allocate\/(openapi|responses)\.ts|node_modules\/@asteasolutions\/zod-to-openapi\/)/.test(
           p,
         ),
       ),
       [],
     );
-    assert.ok((await inputsOf("allocate")).some((p) => p.endsWith("functions/allocate/responses.ts")));
+  });
+
+  test("recycler holds no Twilio code and no Secrets Manager client: top-up loads them on demand from a file of its own", async () => {
+    const inputs = await inputsOf("recycler");
+    assert.deepEqual(
+      inputs.filter((p) =>
+        /(node_modules\/(twilio|dayjs|@aws-sdk\/client-secrets-manager)\/|shared\/adapters\/(twilio-numbers|twilio-rest|secrets)\.ts)/.test(
+          p,
+        ),
+      ),
+      [],
+    );
   });
 });
