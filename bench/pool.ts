@@ -673,7 +673,7 @@ async function racesSection(): Promise<Record<string, number>> {
           { rule, containers },
         )
       ).perOpen;
-  // With a cap every open of the host also updates its proxy count (the cap's guard): one item in all of them.
+  // With a cap every open of the host also takes one of its cap slots (the cap's guard), spread by ticket.
   for (const rule of ["until-answer", "processing"] as const)
     hot[`cap/${rule}`] = (
       await race(
@@ -701,7 +701,7 @@ async function racesSection(): Promise<Record<string, number>> {
         (hot[`${rule}/each`] ?? 0).toFixed(2),
       ]),
       ...(["until-answer", "processing"] as const).map((rule) => [
-        `hot host, cap ${k} (its proxy count in every open), ${RULES[rule]}`,
+        `hot host, cap ${k} (a cap slot in every open), ${RULES[rule]}`,
         "",
         (hot[`cap/${rule}`] ?? 0).toFixed(2),
       ]),

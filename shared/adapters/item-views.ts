@@ -69,6 +69,7 @@ export function toHolding(item: Item): Holding {
     counterpartNumber: (item.counterpartNumber as E164 | undefined) ?? null,
     quarantineUntil: (item.quarantineUntil as number | undefined) ?? null,
     expiresAt: (item.expiresAt as number | undefined) ?? null,
+    capSlot: (item.capSlot as number | undefined) ?? null,
   };
 }
 

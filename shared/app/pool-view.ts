@@ -28,9 +28,13 @@ export class CachedPoolView {
   private reading: Promise<void> | undefined;
   /** Own load changes since the current read began: applied again on top of what it returns. */
   private sinceRead = new Map<string, number>();
-  private readonly inFlightPairs = new Map<string, Map<string, number>>();
+  /** Pairs this container's in-flight appends are taking, by participant: proxy → how many, and its cap slot. */
+  private readonly inFlightPairs = new Map<string, Map<string, { count: number; capSlot: number | null }>>();
   /** Pairs this container's appends took, by participant, with the append's sequence number. */
-  private readonly took = new Map<string, { proxy: string; seq: number; at: number }[]>();
+  private readonly took = new Map<
+    string,
+    { proxy: string; capSlot: number | null; seq: number; at: number }[]
+  >();
   private seq = 0;
   /** This container's in-flight appends that take pairs, per participant. */
   private readonly taking = new Map<string, Set<Promise<unknown>>>();
@@ -61,16 +65,18 @@ export class CachedPoolView {
    * are taking and those its appends took since the mark (the read may have missed them).
    */
   holdings(participant: string, stored: readonly Holding[], mark: number): Holding[] {
-    const taking = new Set(this.inFlightPairs.get(participant)?.keys());
-    for (const t of this.took.get(participant) ?? []) if (t.seq > mark) taking.add(t.proxy);
+    const taking = new Map<string, number | null>();
+    for (const [proxy, { capSlot }] of this.inFlightPairs.get(participant) ?? []) taking.set(proxy, capSlot);
+    for (const t of this.took.get(participant) ?? []) if (t.seq > mark) taking.set(t.proxy, t.capSlot);
     if (taking.size === 0) return [...stored];
     const held = [...taking].map(
-      (proxyNumber): Holding => ({
+      ([proxyNumber, capSlot]): Holding => ({
         proxyNumber: proxyNumber as Holding["proxyNumber"],
         state: "held",
         sessionId: null,
         counterpartNumber: null,
         quarantineUntil: null,
+        capSlot,
       }),
     );
     return [...stored.filter((h) => !taking.has(h.proxyNumber)), ...held];
@@ -95,7 +101,7 @@ export class CachedPoolView {
   async append(store: EventStore, events: readonly DomainEvent[], options?: AppendOptions): Promise<void> {
     const version = this.version;
     const loads = new Map<string, number>();
-    const pairs: [string, string][] = [];
+    const pairs: [string, string, number | null][] = [];
     let membership = false;
     // The very changes the store applies: the view follows the projection rules, it does not restate them.
     for (const change of projectEvents(events, { ...options, retentionSeconds: 0 })) {
@@ -104,7 +110,12 @@ export class CachedPoolView {
         if (delta === undefined) membership = true;
         else loads.set(change.key.sk, delta);
       } else if (change.type === "put" && change.item.kind === "pair" && change.item.state === "held") {
-        pairs.push([String(change.item.participantNumber), String(change.item.proxyNumber)]);
+        const { participantNumber, proxyNumber, capSlot } = change.item;
+        pairs.push([
+          String(participantNumber),
+          String(proxyNumber),
+          typeof capSlot === "number" ? capSlot : null,
+        ]);
       }
     }
     const phones = [...loads.keys()].map((sk) => sk.slice("NUMBER#".length));
@@ -125,8 +136,8 @@ export class CachedPoolView {
       // Kept a minute: long enough for any holdings read that began before this append to be decided on.
       const recent = (participant: string) =>
         (this.took.get(participant) ?? []).filter((t) => now - t.at < TOOK_KEPT_MS);
-      for (const [participant, proxy] of pairs)
-        this.took.set(participant, [...recent(participant), { proxy, seq: this.seq, at: now }]);
+      for (const [participant, proxy, capSlot] of pairs)
+        this.took.set(participant, [...recent(participant), { proxy, capSlot, seq: this.seq, at: now }]);
       if (this.took.size > 1000)
         for (const participant of [...this.took.keys()]) {
           const kept = recent(participant);
@@ -181,11 +192,12 @@ export class CachedPoolView {
     }
   }
 
-  private take(pairs: readonly [string, string][], sign: 1 | -1): void {
-    for (const [participant, proxy] of pairs) {
-      const taking = this.inFlightPairs.get(participant) ?? new Map<string, number>();
-      const count = (taking.get(proxy) ?? 0) + sign;
-      if (count > 0) taking.set(proxy, count);
+  private take(pairs: readonly [string, string, number | null][], sign: 1 | -1): void {
+    for (const [participant, proxy, capSlot] of pairs) {
+      const taking =
+        this.inFlightPairs.get(participant) ?? new Map<string, { count: number; capSlot: number | null }>();
+      const count = (taking.get(proxy)?.count ?? 0) + sign;
+      if (count > 0) taking.set(proxy, { count, capSlot });
       else taking.delete(proxy);
       if (taking.size) this.inFlightPairs.set(participant, taking);
       else this.inFlightPairs.delete(participant);

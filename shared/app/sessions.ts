@@ -21,7 +21,7 @@ import {
   UniqueNameTakenError,
 } from "../domain/errors.ts";
 import type { DomainEvent, SessionMode, TtlMode } from "../domain/events.ts";
-import { allocateHub, type HubThread, needsHub, withTag } from "../domain/hub.ts";
+import { allocateHub, chooseCapSlot, type HubThread, needsHub, withTag } from "../domain/hub.ts";
 import { decideMessage } from "../domain/message.ts";
 import { callingCode, type E164, isPseudonym, toE164 } from "../domain/phone.ts";
 import { decideNumber } from "../domain/pool.ts";
@@ -118,6 +118,16 @@ function contested(lost: readonly Conflict[], participant: E164): ReadonlySet<st
     else if (c.kind === "number" && c.contention) numbers.add(c.key);
   }
   return numbers;
+}
+
+/** The cap slots of `participant` lost races found another open taking (`proxy-cap` keys: `<participant>:<slot>`). */
+function contestedSlots(lost: readonly Conflict[], participant: E164): ReadonlySet<number> {
+  const slots = new Set<number>();
+  for (const c of lost) {
+    const [who, slot] = c.key.split(":");
+    if (c.kind === "proxy-cap" && who === participant) slots.add(Number(slot));
+  }
+  return slots;
 }
 
 /** A command spec whose state type is inferred from its `load`. */
@@ -230,11 +240,26 @@ export class SessionService {
           if (!proxy) throw new PoolExhaustedError(p.phoneNumber);
           return proxy;
         };
-        // At the cap, the participant's side goes on their hub number with a new thread tag.
+        // Under a cap the participant's proxy takes a free cap slot, spread like the numbers (by ticket, then
+        // away from the slots other opens were found taking); at the cap, their side goes on their hub number
+        // with a new thread tag.
         const cap = this.deps.maxProxiesPerParticipant;
-        const hub = (p: ParticipantInput, other: ParticipantInput, holdings: Holding[], view: HubView) =>
-          needsHub(holdings, cap)
-            ? allocateHub({
+        const hub = (
+          p: ParticipantInput,
+          other: ParticipantInput,
+          holdings: Holding[],
+          view: HubView,
+          ticket: number | undefined,
+        ) => {
+          if (cap === undefined) return undefined;
+          const capSlot = chooseCapSlot(holdings, cap, {
+            seed: `${sessionId}:${p.phoneNumber}:${attempt}`,
+            ticket: attempt === 0 ? ticket : undefined,
+            avoid: contestedSlots(lost, p.phoneNumber),
+          });
+          return capSlot !== undefined
+            ? { capped: true as const, capSlot }
+            : allocateHub({
                 participant: p.phoneNumber,
                 participantCallingCode: callingCode(p.phoneNumber),
                 counterpart: other.phoneNumber,
@@ -245,12 +270,10 @@ export class SessionService {
                 threads: view.threads,
                 previousHub: view.hubNumber,
                 now: ctx.now,
-              })
-            : cap === undefined
-              ? undefined
-              : { capped: true as const };
-        const sideA = hub(a, b, holdingsA, hubA);
-        const sideB = hub(b, a, holdingsB, hubB);
+              });
+        };
+        const sideA = hub(a, b, holdingsA, hubA, ticketA);
+        const sideB = hub(b, a, holdingsB, hubB, ticketB);
         const proxyA = sideA && "hub" in sideA ? sideA.proxyNumber : pick(a, b, holdingsA, ticketA);
         // B shares A's number when it is as good as any for B: the open then writes one number item, not two.
         const proxyB = sideB && "hub" in sideB ? sideB.proxyNumber : pick(b, a, holdingsB, ticketB, proxyA);

@@ -20,6 +20,8 @@ export interface Holding {
   quarantineUntil: number | null;
   /** Epoch ms when the held pair's session expires (absent when unknown). */
   expiresAt?: number | null;
+  /** A held proxy under a cap: the participant's cap slot it holds (hub.ts). */
+  capSlot?: number | null;
 }
 
 /** How close to the participant a proxy should be: same country, or (NANP) the same area code too. */
@@ -112,7 +114,7 @@ const sameRank = (
 ) => local(n) === local(best) && n.load === best.load && avoided(n) === avoided(best);
 
 /** FNV-1a over the seed, modulo `n`: the same seed gives the same choice. */
-function spreadIndex(seed: string, n: number): number {
+export function spreadIndex(seed: string, n: number): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < seed.length; i++) h = Math.imul(h ^ seed.charCodeAt(i), 0x01000193) >>> 0;
   return h % n;

@@ -32,6 +32,8 @@ export const participantSchema = z.object({
   replacesHub: phone.optional(),
   /** This proxy counts toward the participant's cap (opened while a cap was set). */
   capped: z.boolean().optional(),
+  /** With capped: which of the participant's cap slots (0 … cap − 1) it holds until its pair is released. */
+  capSlot: z.number().int().nonnegative().optional(),
 });
 export type SessionParticipant = z.infer<typeof participantSchema>;
 
@@ -107,6 +109,8 @@ const buildEventDetailSchemas = () =>
       threadTag: z.string().optional(),
       /** The proxy counted toward the participant's cap. */
       capped: z.boolean().optional(),
+      /** With capped: the cap slot it gives back (absent in events written before cap slots). */
+      capSlot: z.number().int().nonnegative().optional(),
     }),
     MessageReceived: z.object({
       messageId: z.string(),

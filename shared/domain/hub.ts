@@ -1,4 +1,4 @@
-import { type Holding, type PoolNumber, rankProxies } from "./allocation.ts";
+import { type Holding, type PoolNumber, rankProxies, spreadIndex } from "./allocation.ts";
 import type { ContactPolicy } from "./contacts.ts";
 import { PoolExhaustedError } from "./errors.ts";
 import type { SessionMode } from "./events.ts";
@@ -73,6 +73,30 @@ export const proxiesHeld = (holdings: readonly Holding[]) =>
 /** Whether a new session of this participant goes on their hub: the cap is set and reached. */
 export const needsHub = (holdings: readonly Holding[], cap: number | undefined) =>
   cap !== undefined && proxiesHeld(holdings) >= cap;
+
+/**
+ * The cap slot a new proxy of this participant takes (0 … cap − 1, one the holdings show free), or undefined
+ * when the participant is at the cap (their hub then). The search starts at the participant's spread ticket
+ * (modulo the cap) and goes up, wrapping: concurrent opens draw consecutive tickets, so they start on
+ * different slots, and as tickets go up a participant's slots are used in turn, the longest free first.
+ * Without a ticket (a retry) a hash of the seed picks the start. Slots other opens were found taking
+ * (`avoid`) are taken only when no other is free.
+ */
+export function chooseCapSlot(
+  holdings: readonly Holding[],
+  cap: number | undefined,
+  spread: { seed: string; ticket?: number | undefined; avoid?: ReadonlySet<number> | undefined },
+): number | undefined {
+  if (cap === undefined || needsHub(holdings, cap)) return undefined;
+  const held = new Set(
+    holdings.flatMap((h) => (h.state === "held" && typeof h.capSlot === "number" ? [h.capSlot] : [])),
+  );
+  const start = spread.ticket === undefined ? spreadIndex(spread.seed, cap) : spread.ticket % cap;
+  const free = Array.from({ length: cap }, (_, i) => (start + i) % cap).filter((slot) => !held.has(slot));
+  const open = free.filter((slot) => spread.avoid?.has(slot) !== true);
+  // Fewer than `cap` proxies held (not at the cap), each on its own slot: at least one slot is free.
+  return (open[0] ?? free[0]) as number;
+}
 
 export interface HubAllocation {
   proxyNumber: E164;

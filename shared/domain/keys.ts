@@ -13,8 +13,8 @@ export const itemKeys = {
   call: (sid: string): ItemKey => ({ pk: `CALL#${sid}`, sk: "CALL" }),
   idempotency: (key: string): ItemKey => ({ pk: `IDEMPOTENCY#${key}`, sk: "IDEMPOTENCY" }),
   consent: (phone: string): ItemKey => ({ pk: `PERSON#${phone}`, sk: "CONSENT" }),
-  /** How many proxies a participant holds in sessions opened under a cap (guarded below the cap). */
-  proxyCount: (phone: string): ItemKey => ({ pk: `PERSON#${phone}`, sk: "PROXIES" }),
+  /** One of a participant's cap slots (0 … cap − 1): held by one of their capped proxies at a time. */
+  capSlot: (phone: string, slot: number): ItemKey => ({ pk: `PERSON#${phone}`, sk: `PROXYSLOT#${slot}` }),
   /** A hub participant's thread tag: held by one open session, then quarantined. */
   hubThread: (participant: string, tag: string): ItemKey => ({ pk: `HUB#${participant}`, sk: `TAG#${tag}` }),
   /** Which number is a participant's hub: one at a time, so concurrent opens agree on it. */

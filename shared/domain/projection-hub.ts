@@ -4,7 +4,7 @@ import { itemKeys } from "./keys.ts";
 
 /**
  * The hub part of the one projection (projection.ts calls these): the participant's hub marker (the pair
- * item of their hub number), one thread item per tag, and the count of proxies held under a cap. Pure.
+ * item of their hub number), one thread item per tag, and the cap slots of proxies held under a cap. Pure.
  */
 
 /** A released tag is remembered this long after its quarantine (then DynamoDB's TTL removes it). */
@@ -91,20 +91,43 @@ export function hubReleased(event: EventOf<"PairReleased">, sessionId: string): 
 }
 
 /**
- * The count of proxies a participant holds under a cap. With `cap` (given by the allocation that opens the
- * session, never by a rebuild) the increment is guarded below it, in the same transaction as the pairs: two
- * concurrent opens cannot both take the last slot.
+ * A capped proxy takes one of its participant's `cap` slot items, as a pair is taken: only if free. There are
+ * `cap` slots and each holds one proxy, so no participant holds more than `cap` proxies; concurrent opens of
+ * one participant write different slots (see `chooseCapSlot`) and do not contend on one item. With `cap`
+ * (given by the allocation that opens the session, never by a rebuild) a slot beyond it is refused outright.
  */
-export function proxyCountChange(participant: string, delta: 1 | -1, cap?: number): Change {
+export function capSlotTaken(
+  participant: string,
+  slot: number,
+  sessionId: string,
+  proxyNumber: string,
+  cap?: number,
+): Change {
+  if (cap !== undefined && slot >= cap) throw new Error(`cap slot ${slot} is beyond the cap of ${cap}`);
   return {
-    type: "update",
-    key: itemKeys.proxyCount(participant),
-    set: { kind: "proxy-count", phoneNumber: participant },
-    add: { held: delta },
-    ...(delta > 0 && cap !== undefined ? { guard: guard.or(guard.absent, guard.lt("held", cap)) } : {}),
-    conflict: { kind: "proxy-cap", key: participant },
+    type: "put",
+    key: itemKeys.capSlot(participant, slot),
+    item: { kind: "cap-slot", phoneNumber: participant, slot, sessionId, proxyNumber },
+    guard: guard.absent,
+    conflict: capSlotConflict(participant, slot),
   };
 }
+
+/** The slot goes with the pair's release; never another session's (a slot already gone is fine). */
+export function capSlotReleased(participant: string, slot: number, sessionId: string): Change {
+  return {
+    type: "delete",
+    key: itemKeys.capSlot(participant, slot),
+    guard: guard.or(guard.absent, guard.eq("sessionId", sessionId)),
+    conflict: capSlotConflict(participant, slot),
+  };
+}
+
+/** `proxy-cap` conflicts name the participant and the slot: `<participant>:<slot>`. */
+const capSlotConflict = (participant: string, slot: number) => ({
+  kind: "proxy-cap" as const,
+  key: `${participant}:${slot}`,
+});
 
 /** SessionExtended / SessionUpdated: where a participant's expiry and mode live (their pair or thread). */
 export const routingKey = (p: {

@@ -1,7 +1,14 @@
 import { type Change, guard, type Item, type ItemKey } from "./changes.ts";
 import type { DomainEvent } from "./events.ts";
 import { itemKeys, openShardOf, POOL_HEALTH_PARTITION } from "./keys.ts";
-import { hubOpened, hubReleased, proxyCountChange, routingConflict, routingKey } from "./projection-hub.ts";
+import {
+  capSlotReleased,
+  capSlotTaken,
+  hubOpened,
+  hubReleased,
+  routingConflict,
+  routingKey,
+} from "./projection-hub.ts";
 import { nameFollows, nameReleased, openedLookups, sessionUpdated } from "./projection-lookups.ts";
 import { messageLogChanges } from "./projection-messages.ts";
 import { DEFAULT_SESSION_RETENTION_SECONDS, retainedUntil } from "./retention.ts";
@@ -35,7 +42,7 @@ export interface ProjectionOptions {
   idempotency?: { key: string; requestHash: string; result: string };
   /** Operational markers guarded in the same transaction (replay, auto-reply throttle, rate window). */
   markers?: readonly Marker[];
-  /** MAX_PROXIES_PER_PARTICIPANT, from the allocation that opens a session: guards the proxy count. */
+  /** MAX_PROXIES_PER_PARTICIPANT, from the allocation that opens a session: no cap slot beyond it is taken. */
   proxyCap?: number;
 }
 
@@ -141,7 +148,8 @@ function projectEvent(
           changes.push(...hubOpened(event, p, other, sessionId));
           continue;
         }
-        if (p.capped) changes.push(proxyCountChange(p.phoneNumber, 1, options.proxyCap));
+        if (p.capSlot !== undefined)
+          changes.push(capSlotTaken(p.phoneNumber, p.capSlot, sessionId, p.proxyNumber, options.proxyCap));
         changes.push({
           type: "put",
           key: itemKeys.pair(p.phoneNumber, p.proxyNumber),
@@ -158,6 +166,7 @@ function projectEvent(
             quarantineUntil: null,
             ...(d.contacts ? { contacts: d.contacts } : {}),
             ...(other.hub && other.threadTag ? { counterpartTag: other.threadTag } : {}),
+            ...(p.capSlot === undefined ? {} : { capSlot: p.capSlot }),
           },
           // What makes concurrent allocations safe: a pair is taken only if free.
           guard: guard.or(guard.absent, guard.eq("state", "released")),
@@ -217,7 +226,7 @@ function projectEvent(
       addLoad(d.proxyNumber, -1);
       if (d.threadTag) return hubReleased(event, sessionId);
       return [
-        ...(d.capped ? [proxyCountChange(d.participantNumber, -1)] : []),
+        ...(d.capSlot === undefined ? [] : [capSlotReleased(d.participantNumber, d.capSlot, sessionId)]),
         {
           type: "update",
           key: itemKeys.pair(d.participantNumber, d.proxyNumber),
@@ -229,7 +238,7 @@ function projectEvent(
             // Kept through the quarantine, and as long as the session's data (sticky reuse until then).
             ttl: Math.max(epochSeconds(until), retainedUntil(now, sessionRetention)),
           },
-          remove: ["sessionId", "counterpartProxy", "expiresAt"],
+          remove: ["sessionId", "counterpartProxy", "expiresAt", "capSlot"],
           guard: guard.eq("sessionId", sessionId),
           conflict: { kind: "pair", key: `${d.proxyNumber}:${d.participantNumber}` },
         },

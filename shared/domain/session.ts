@@ -149,6 +149,7 @@ function releasePairs(session: Session, ctx: SessionContext): DomainEvent[] {
       quarantineUntil,
       ...(p.hub && p.threadTag ? { threadTag: p.threadTag } : {}),
       ...(p.capped ? { capped: true } : {}),
+      ...(p.capSlot === undefined ? {} : { capSlot: p.capSlot }),
     }),
   );
 }

@@ -326,6 +326,72 @@ describe("DynamoDB faults: conflicts, throttling, 500s", () => {
     }
   });
 
+  test("hot host with a cap across containers: 20 concurrent opens at MAX_PROXIES_PER_PARTICIPANT 20 take at most 1.5 transactions per open; the 21st concurrent open goes to the hub", async () => {
+    const { tableName } = await aws.fresh();
+    const faults = faultyDynamo({
+      endpoint: aws.dynamo.endpoint,
+      seed: SEED + 3,
+      plan: { throttleRate: 0, errorRate: 0, transactionHoldMs: 0 },
+    });
+    try {
+      const store = new DynamoStore({ tableName, client: faults.doc, retentionSeconds: 3600 });
+      const K = 20;
+      const service = () =>
+        new SessionService({
+          store,
+          queue: { enqueue: async () => {} },
+          clock: { now: () => Date.now() },
+          newId,
+          quarantineSeconds: 3600,
+          maxProxiesPerParticipant: K,
+        });
+      const setup = service();
+      // One more than the cap: a host at the cap has one number left for their hub.
+      for (let i = 0; i <= K; i++) await setup.addNumber(`+1415555${3200 + i}` as E164);
+      const burst = (host: string, n: number, guestFrom: number) =>
+        Promise.all(
+          Array.from({ length: n }, (_, i) =>
+            service().openSession({
+              participants: [
+                { phoneNumber: host as E164 },
+                { phoneNumber: `+1303555${guestFrom + i}` as E164, name: "Kate" },
+              ],
+              mode: "sms",
+              ttlSeconds: 3600,
+              ttlMode: "absolute",
+            }),
+          ),
+        );
+      const transactionsOf = async (run: () => Promise<unknown>) => {
+        const before = faults.stats.attempts.get("TransactWriteItemsCommand") ?? 0;
+        await run();
+        return (faults.stats.attempts.get("TransactWriteItemsCommand") ?? 0) - before;
+      };
+      let atCap: Awaited<ReturnType<typeof burst>> = [];
+      const transactions = await transactionsOf(async () => {
+        atCap = await burst("+12025556300", K, 6300);
+      });
+      const hosts = atCap.map(({ session }) => session.participants[0]);
+      assert.equal(hosts.filter((h) => h.hub).length, 0, "up to the cap every open gets a proxy");
+      assert.equal(new Set(hosts.map((h) => h.proxyNumber)).size, K, "the host got each number once");
+      assert.ok(transactions <= 1.5 * K, `${transactions} transactions for ${K} capped opens`);
+
+      // One open more than the cap, all at once: exactly the cap on proxies, the rest on the hub.
+      const over = (await burst("+12025556400", K + 1, 6400)).map(({ session }) => session.participants[0]);
+      const proxies = over.filter((h) => !h.hub);
+      assert.equal(proxies.length, K, "never more proxies than the cap");
+      assert.equal(new Set(proxies.map((h) => h.proxyNumber)).size, K);
+      const hub = over.filter((h) => h.hub);
+      assert.equal(hub.length, 1);
+      assert.ok(
+        !proxies.some((h) => h.proxyNumber === hub[0]?.proxyNumber),
+        "the hub is none of its proxies",
+      );
+    } finally {
+      faults.destroy();
+    }
+  });
+
   test("a number found contested is not tried again: the next attempt takes another free number", async () => {
     const { tableName } = await aws.fresh();
     const real = new DynamoStore({ tableName, client: aws.doc, retentionSeconds: 3600 });

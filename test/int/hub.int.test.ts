@@ -229,8 +229,12 @@ describe("hub numbers (MAX_PROXIES_PER_PARTICIPANT)", () => {
       assert.equal(tags.length, GUESTS.length - 1);
       assert.equal(new Set(tags).size, tags.length, "tags are unique");
       assert.equal(new Set(hosts.filter((h) => h.hub).map((h) => h.proxyNumber)).size, 1, "one hub number");
-      const count = (await p.scan()).find((i) => i.pk === `PERSON#${HOST}` && i.sk === "PROXIES");
-      assert.equal(count?.held, 1);
+      const slots = (await p.scan()).filter((i) => i.pk === `PERSON#${HOST}` && i.kind === "cap-slot");
+      assert.deepEqual(
+        slots.map((i) => [i.sk, i.proxyNumber]),
+        [["PROXYSLOT#0", proxies[0]?.proxyNumber]],
+        "its one cap slot holds the proxy",
+      );
     } finally {
       await p.stop();
     }

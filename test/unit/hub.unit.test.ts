@@ -6,6 +6,7 @@ import { PoolExhaustedError } from "../../shared/domain/errors.ts";
 import type { DomainEvent, EventOf, SessionParticipant } from "../../shared/domain/events.ts";
 import {
   allocateHub,
+  chooseCapSlot,
   type HubThread,
   hubPrompt,
   needsHub,
@@ -20,7 +21,7 @@ import {
 import { decideMessage } from "../../shared/domain/message.ts";
 import type { E164 } from "../../shared/domain/phone.ts";
 import { itemKeys, projectEvents } from "../../shared/domain/projection.ts";
-import { proxyCountChange, routingConflict, routingKey } from "../../shared/domain/projection-hub.ts";
+import { capSlotTaken, routingConflict, routingKey } from "../../shared/domain/projection-hub.ts";
 import { decide, evolve, routeInbound } from "../../shared/domain/session.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00.000Z");
@@ -108,6 +109,38 @@ describe("the cap", () => {
     assert.equal(needsHub(holdings, undefined), false);
     assert.equal(needsHub(holdings, 2), false);
     assert.equal(needsHub(holdings, 1), true);
+  });
+
+  test("a capped proxy takes a free cap slot: from the ticket up (wrapping), contested ones last; none at the cap", () => {
+    const slotted = (proxy: E164, capSlot: number) => ({ ...held(proxy), capSlot });
+    const none: Holding[] = [];
+    assert.equal(chooseCapSlot(none, undefined, { seed: "s" }), undefined, "no cap, no slot");
+    // Consecutive tickets (concurrent opens of one person) start on consecutive slots.
+    assert.deepEqual(
+      [7, 8, 9, 10].map((ticket) => chooseCapSlot(none, 4, { seed: "s", ticket })),
+      [3, 0, 1, 2],
+    );
+    // Held slots are skipped; a released pair's or a pre-slot proxy's slot is none.
+    const holdings = [slotted(P2, 1), { ...slotted(P3, 2), state: "released" as const }, held(H)];
+    assert.equal(chooseCapSlot(holdings, 4, { seed: "s", ticket: 1 }), 2);
+    assert.equal(chooseCapSlot(holdings, 4, { seed: "s", ticket: 1, avoid: new Set([2]) }), 3);
+    assert.equal(
+      chooseCapSlot([slotted(P2, 0)], 2, { seed: "s", ticket: 0, avoid: new Set([1]) }),
+      1,
+      "a contested slot when no other is free",
+    );
+    const seeded = chooseCapSlot(none, 4, { seed: "ses_1:+1:1" });
+    assert.equal(
+      chooseCapSlot(none, 4, { seed: "ses_1:+1:1" }),
+      seeded,
+      "a retry starts where its seed says",
+    );
+    assert.ok(seeded !== undefined && seeded >= 0 && seeded < 4);
+    assert.equal(
+      chooseCapSlot([slotted(P2, 0), held(P3)], 2, { seed: "s" }),
+      undefined,
+      "at the cap: the hub",
+    );
   });
 
   const request = (patch: Partial<Parameters<typeof allocateHub>[0]> = {}) => ({
@@ -231,14 +264,14 @@ describe("hub projection", () => {
       proxyNumber: H,
       id: null,
       name: "Hal",
-      ...(hubA ? { hub: true, threadTag: "#P1", replacesHub: P3 } : { capped: true }),
+      ...(hubA ? { hub: true, threadTag: "#P1", replacesHub: P3 } : { capped: true, capSlot: 0 }),
     },
     {
       phoneNumber: GUEST,
       proxyNumber: P2,
       id: null,
       name: "Pat",
-      ...(hubB ? { hub: true, threadTag: "#H1" } : { capped: true }),
+      ...(hubB ? { hub: true, threadTag: "#H1" } : { capped: true, capSlot: 0 }),
     },
   ];
   const open = (hubA: boolean, hubB: boolean, contacts?: "block") =>
@@ -274,9 +307,23 @@ describe("hub projection", () => {
     assert.ok(tag?.guard && !guardHolds(tag.guard, { state: "held" }));
     const pair = byKey.get(key(itemKeys.pair(GUEST, P2)));
     assert.equal(pair?.type === "put" && pair.item.counterpartTag, "#P1");
-    const count = byKey.get(key(itemKeys.proxyCount(GUEST)));
-    assert.ok(count?.guard && !guardHolds(count.guard, { held: 1 }), "the cap is guarded");
-    assert.equal(byKey.has(key(itemKeys.proxyCount(HOST))), false, "a hub session does not count");
+    assert.equal(pair?.type === "put" && pair.item.capSlot, 0, "the pair names its cap slot");
+    const slot = byKey.get(key(itemKeys.capSlot(GUEST, 0)));
+    assert.deepEqual(slot?.type === "put" && slot.item, {
+      kind: "cap-slot",
+      phoneNumber: GUEST,
+      slot: 0,
+      sessionId: "ses_1",
+      proxyNumber: P2,
+    });
+    assert.ok(slot?.guard && guardHolds(slot.guard, undefined), "a free slot is taken");
+    assert.ok(slot?.guard && !guardHolds(slot.guard, { sessionId: "ses_0" }), "a held slot is not");
+    assert.deepEqual(slot?.conflict, { kind: "proxy-cap", key: `${GUEST}:0` });
+    assert.equal(
+      changes.some((c) => c.key.pk === `PERSON#${HOST}`),
+      false,
+      "a hub session takes no slot",
+    );
   });
 
   test("both on hubs: each tag names the other's; closing releases tags into quarantine and decrements counts", () => {
@@ -297,9 +344,13 @@ describe("hub projection", () => {
     assert.ok(changes.some((c) => key(c.key) === key(itemKeys.hubThread(HOST, "#P1"))));
     const mixed = open(false, true).reduce(evolve, null);
     const mixedClose = project(decide({ type: "CloseSession" }, mixed, ctx(T0 + 1000)));
-    const count = mixedClose.find((c) => key(c.key) === key(itemKeys.proxyCount(HOST)));
-    assert.equal(count?.type === "update" && count.add?.held, -1);
-    assert.equal(count?.guard, undefined);
+    const slot = mixedClose.find((c) => key(c.key) === key(itemKeys.capSlot(HOST, 0)));
+    assert.equal(slot?.type, "delete", "the slot goes with the pair");
+    assert.ok(slot?.guard && guardHolds(slot.guard, { sessionId: "ses_1" }));
+    assert.ok(slot?.guard && guardHolds(slot.guard, undefined), "a slot already gone does not block a close");
+    assert.ok(slot?.guard && !guardHolds(slot.guard, { sessionId: "ses_2" }), "never another session's");
+    const pair = mixedClose.find((c) => key(c.key) === key(itemKeys.pair(HOST, H)));
+    assert.ok(pair?.type === "update" && pair.remove?.includes("capSlot"));
   });
 
   test("extending or updating a hub session moves its thread's expiry", () => {
@@ -316,6 +367,7 @@ describe("hub projection", () => {
       key: `${HOST}:#P1`,
     });
     assert.deepEqual(routingKey({ phoneNumber: GUEST, proxyNumber: P2 }), itemKeys.pair(GUEST, P2));
-    assert.equal(proxyCountChange(HOST, 1).guard, undefined, "without a cap (rebuild) nothing is guarded");
+    assert.throws(() => capSlotTaken(HOST, 2, "ses_1", H, 2), /beyond the cap/);
+    assert.equal(capSlotTaken(HOST, 2, "ses_1", H).type, "put", "without a cap (rebuild) any slot is kept");
   });
 });
