@@ -284,33 +284,39 @@ describe("DynamoDB faults: conflicts, throttling, 500s", () => {
       faults.destroy();
     }
   });
-  test("hot host across containers: 20 concurrent opens on a pool of 20, one SessionService each, at most 1.5 transactions per open", async () => {
+  /**
+   * One SessionService per open (as Lambda runs one request per container) on the conflict-modelling client,
+   * in its pessimistic form: a transaction holds its items until DynamoDB Local answers it.
+   */
+  const containersRace = async (options: { seed: number; pool: number; poolFrom: number; cap?: number }) => {
     const { tableName } = await aws.fresh();
-    // The pessimistic model: a transaction holds its items until DynamoDB Local answers it.
     const faults = faultyDynamo({
       endpoint: aws.dynamo.endpoint,
-      seed: SEED + 2,
+      seed: options.seed,
       plan: { throttleRate: 0, errorRate: 0, transactionHoldMs: 0 },
     });
-    try {
-      const store = new DynamoStore({ tableName, client: faults.doc, retentionSeconds: 3600 });
-      const service = () =>
-        new SessionService({
-          store,
-          queue: { enqueue: async () => {} },
-          clock: { now: () => Date.now() },
-          newId,
-          quarantineSeconds: 3600,
-        });
-      const K = 20;
-      const setup = service();
-      for (let i = 0; i < K; i++) await setup.addNumber(`+1415555${3000 + i}` as E164);
+    const store = new DynamoStore({ tableName, client: faults.doc, retentionSeconds: 3600 });
+    const service = () =>
+      new SessionService({
+        store,
+        queue: { enqueue: async () => {} },
+        clock: { now: () => Date.now() },
+        newId,
+        quarantineSeconds: 3600,
+        maxProxiesPerParticipant: options.cap,
+      });
+    const setup = service();
+    for (let i = 0; i < options.pool; i++) await setup.addNumber(`+1415555${options.poolFrom + i}` as E164);
+    /** `n` concurrent opens for one host, each with a new guest; and the transactions they took. */
+    const burst = async (host: string, n: number, guestFrom: number) => {
       const before = faults.stats.attempts.get("TransactWriteItemsCommand") ?? 0;
-      const host = "+12025556000" as E164;
       const sessions = await Promise.all(
-        Array.from({ length: K }, (_, i) =>
+        Array.from({ length: n }, (_, i) =>
           service().openSession({
-            participants: [{ phoneNumber: host }, { phoneNumber: `+1303555${6100 + i}` as E164 }],
+            participants: [
+              { phoneNumber: host as E164 },
+              { phoneNumber: `+1303555${guestFrom + i}` as E164, name: "Kate" },
+            ],
             mode: "sms",
             ttlSeconds: 3600,
             ttlMode: "absolute",
@@ -318,66 +324,35 @@ describe("DynamoDB faults: conflicts, throttling, 500s", () => {
         ),
       );
       const transactions = (faults.stats.attempts.get("TransactWriteItemsCommand") ?? 0) - before;
-      const hostProxies = sessions.map(({ session }) => session.participants[0].proxyNumber);
-      assert.equal(new Set(hostProxies).size, K, "the host got each number once");
+      return { hosts: sessions.map(({ session }) => session.participants[0]), transactions };
+    };
+    return { burst, destroy: () => faults.destroy() };
+  };
+
+  test("hot host across containers: 20 concurrent opens on a pool of 20, one SessionService each, at most 1.5 transactions per open", async () => {
+    const K = 20;
+    const race = await containersRace({ seed: SEED + 2, pool: K, poolFrom: 3000 });
+    try {
+      const { hosts, transactions } = await race.burst("+12025556000", K, 6100);
+      assert.equal(new Set(hosts.map((h) => h.proxyNumber)).size, K, "the host got each number once");
       assert.ok(transactions <= 1.5 * K, `${transactions} transactions for ${K} opens`);
     } finally {
-      faults.destroy();
+      race.destroy();
     }
   });
 
   test("hot host with a cap across containers: 20 concurrent opens at MAX_PROXIES_PER_PARTICIPANT 20 take at most 1.5 transactions per open; the 21st concurrent open goes to the hub", async () => {
-    const { tableName } = await aws.fresh();
-    const faults = faultyDynamo({
-      endpoint: aws.dynamo.endpoint,
-      seed: SEED + 3,
-      plan: { throttleRate: 0, errorRate: 0, transactionHoldMs: 0 },
-    });
+    const K = 20;
+    // One more number than the cap: a host at the cap has one number left for their hub.
+    const race = await containersRace({ seed: SEED + 3, pool: K + 1, poolFrom: 3200, cap: K });
     try {
-      const store = new DynamoStore({ tableName, client: faults.doc, retentionSeconds: 3600 });
-      const K = 20;
-      const service = () =>
-        new SessionService({
-          store,
-          queue: { enqueue: async () => {} },
-          clock: { now: () => Date.now() },
-          newId,
-          quarantineSeconds: 3600,
-          maxProxiesPerParticipant: K,
-        });
-      const setup = service();
-      // One more than the cap: a host at the cap has one number left for their hub.
-      for (let i = 0; i <= K; i++) await setup.addNumber(`+1415555${3200 + i}` as E164);
-      const burst = (host: string, n: number, guestFrom: number) =>
-        Promise.all(
-          Array.from({ length: n }, (_, i) =>
-            service().openSession({
-              participants: [
-                { phoneNumber: host as E164 },
-                { phoneNumber: `+1303555${guestFrom + i}` as E164, name: "Kate" },
-              ],
-              mode: "sms",
-              ttlSeconds: 3600,
-              ttlMode: "absolute",
-            }),
-          ),
-        );
-      const transactionsOf = async (run: () => Promise<unknown>) => {
-        const before = faults.stats.attempts.get("TransactWriteItemsCommand") ?? 0;
-        await run();
-        return (faults.stats.attempts.get("TransactWriteItemsCommand") ?? 0) - before;
-      };
-      let atCap: Awaited<ReturnType<typeof burst>> = [];
-      const transactions = await transactionsOf(async () => {
-        atCap = await burst("+12025556300", K, 6300);
-      });
-      const hosts = atCap.map(({ session }) => session.participants[0]);
+      const { hosts, transactions } = await race.burst("+12025556300", K, 6300);
       assert.equal(hosts.filter((h) => h.hub).length, 0, "up to the cap every open gets a proxy");
       assert.equal(new Set(hosts.map((h) => h.proxyNumber)).size, K, "the host got each number once");
       assert.ok(transactions <= 1.5 * K, `${transactions} transactions for ${K} capped opens`);
 
       // One open more than the cap, all at once: exactly the cap on proxies, the rest on the hub.
-      const over = (await burst("+12025556400", K + 1, 6400)).map(({ session }) => session.participants[0]);
+      const over = (await race.burst("+12025556400", K + 1, 6400)).hosts;
       const proxies = over.filter((h) => !h.hub);
       assert.equal(proxies.length, K, "never more proxies than the cap");
       assert.equal(new Set(proxies.map((h) => h.proxyNumber)).size, K);
@@ -388,7 +363,7 @@ describe("DynamoDB faults: conflicts, throttling, 500s", () => {
         "the hub is none of its proxies",
       );
     } finally {
-      faults.destroy();
+      race.destroy();
     }
   });
 
