@@ -3,6 +3,7 @@ import type { Logger } from "@aws-lambda-powertools/logger";
 import type { MiddlewareObj } from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import type { z } from "zod";
+import { sourceMappedStack } from "../adapters/logger.ts";
 import { HttpProblem, problemResponse, problems, toProblem } from "./problem.ts";
 
 export type HttpEvent = APIGatewayProxyEventV2 & { requestContext: { authorizer?: { iam?: unknown } } };
@@ -18,7 +19,7 @@ export function problemJson(logger: Logger): Middleware {
         const error = request.error;
         logger.error("request failed", {
           route: request.event.routeKey,
-          error: { name: error?.name, message: error?.message, stack: error?.stack },
+          error: { name: error?.name, message: error?.message, stack: sourceMappedStack(error?.stack) },
         });
       }
       request.response = problemResponse(problem, request.event.rawPath);

@@ -9,11 +9,16 @@
  * parses every byte of a bundle, run or not.
  */
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import { promisify } from "node:util";
 import { build, type Metafile } from "esbuild";
 import { ESBUILD_OPTIONS, ON_DEMAND_MODULES, repoRoot } from "../../infra/constructs/maskline-function.ts";
 import { type FunctionName, functions } from "../../shared/resources.ts";
+import { THROWING_LINE } from "../support/failing-handler.ts";
 
 /** A function, or an on-demand module (`#on-demand/…`), bundled in a file of its own. */
 type Bundled = FunctionName | `#on-demand/${string}`;
@@ -137,5 +142,43 @@ describe("function bundles (esbuild metafile)", () => {
       ),
       [],
     );
+  });
+
+  test("a 5xx logged by a bundle, run as deployed (no --enable-source-maps), names the source file and line", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "maskline-stack-"));
+    try {
+      const outfile = join(dir, "index.mjs");
+      await build({
+        ...ESBUILD_OPTIONS,
+        entryPoints: [join(repoRoot, "test", "support", "failing-handler.ts")],
+        outfile,
+        logLevel: "silent",
+      });
+      const event = { rawPath: "/x", routeKey: "GET /x", headers: {}, requestContext: {} };
+      const { stderr } = await promisify(execFile)(
+        process.execPath,
+        [
+          "--input-type=module",
+          "-e",
+          `const { handler } = await import(${JSON.stringify(outfile)}); await handler(${JSON.stringify(event)}, {});`,
+        ],
+        { env: { PATH: process.env.PATH ?? "" }, cwd: dir, timeout: 30_000 },
+      );
+      // Powertools writes ERROR lines to stderr outside Lambda.
+      const logged = stderr
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line))
+        .find((line) => line.message === "request failed");
+      const stack = String(logged?.error?.stack);
+      assert.match(stack, /^Error: broken on purpose/);
+      assert.ok(
+        stack.includes(`${join(repoRoot, "test", "support", "failing-handler.ts")}:${THROWING_LINE}:`),
+        `the throwing line is named:\n${stack}`,
+      );
+      assert.doesNotMatch(stack, /index\.mjs:\d+:\d+/, "no position in the minified bundle is left");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -228,6 +228,34 @@ describe("HTTP API", () => {
   });
 });
 
+/** A function's synthesized asset: the directory CDK zips, with index.mjs and what sits beside it. */
+const assetOf = (name: FunctionName) => {
+  const id = logicalId(built.app, built.app.functions[name].fn);
+  const key = app.toJSON().Resources[id].Properties.Code.S3Key as string;
+  return join(built.assembly.directory, `asset.${key.replace(/\.zip$/, "")}`);
+};
+
+/** A function's environment variables in the template. */
+const environmentOf = (name: FunctionName) =>
+  app.toJSON().Resources[logicalId(built.app, built.app.functions[name].fn)].Properties.Environment
+    .Variables as Json;
+
+/** Dummy configuration under which every bundle starts outside AWS. */
+const BUNDLE_ENV = {
+  PATH: process.env.PATH ?? "",
+  AWS_REGION: "us-east-1",
+  AWS_ACCESS_KEY_ID: "test",
+  AWS_SECRET_ACCESS_KEY: "test",
+  TABLE_NAME: "t",
+  FORWARD_QUEUE_URL: "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo",
+  PUBLIC_BASE_URL: "https://example.test",
+  TWILIO_ACCOUNT_SID: "AC00000000000000000000000000000000",
+  TWILIO_AUTH_TOKEN: "test-auth-token",
+  MASKLINE_AUTH: "iam",
+  EVENT_BUS_NAME: "maskline",
+  PUBLISHER_FAILURES_QUEUE_URL: "https://sqs.us-east-1.amazonaws.com/123456789012/failures",
+};
+
 describe("functions", () => {
   test("all five are nodejs22.x on arm64, ESM (index.mjs), traced, with their own log group", () => {
     app.resourceCountIs("AWS::Lambda::Function", functionNames.length);
@@ -239,7 +267,6 @@ describe("functions", () => {
       LoggingConfig: { LogGroup: { Ref: Match.anyValue() } },
       Environment: {
         Variables: Match.objectLike({
-          NODE_OPTIONS: "--enable-source-maps",
           POWERTOOLS_SERVICE_NAME: "maskline",
           POWERTOOLS_METRICS_NAMESPACE: "Maskline",
           LOG_LEVEL: Match.anyValue(),
@@ -258,27 +285,15 @@ describe("functions", () => {
     }
   });
 
+  test("no function runs with --enable-source-maps: Node would scan each bundle and its map at every cold start", () => {
+    for (const name of functionNames) assert.equal(environmentOf(name).NODE_OPTIONS, undefined, name);
+  });
+
   test("every bundle is minified ESM with a source map and loads under node (require shim works)", async () => {
     const run = promisify(execFile);
-    const env = {
-      PATH: process.env.PATH ?? "",
-      AWS_REGION: "us-east-1",
-      AWS_ACCESS_KEY_ID: "test",
-      AWS_SECRET_ACCESS_KEY: "test",
-      TABLE_NAME: "t",
-      FORWARD_QUEUE_URL: "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo",
-      PUBLIC_BASE_URL: "https://example.test",
-      TWILIO_ACCOUNT_SID: "AC00000000000000000000000000000000",
-      TWILIO_AUTH_TOKEN: "test-auth-token",
-      MASKLINE_AUTH: "iam",
-      EVENT_BUS_NAME: "maskline",
-      PUBLISHER_FAILURES_QUEUE_URL: "https://sqs.us-east-1.amazonaws.com/123456789012/failures",
-    };
     await Promise.all(
       functionNames.map(async (name) => {
-        const id = logicalId(built.app, built.app.functions[name].fn);
-        const key = app.toJSON().Resources[id].Properties.Code.S3Key as string;
-        const dir = join(built.assembly.directory, `asset.${key.replace(/\.zip$/, "")}`);
+        const dir = assetOf(name);
         const code = readFileSync(join(dir, "index.mjs"), "utf8");
         assert.ok(code.startsWith(ESM_BANNER), `${name}: the require/__dirname banner comes first`);
         assert.match(code, /\/\/# sourceMappingURL=index\.mjs\.map\s*$/);
@@ -291,7 +306,7 @@ describe("functions", () => {
             "-e",
             `const m = await import(${JSON.stringify(join(dir, "index.mjs"))}); console.log(typeof m.handler);`,
           ],
-          { env, cwd: tmpdir(), timeout: 30_000 },
+          { env: BUNDLE_ENV, cwd: tmpdir(), timeout: 30_000 },
         );
         assert.equal(stdout.trim(), "function", `${name} bundle exports handler`);
         // The tracer is not in the bundle: it loads on demand from node_modules next to it (Node's resolution).
@@ -303,7 +318,7 @@ describe("functions", () => {
             "-e",
             'const { Tracer } = await import("@aws-lambda-powertools/tracer"); console.log(typeof Tracer);',
           ],
-          { env, cwd: dir, timeout: 30_000 },
+          { env: BUNDLE_ENV, cwd: dir, timeout: 30_000 },
         );
         assert.equal(tracer.stdout.trim(), "function", `${name}: the on-demand tracer loads from its asset`);
       }),
@@ -311,24 +326,21 @@ describe("functions", () => {
   });
 
   test("configuration comes from env and Secrets Manager, never credentials in env", () => {
-    const env = (name: FunctionName) =>
-      app.toJSON().Resources[logicalId(built.app, built.app.functions[name].fn)].Properties.Environment
-        .Variables as Json;
     const apiId = logicalId(built.app, built.app.httpApi.api);
     for (const name of functionNames) {
-      assert.equal(env(name).TWILIO_AUTH_TOKEN, undefined);
-      assert.equal(env(name).TWILIO_ACCOUNT_SID, undefined);
+      assert.equal(environmentOf(name).TWILIO_AUTH_TOKEN, undefined);
+      assert.equal(environmentOf(name).TWILIO_ACCOUNT_SID, undefined);
     }
     for (const name of ["inbound", "forward", "recycler"] as const) {
-      assert.deepEqual(env(name).PUBLIC_BASE_URL, { "Fn::GetAtt": [apiId, "ApiEndpoint"] });
-      assert.ok(refersTo(env(name).TWILIO_SECRET_ARN, "TwilioSecret"));
+      assert.deepEqual(environmentOf(name).PUBLIC_BASE_URL, { "Fn::GetAtt": [apiId, "ApiEndpoint"] });
+      assert.ok(refersTo(environmentOf(name).TWILIO_SECRET_ARN, "TwilioSecret"));
     }
-    assert.equal(env("allocate").MASKLINE_AUTH, "iam");
+    assert.equal(environmentOf("allocate").MASKLINE_AUTH, "iam");
     for (const name of ["allocate", "inbound", "forward", "publisher"] as const) {
-      assert.ok(refersTo(env(name).FORWARD_QUEUE_URL, "ForwardQueue"), `${name} FORWARD_QUEUE_URL`);
+      assert.ok(refersTo(environmentOf(name).FORWARD_QUEUE_URL, "ForwardQueue"), `${name} FORWARD_QUEUE_URL`);
     }
-    assert.ok(refersTo(env("publisher").EVENT_BUS_NAME, "EventBus"));
-    assert.ok(refersTo(env("allocate").TABLE_NAME, "Table"));
+    assert.ok(refersTo(environmentOf("publisher").EVENT_BUS_NAME, "EventBus"));
+    assert.ok(refersTo(environmentOf("allocate").TABLE_NAME, "Table"));
   });
 });
 
@@ -549,15 +561,12 @@ describe("least privilege", () => {
       Description: Match.stringLikeRegexp("pseudonyms"),
       GenerateSecretString: Match.objectLike({ PasswordLength: 64 }),
     });
-    const env = (name: FunctionName) =>
-      app.toJSON().Resources[logicalId(built.app, built.app.functions[name].fn)].Properties.Environment
-        .Variables as Json;
     for (const name of functionNames) {
       const reads = secretsReadBy(name).filter((r) => refersTo(r, "PseudonymSecret"));
       const needs = name === "allocate" || name === "inbound" || name === "forward";
       assert.equal(reads.length, needs ? 1 : 0, `${name} reads the pseudonym key: ${needs}`);
-      if (needs) assert.ok(refersTo(env(name).PSEUDONYM_SECRET_ARN, "PseudonymSecret"));
-      else assert.equal(env(name).PSEUDONYM_SECRET_ARN, undefined);
+      if (needs) assert.ok(refersTo(environmentOf(name).PSEUDONYM_SECRET_ARN, "PseudonymSecret"));
+      else assert.equal(environmentOf(name).PSEUDONYM_SECRET_ARN, undefined);
     }
   });
 

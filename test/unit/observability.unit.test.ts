@@ -1,8 +1,13 @@
 /** The logging wrapper every handler goes through: Lambda context and correlation id on every line. */
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
+import { pathToFileURL } from "node:url";
 import type { Context } from "aws-lambda";
-import { logger } from "../../shared/adapters/logger.ts";
+import { build } from "esbuild";
+import { logger, sourceMappedStack } from "../../shared/adapters/logger.ts";
 import { observed, traced } from "../../shared/adapters/observability.ts";
 
 const context = {
@@ -83,5 +88,42 @@ describe("observed handlers", () => {
       }),
       /twilio down/,
     );
+  });
+});
+
+describe("stack traces from a bundle", () => {
+  test("positions in a file with a map beside it become source positions; others stay as they are", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "maskline-map-"));
+    const wasEnabled = process.sourceMapsEnabled;
+    try {
+      const source = join(dir, "thrower.ts");
+      await build({
+        stdin: {
+          contents: 'export const stackOf = () => {\n  return new Error("x").stack;\n};\n',
+          sourcefile: source,
+        },
+        format: "esm",
+        minify: true,
+        sourcemap: true,
+        outfile: join(dir, "thrower.mjs"),
+        logLevel: "silent",
+      });
+      // As in a function run without --enable-source-maps: Node leaves the bundle's positions alone.
+      process.setSourceMapsEnabled(false);
+      const { stackOf } = await import(pathToFileURL(join(dir, "thrower.mjs")).href);
+      const stack = `${stackOf()}\n    at elsewhere (${join(dir, "no-map.mjs")}:1:1)`;
+      assert.match(stack, /thrower\.mjs:1:\d+/);
+      const mapped = sourceMappedStack(stack) ?? "";
+      assert.match(mapped, new RegExp(`\\(${source.replace(/[.]/g, "\\.")}:2:10\\)`));
+      assert.doesNotMatch(mapped, /thrower\.mjs:/);
+      assert.ok(mapped.includes(`${join(dir, "no-map.mjs")}:1:1`), "a file without a map keeps its position");
+      assert.equal(sourceMappedStack(undefined), undefined);
+      // Where Node maps stacks itself (--enable-source-maps, tsx), the stack is left alone.
+      process.setSourceMapsEnabled(true);
+      assert.equal(sourceMappedStack(stack), stack);
+    } finally {
+      process.setSourceMapsEnabled(wasEnabled);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
