@@ -41,8 +41,21 @@ export function splitTag(body: string): { tag: string | undefined; rest: string 
   return { tag: `#${code.toUpperCase()}`, rest: body.slice(match[0].length) };
 }
 
-/** What the hub participant receives: the text behind its session's tag. */
-export const withTag = (tag: string, body: string) => `[${tag}] ${body}`;
+/** Twilio refuses a message body longer than this (21617); it counts UTF-16 code units. */
+export const SMS_BODY_MAX = 1600;
+
+/**
+ * What the hub participant receives: the text behind its session's tag. The tag must not make a text
+ * Twilio would take one it refuses: a text that no longer fits is shortened, ending in "…", never inside a
+ * character (an emoji is two code units).
+ */
+export function withTag(tag: string, body: string): string {
+  const tagged = `[${tag}] ${body}`;
+  if (tagged.length <= SMS_BODY_MAX) return tagged;
+  let cut = SMS_BODY_MAX - 1;
+  if (/[\uD800-\uDBFF]/.test(tagged.charAt(cut - 1))) cut--;
+  return `${tagged.slice(0, cut)}…`;
+}
 
 /** I and O are left out: on a phone keyboard they are too close to 1 and 0. */
 const LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ";

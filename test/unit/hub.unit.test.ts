@@ -79,6 +79,15 @@ describe("thread tags", () => {
     assert.equal(withTag("#K7", "hi"), "[#K7] hi");
   });
 
+  test("the tag never pushes a text past Twilio's 1600 characters: it is shortened with …, never inside an emoji", () => {
+    assert.equal(withTag("#K7", "a".repeat(1594)), `[#K7] ${"a".repeat(1594)}`);
+    const cut = withTag("#K7", "a".repeat(1600));
+    assert.equal(cut.length, 1600);
+    assert.equal(cut, `[#K7] ${"a".repeat(1593)}…`);
+    const emoji = withTag("#K7", `${"a".repeat(1592)}😀bbbbbb`);
+    assert.equal(emoji, `[#K7] ${"a".repeat(1592)}…`, "the emoji is dropped whole");
+  });
+
   test("tags start with the counterpart's initial, skip I and O, and run through two digits", () => {
     assert.equal(tagCandidates("kate")[0], "#K1");
     assert.equal(tagCandidates(null)[0], "#A1");
