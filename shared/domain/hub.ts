@@ -204,8 +204,8 @@ export function hubPrompt(open: readonly HubThread[], unknownTag: string | undef
   const order = (tag: string) => tag.charCodeAt(1) * 1000 + Number(tag.slice(2));
   const sorted = [...open].sort((a, b) => order(a.tag) - order(b.tag));
   const example = sorted[0]?.tag ?? "#A1";
-  let text = unknownTag ? `No open conversation has the tag ${unknownTag}. ` : "Not sent: ";
-  text += `start your message with the conversation's tag, e.g. "${example} see you at 3". Open:`;
+  let text = unknownTag ? `No open conversation has the tag ${unknownTag}. Start` : "Not sent: start";
+  text += ` your message with the conversation's tag, e.g. "${example} see you at 3". Open:`;
   for (const [i, t] of sorted.entries()) {
     const entry = ` ${t.tag}${t.counterpartName ? ` ${t.counterpartName}` : ""}${i < sorted.length - 1 ? "," : ""}`;
     if (text.length + entry.length > PROMPT_LIMIT) {

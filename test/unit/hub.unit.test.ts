@@ -207,7 +207,10 @@ describe("routing from a hub number", () => {
       /^Not sent: .*"#K1 see you at 3"\. Open: #K1 Kate, #K2$/,
     );
     const unknown = at("#K5", [k1, elsewhere]);
-    assert.match(unknown.kind === "prompt" ? unknown.reply : "", /^No open conversation has the tag #K5\. /);
+    assert.match(
+      unknown.kind === "prompt" ? unknown.reply : "",
+      /^No open conversation has the tag #K5\. Start your message with/,
+    );
     assert.deepEqual(at(undefined, [ended]), { kind: "none" });
     assert.deepEqual(at(undefined, []), { kind: "none" });
   });
