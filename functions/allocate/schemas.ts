@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { geoMatches } from "../../shared/domain/allocation.ts";
 import { sessionModes, ttlModes } from "../../shared/domain/events.ts";
-import { SMS_BODY_MAX } from "../../shared/domain/hub.ts";
+import { SMS_BODY_MAX } from "../../shared/domain/message.ts";
 import { e164Schema } from "../../shared/domain/phone.ts";
 
 /**

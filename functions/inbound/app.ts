@@ -7,7 +7,7 @@ import VoiceResponse from "twilio/lib/twiml/VoiceResponse.js";
 import { validateRequest } from "twilio/lib/webhooks/webhooks.js";
 import { z } from "zod";
 import type { InboundService } from "../../shared/app/inbound.ts";
-import { SMS_BODY_MAX } from "../../shared/domain/hub.ts";
+import { SMS_BODY_MAX } from "../../shared/domain/message.ts";
 import { e164Schema, maskNumber, toE164 } from "../../shared/domain/phone.ts";
 import {
   type HttpEvent,

@@ -2,7 +2,7 @@ import { detectKeyword } from "../domain/consent.ts";
 import { contactKinds, contactPolicy, findContacts, redactContacts } from "../domain/contacts.ts";
 import type { DomainEvent } from "../domain/events.ts";
 import { HUB_VOICE_REPLY, resolveHub, splitTag, threadRoute, withTag } from "../domain/hub.ts";
-import { decideMessage } from "../domain/message.ts";
+import { decideMessage, fitSms } from "../domain/message.ts";
 import { countryOf, type E164 } from "../domain/phone.ts";
 import { decide, type Route, routeInbound } from "../domain/session.ts";
 import { autoReplyDue, type Marker, type RateLimit } from "../domain/traffic.ts";
@@ -195,7 +195,10 @@ export class InboundService {
           ctx,
         );
         const event = events[0];
-        body = event?.type === "MessageReceived" && event.detail.removed ? redactContacts(text, spans) : text;
+        body =
+          event?.type === "MessageReceived" && event.detail.removed
+            ? fitSms(redactContacts(text, spans))
+            : text;
         // The recipient is on a hub: they read it behind the session's tag.
         if (route.kind === "in-session" && route.recipientTag) body = withTag(route.recipientTag, body);
         markers = [

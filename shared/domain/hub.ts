@@ -2,6 +2,7 @@ import { type Holding, type PoolNumber, rankProxies, spreadIndex } from "./alloc
 import type { ContactPolicy } from "./contacts.ts";
 import { PoolExhaustedError } from "./errors.ts";
 import type { SessionMode } from "./events.ts";
+import { fitSms } from "./message.ts";
 import type { E164 } from "./phone.ts";
 import type { Route } from "./session.ts";
 
@@ -41,21 +42,11 @@ export function splitTag(body: string): { tag: string | undefined; rest: string 
   return { tag: `#${code.toUpperCase()}`, rest: body.slice(match[0].length) };
 }
 
-/** Twilio refuses a message body longer than this (21617); it counts UTF-16 code units. */
-export const SMS_BODY_MAX = 1600;
-
 /**
- * What the hub participant receives: the text behind its session's tag. The tag must not make a text
- * Twilio would take one it refuses: a text that no longer fits is shortened, ending in "…", never inside a
- * character (an emoji is two code units).
+ * What the hub participant receives: the text behind its session's tag, shortened if the tag would push it
+ * past what Twilio takes.
  */
-export function withTag(tag: string, body: string): string {
-  const tagged = `[${tag}] ${body}`;
-  if (tagged.length <= SMS_BODY_MAX) return tagged;
-  let cut = SMS_BODY_MAX - 1;
-  if (/[\uD800-\uDBFF]/.test(tagged.charAt(cut - 1))) cut--;
-  return `${tagged.slice(0, cut)}…`;
-}
+export const withTag = (tag: string, body: string) => fitSms(`[${tag}] ${body}`);
 
 /** I and O are left out: on a phone keyboard they are too close to 1 and 0. */
 const LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ";
