@@ -242,6 +242,8 @@ export class TwilioSandbox extends EventEmitter {
     if (from === to) return twilioError(res, 400, 21266, "'To' and 'From' number cannot be the same");
     if (this.isBlocked(to, from, serviceSid))
       return twilioError(res, 400, 21610, "Attempt to send to unsubscribed recipient");
+    if ((form.get("Body") ?? "").length > 1600)
+      return twilioError(res, 400, 21617, "The concatenated message body exceeds the 1600 character limit");
     const message: SandboxMessage = {
       sid: sid("SM"),
       accountSid: this.options.accountSid,

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { geoMatches } from "../../shared/domain/allocation.ts";
 import { sessionModes, ttlModes } from "../../shared/domain/events.ts";
+import { SMS_BODY_MAX } from "../../shared/domain/message.ts";
 import { e164Schema } from "../../shared/domain/phone.ts";
 
 /**
@@ -52,7 +53,7 @@ export const openSessionBody = z
 
 export const platformMessageBody = z.object({
   to: z.string().min(1).max(128),
-  body: z.string().min(1).max(1600),
+  body: z.string().min(1).max(SMS_BODY_MAX),
 });
 
 export const numberBody = z.object({ phoneNumber: e164Schema });

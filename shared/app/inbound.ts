@@ -2,7 +2,7 @@ import { detectKeyword } from "../domain/consent.ts";
 import { contactKinds, contactPolicy, findContacts, redactContacts } from "../domain/contacts.ts";
 import type { DomainEvent } from "../domain/events.ts";
 import { HUB_VOICE_REPLY, resolveHub, splitTag, threadRoute, withTag } from "../domain/hub.ts";
-import { decideMessage } from "../domain/message.ts";
+import { decideMessage, fitSms } from "../domain/message.ts";
 import { countryOf, type E164 } from "../domain/phone.ts";
 import { decide, type Route, routeInbound } from "../domain/session.ts";
 import { autoReplyDue, type Marker, type RateLimit } from "../domain/traffic.ts";
@@ -141,7 +141,11 @@ export class InboundService {
       if (routeInbound(route, "sms", this.deps.clock.now() + STRANGER_MARGIN_MS).kind === "in-session")
         return { route, fromHub, senderIsOurs: false, lastAutoReply: undefined, pseudonym: undefined };
       const pseudonym = await this.pseudonyms().pseudonymOf(from);
-      if (keyword) return { route, fromHub, senderIsOurs: false, lastAutoReply: undefined, pseudonym };
+      // Only HELP is answered, and never to a number of ours.
+      if (keyword) {
+        const senderIsOurs = keyword.kind === "help" && (await store.ownsNumber(from));
+        return { route, fromHub, senderIsOurs, lastAutoReply: undefined, pseudonym };
+      }
       const [senderIsOurs, lastAutoReply] = await Promise.all([
         store.ownsNumber(from),
         store.lastAutoReply(sms.to, pseudonym),
@@ -191,7 +195,10 @@ export class InboundService {
           ctx,
         );
         const event = events[0];
-        body = event?.type === "MessageReceived" && event.detail.removed ? redactContacts(text, spans) : text;
+        body =
+          event?.type === "MessageReceived" && event.detail.removed
+            ? fitSms(redactContacts(text, spans))
+            : text;
         // The recipient is on a hub: they read it behind the session's tag.
         if (route.kind === "in-session" && route.recipientTag) body = withTag(route.recipientTag, body);
         markers = [
@@ -231,7 +238,11 @@ export class InboundService {
     const duplicate = result.outcome === "settled";
     const event = result.events[0];
     // HELP is answered on every delivery of it (Twilio retries only when it lost our answer).
-    if (keyword) return { reply: keyword.kind === "help" ? this.deps.helpReply : null, duplicate };
+    if (keyword)
+      return {
+        reply: keyword.kind === "help" && !result.state.senderIsOurs ? this.deps.helpReply : null,
+        duplicate,
+      };
     // The tagging prompt is answered on every delivery, like HELP.
     if (event?.type === "OutOfSessionMessage" && prompt) return { reply: prompt, duplicate };
     if (event?.type === "OutOfSessionMessage")
@@ -246,8 +257,13 @@ export class InboundService {
     if (event?.type !== "MessageReceived" || !event.sessionId) return { reply: null, duplicate };
     if (duplicate) {
       // A retry of a webhook whose first delivery stored the message but may have died before enqueueing.
+      // The job is the stored message's: re-decided now, the same MessageSid may fall into another session
+      // (a replay from another sender, or the session changed), and a different job under the same
+      // deduplication id is refused by the queue.
       const existing = await store.getMessage(sms.messageSid);
-      if (existing?.state !== "received") return { reply: null, duplicate };
+      if (existing?.state !== "received" || !existing.sessionId) return { reply: null, duplicate };
+      await queue.enqueue({ messageId: sms.messageSid, sessionId: existing.sessionId });
+      return { reply: null, duplicate };
     }
     await queue.enqueue({ messageId: sms.messageSid, sessionId: event.sessionId });
     return { reply: null, duplicate };

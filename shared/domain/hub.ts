@@ -2,6 +2,7 @@ import { type Holding, type PoolNumber, rankProxies, spreadIndex } from "./alloc
 import type { ContactPolicy } from "./contacts.ts";
 import { PoolExhaustedError } from "./errors.ts";
 import type { SessionMode } from "./events.ts";
+import { fitSms } from "./message.ts";
 import type { E164 } from "./phone.ts";
 import type { Route } from "./session.ts";
 
@@ -41,8 +42,11 @@ export function splitTag(body: string): { tag: string | undefined; rest: string 
   return { tag: `#${code.toUpperCase()}`, rest: body.slice(match[0].length) };
 }
 
-/** What the hub participant receives: the text behind its session's tag. */
-export const withTag = (tag: string, body: string) => `[${tag}] ${body}`;
+/**
+ * What the hub participant receives: the text behind its session's tag, shortened if the tag would push it
+ * past what Twilio takes.
+ */
+export const withTag = (tag: string, body: string) => fitSms(`[${tag}] ${body}`);
 
 /** I and O are left out: on a phone keyboard they are too close to 1 and 0. */
 const LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ";
@@ -191,8 +195,8 @@ export function hubPrompt(open: readonly HubThread[], unknownTag: string | undef
   const order = (tag: string) => tag.charCodeAt(1) * 1000 + Number(tag.slice(2));
   const sorted = [...open].sort((a, b) => order(a.tag) - order(b.tag));
   const example = sorted[0]?.tag ?? "#A1";
-  let text = unknownTag ? `No open conversation has the tag ${unknownTag}. ` : "Not sent: ";
-  text += `start your message with the conversation's tag, e.g. "${example} see you at 3". Open:`;
+  let text = unknownTag ? `No open conversation has the tag ${unknownTag}. Start` : "Not sent: start";
+  text += ` your message with the conversation's tag, e.g. "${example} see you at 3". Open:`;
   for (const [i, t] of sorted.entries()) {
     const entry = ` ${t.tag}${t.counterpartName ? ` ${t.counterpartName}` : ""}${i < sorted.length - 1 ? "," : ""}`;
     if (text.length + entry.length > PROMPT_LIMIT) {

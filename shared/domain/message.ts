@@ -13,6 +13,20 @@ import { assertNever, type RouteDecision } from "./session.ts";
  */
 export type MessageState = "received" | "sending" | "forwarded" | "failed" | "blocked" | "out-of-session";
 
+/** Twilio refuses a message body longer than this (21617); it counts UTF-16 code units. */
+export const SMS_BODY_MAX = 1600;
+
+/**
+ * A text Twilio took, made longer by us (a hub tag, "[removed]"), must still be one Twilio takes: beyond
+ * the limit it is shortened and ends in "…", never inside a character (an emoji is two code units).
+ */
+export function fitSms(text: string): string {
+  if (text.length <= SMS_BODY_MAX) return text;
+  let cut = SMS_BODY_MAX - 1;
+  if (/[\uD800-\uDBFF]/.test(text.charAt(cut - 1))) cut--;
+  return `${text.slice(0, cut)}…`;
+}
+
 export interface MessageRecord {
   messageId: string;
   sessionId: string | null;

@@ -184,6 +184,15 @@ describe("keywords and consent", () => {
       await p.sandbox.phoneSends(a.phoneNumber, a.proxyNumber, "see you at 3pm on 2026-05-01");
       await p.waitFor(() => p.sentTo("+12025550142").length === 1, 20_000, "the clean text");
       assert.equal(p.sentTo("+12025550142")[0]?.body, "see you at 3pm on 2026-05-01");
+      // "[removed]" can be longer than what it replaces: a text Twilio took must still fit its 1600 characters.
+      const mails = Array.from({ length: 228 }, (_, i) => `${String.fromCharCode(97 + (i % 26))}@b.co`).join(
+        " ",
+      );
+      assert.ok(mails.length <= 1600);
+      await p.sandbox.phoneSends(GUEST, proxyA, mails);
+      await p.waitFor(() => p.sentTo(HOST).length === 3, 20_000, "the long redacted text");
+      const long = p.sentTo(HOST)[2]?.body ?? "";
+      assert.ok(long.length <= 1600 && long.startsWith("[removed] [removed]") && long.endsWith("…"), long);
     } finally {
       await p.stop();
     }

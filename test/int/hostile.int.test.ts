@@ -33,6 +33,10 @@ describe("hostile traffic", () => {
         assert.equal(status, 200);
         assert.equal(replyOf(twiml), null);
       }
+      // HELP is answered to people, not to our own numbers (the answer would be a text between two of ours).
+      const help = await p.sandbox.phoneSends(ours as string, other as string, "HELP");
+      assert.equal(help.status, 200);
+      assert.equal(replyOf(help.twiml), null);
       const items = await p.scan();
       assert.equal(eventsOf(items, "OutOfSessionMessage").length, 3, "each text is still an event");
       assert.ok(
@@ -144,6 +148,33 @@ describe("hostile traffic", () => {
       assert.equal(replay.status, 200);
       await new Promise((r) => setTimeout(r, 1000));
       assert.equal(p.sentTo(B).length, 1);
+      assert.equal(eventsOf(await p.scan(), "MessageReceived").length, 1);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("a MessageSid seen again from another sender, while its text waits in the queue, is a 200 duplicate: forwarded once, in its own session", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(2);
+      const { proxyA } = await p.open(A, B);
+      const other = await p.open("+12025550113", "+12025550114");
+      await p.stopForwarding();
+      const { messageSid } = await p.sandbox.phoneSends(A, proxyA, "the original");
+      // Re-decided, the duplicate falls into another session: the queue must get the original job again.
+      const again = await p.sandbox.phoneSends("+12025550113", other.proxyA, "same sid, other sender", {
+        messageSid,
+      });
+      assert.equal(again.status, 200);
+      assert.equal(replyOf(again.twiml), null);
+      p.startForwarding();
+      await p.waitFor(() => p.sentTo(B).length === 1, 20_000, "the original forwarded");
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.deepEqual(
+        p.sandbox.messages.map((m) => [m.to, m.body]),
+        [[B, "the original"]],
+      );
       assert.equal(eventsOf(await p.scan(), "MessageReceived").length, 1);
     } finally {
       await p.stop();

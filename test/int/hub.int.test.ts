@@ -174,6 +174,33 @@ describe("hub numbers (MAX_PROXIES_PER_PARTICIPANT)", () => {
     }
   });
 
+  test("4b. a 1600-character text or platform message to a hub participant still fits Twilio's 1600-character limit behind its tag", async () => {
+    const p = await startPipeline(aws, { maxProxiesPerParticipant: 1 });
+    try {
+      await p.pool(3);
+      await p.open(HOST, GUESTS[0] as string);
+      const kate = await p.open(HOST, GUESTS[1] as string, 3600, [undefined, "Kate"]);
+      // 1600 characters with an emoji where the cut falls: "[#K1] " takes 6, "…" one.
+      const long = `${"x".repeat(1592)}😀${"y".repeat(6)}`;
+      await p.sandbox.phoneSends(GUESTS[1] as string, kate.proxyB, long);
+      await p.sessions.sendPlatformMessage(kate.session.sessionId, { to: HOST, body: "p".repeat(1600) });
+      await p.waitFor(() => p.sentTo(HOST).length === 2, 20_000, "both texts at the hub participant");
+      for (const m of p.sentTo(HOST)) {
+        assert.equal(m.from, kate.proxyA);
+        assert.ok(m.body.startsWith("[#K1] "), "the tag is kept");
+        assert.ok(m.body.length <= 1600, `${m.body.length} characters: Twilio refuses more (21617)`);
+        assert.ok(m.body.endsWith("…"), "a shortened text says so");
+        assert.doesNotMatch(m.body, /[\uD800-\uDBFF]…$/, "never half an emoji");
+      }
+      const failed = (await p.sessions.sessionEvents(kate.session.sessionId)).filter(
+        (e) => e.type === "MessageFailed",
+      );
+      assert.deepEqual(failed, []);
+    } finally {
+      await p.stop();
+    }
+  });
+
   test("5. a tag is not reused within the quarantine; both participants may be on hubs", async () => {
     const p = await startPipeline(aws, { maxProxiesPerParticipant: 1 });
     try {

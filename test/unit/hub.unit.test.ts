@@ -79,6 +79,15 @@ describe("thread tags", () => {
     assert.equal(withTag("#K7", "hi"), "[#K7] hi");
   });
 
+  test("the tag never pushes a text past Twilio's 1600 characters: it is shortened with …, never inside an emoji", () => {
+    assert.equal(withTag("#K7", "a".repeat(1594)), `[#K7] ${"a".repeat(1594)}`);
+    const cut = withTag("#K7", "a".repeat(1600));
+    assert.equal(cut.length, 1600);
+    assert.equal(cut, `[#K7] ${"a".repeat(1593)}…`);
+    const emoji = withTag("#K7", `${"a".repeat(1592)}😀bbbbbb`);
+    assert.equal(emoji, `[#K7] ${"a".repeat(1592)}…`, "the emoji is dropped whole");
+  });
+
   test("tags start with the counterpart's initial, skip I and O, and run through two digits", () => {
     assert.equal(tagCandidates("kate")[0], "#K1");
     assert.equal(tagCandidates(null)[0], "#A1");
@@ -198,7 +207,10 @@ describe("routing from a hub number", () => {
       /^Not sent: .*"#K1 see you at 3"\. Open: #K1 Kate, #K2$/,
     );
     const unknown = at("#K5", [k1, elsewhere]);
-    assert.match(unknown.kind === "prompt" ? unknown.reply : "", /^No open conversation has the tag #K5\. /);
+    assert.match(
+      unknown.kind === "prompt" ? unknown.reply : "",
+      /^No open conversation has the tag #K5\. Start your message with/,
+    );
     assert.deepEqual(at(undefined, [ended]), { kind: "none" });
     assert.deepEqual(at(undefined, []), { kind: "none" });
   });
