@@ -8,6 +8,7 @@ import { SqsForwardQueue } from "../../shared/adapters/sqs-queue.ts";
 import { SessionService } from "../../shared/app/sessions.ts";
 import { busiestParticipantLoad } from "../../shared/domain/allocation.ts";
 import { invoker } from "../support/http.ts";
+import { validated } from "../support/openapi.ts";
 import { startLocalAws } from "../support/stack.ts";
 
 const TOKEN = "test-token-0123456789";
@@ -32,7 +33,8 @@ async function fixture(poolSize: number) {
     auth: { mode: "token", token: TOKEN },
     health: async () => ({ table: "ok" }),
   });
-  const call = invoker(handler, auth);
+  // Every answer, success or problem, must be one the OpenAPI document describes.
+  const call = validated(invoker(handler, auth));
   for (let i = 0; i < poolSize; i++) {
     const res = await call("POST", "/numbers", { body: { phoneNumber: number(i) } });
     assert.equal(res.status, 201, res.text);
@@ -259,6 +261,20 @@ describe("allocate API on DynamoDB Local", () => {
       assert.equal(res.headers["content-type"], "application/problem+json", name);
       assert.equal(res.json.type, `https://maskline.dev/problems/${type}`, name);
       assert.equal(res.json.status, status, name);
+    }
+    // Every route with a JSON body answers 415 and 413 alike, and the document describes both.
+    for (const [method, path] of [
+      ["POST", "/sessions"],
+      ["PATCH", "/sessions/ses_doesnotexist"],
+      ["POST", "/sessions/ses_doesnotexist/messages"],
+      ["POST", "/numbers"],
+    ] as const) {
+      const notJson = await call(method, path, { body: "{}", headers: { "content-type": "text/plain" } });
+      assert.equal(notJson.status, 415, `${method} ${path}: ${notJson.text}`);
+      assert.equal(notJson.json.type, "https://maskline.dev/problems/unsupported-media-type");
+      const tooLarge = await call(method, path, { body: { pad: "x".repeat(40_000) } });
+      assert.equal(tooLarge.status, 413, `${method} ${path}: ${tooLarge.text}`);
+      assert.equal(tooLarge.json.type, "https://maskline.dev/problems/payload-too-large");
     }
     const invalid = cases[0]?.[1].json;
     assert.equal(invalid.errors[0].pointer, "/participants/0/phoneNumber");
