@@ -137,7 +137,7 @@ export function toProblem(error: unknown): HttpProblem {
     return problems.notFound(`${error.phoneNumber} is not in the pool`);
   if (error instanceof SessionNotOpenError)
     return new HttpProblem(409, "session-not-open", "The session is not open", error.message, {
-      status: error.status,
+      sessionStatus: error.status,
     });
   if (error instanceof InvalidPageKeyError) return problems.invalidCursor();
   if (error instanceof UniqueNameTakenError)
