@@ -435,18 +435,19 @@ export class SessionService {
     input: { to: string; body: string },
     idempotencyKey?: string,
   ): Promise<{ messageId: string; replayed: boolean }> {
-    const session = await this.getSession(sessionId);
-    if (session.status !== "open") throw new SessionNotOpenError(sessionId, session.status);
-    const toNumber = toE164(input.to);
-    const recipient = session.participants.find((p) => p.phoneNumber === toNumber || p.id === input.to);
-    if (!recipient) throw new ParticipantNotInSessionError(sessionId);
     const idempotency = idempotencyKey
       ? { key: `messages:${sessionId}:${idempotencyKey}`, requestHash: hashOf(input) }
       : undefined;
+    // A retry answers what the first request did, even once the session has ended since.
     const replay = idempotency && (await this.replay(idempotency.key, idempotency.requestHash));
     let messageId = replay ?? this.deps.newId("msg");
     let replayed = Boolean(replay);
     if (!replay) {
+      const session = await this.getSession(sessionId);
+      if (session.status !== "open") throw new SessionNotOpenError(sessionId, session.status);
+      const toNumber = toE164(input.to);
+      const recipient = session.participants.find((p) => p.phoneNumber === toNumber || p.id === input.to);
+      if (!recipient) throw new ParticipantNotInSessionError(sessionId);
       const result = await handleCommand(this.commandDeps, {
         load: async () => null,
         decide: (_, ctx) =>

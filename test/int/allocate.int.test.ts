@@ -197,6 +197,33 @@ describe("allocate API on DynamoDB Local", () => {
     assert.equal(sessions.length, 2);
   });
 
+  test("Idempotency-Key on a platform message: a retry answers the first result, also once the session closed", async () => {
+    const { call, scan } = await fixture(2);
+    const opened = await call("POST", "/sessions", { body: session(guest(1), guest(2)) });
+    const path = `/sessions/${opened.json.sessionId}/messages`;
+    const key = { "idempotency-key": "notice-1" };
+    const message = { to: guest(1), body: "Your booking is confirmed" };
+    const first = await call("POST", path, { body: message, headers: key });
+    assert.equal(first.status, 202, first.text);
+    const retry = await call("POST", path, { body: message, headers: key });
+    assert.equal(retry.status, 202, retry.text);
+    assert.equal(retry.json.messageId, first.json.messageId);
+
+    // The backend's retry arrives after the session was closed: the message was queued, say so again.
+    assert.equal((await call("DELETE", `/sessions/${opened.json.sessionId}`)).status, 200);
+    const late = await call("POST", path, { body: message, headers: key });
+    assert.equal(late.status, 202, late.text);
+    assert.deepEqual(late.json, first.json);
+    assert.equal(late.headers["idempotent-replayed"], "true");
+    const reused = await call("POST", path, { body: { ...message, body: "Other text" }, headers: key });
+    assert.equal(reused.status, 422, reused.text);
+    assert.equal(reused.json.type, "https://maskline.dev/problems/idempotency-key-reused");
+    const fresh = await call("POST", path, { body: message, headers: { "idempotency-key": "notice-2" } });
+    assert.equal(fresh.status, 409, fresh.text);
+    assert.equal(fresh.json.type, "https://maskline.dev/problems/session-not-open");
+    assert.equal((await scan()).filter((i) => i.kind === "message").length, 1, "one message stored");
+  });
+
   test("every error class, from a real request, as problem+json", async () => {
     const { call, scan } = await fixture(1);
     const before = (await scan()).length;
