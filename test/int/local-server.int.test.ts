@@ -92,6 +92,23 @@ describe("local server: the public port is the HTTP contract only", () => {
         assert.equal((await fetch(`${s.base}/health`)).status, 200);
       });
 
+      test("another method on a contract path: 405 problem whose Allow lists every method of the path", async () => {
+        for (const [method, path, allow] of [
+          ["PUT", "/sessions/ses_x", "GET, PATCH, DELETE"],
+          ["PATCH", "/sessions", "GET, POST"],
+          ["PUT", "/numbers/%2B14155550100", "DELETE"],
+        ] as const) {
+          const res = await fetch(`${s.base}${path}`, { method });
+          assert.equal(res.status, 405, `${method} ${path}`);
+          assert.equal(res.headers.get("content-type"), "application/problem+json");
+          assert.equal(res.headers.get("allow"), allow, `${method} ${path}`);
+          assert.equal(
+            ((await res.json()) as { type: string }).type,
+            "https://maskline.dev/problems/method-not-allowed",
+          );
+        }
+      });
+
       if (!sandboxOn)
         test("no sandbox page, sandbox API or Twilio stand-in", async () => {
           for (const path of ["/", "/app.js", "/sandbox/state", "/2010-04-01/Accounts/ACx/Messages.json"])
