@@ -3,6 +3,7 @@ import {
   chooseProxy,
   type GeoMatch,
   type Holding,
+  isOpenHolding,
   type PoolNumber,
   sharedOpenSession,
 } from "../domain/allocation.ts";
@@ -540,7 +541,7 @@ export class SessionService {
     const result = await handleCommand(this.commandDeps, {
       load: () => Promise.all([this.poolNumber(phoneNumber), this.deps.store.holdingsOf(phoneNumber)]),
       decide: ([state, holdings], ctx) => {
-        if (holdings.some((h) => h.state === "held")) throw new NumberIsParticipantError(phoneNumber);
+        if (holdings.some((h) => isOpenHolding(h, ctx.now))) throw new NumberIsParticipantError(phoneNumber);
         return decideNumber({ type: "AddNumber", phoneNumber }, state, ctx);
       },
       settles: alreadyDone,

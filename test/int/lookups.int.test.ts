@@ -257,6 +257,18 @@ describe("lookups, updates and paging on DynamoDB Local", () => {
     assert.equal(closed.json.sessionStatus, "closed");
   });
 
+  test("number-is-participant: only an open session counts; past its expiry, swept or not, the number may join the pool", async () => {
+    const { call, clock } = await fixture(2);
+    await call("POST", "/sessions", { body: session(guest(1), guest(2), { ttlSeconds: 60 }) });
+    const open = await call("POST", "/numbers", { body: { phoneNumber: guest(1) } });
+    assert.equal(open.status, 409, open.text);
+    assert.equal(problemOf(open), "number-is-participant");
+    clock.offsetMs += 61_000; // no sweeper runs here
+    const expired = await call("POST", "/numbers", { body: { phoneNumber: guest(1) } });
+    assert.equal(expired.status, 201, expired.text);
+    assert.equal(expired.json.status, "active");
+  });
+
   test("failOnParticipantConflict: 409 while the two already share an open session, fine otherwise", async () => {
     const { call, clock, scan } = await fixture(4);
     const first = await call("POST", "/sessions", { body: session(guest(1), guest(2), { ttlSeconds: 60 }) });
