@@ -539,9 +539,16 @@ export class SessionService {
 
   async addNumber(phoneNumber: E164): Promise<{ created: boolean }> {
     const result = await handleCommand(this.commandDeps, {
-      load: () => Promise.all([this.poolNumber(phoneNumber), this.deps.store.holdingsOf(phoneNumber)]),
-      decide: ([state, holdings], ctx) => {
-        if (holdings.some((h) => isOpenHolding(h, ctx.now))) throw new NumberIsParticipantError(phoneNumber);
+      load: () =>
+        Promise.all([
+          this.poolNumber(phoneNumber),
+          this.deps.store.holdingsOf(phoneNumber),
+          this.deps.store.hubThreadsOf(phoneNumber),
+        ]),
+      decide: ([state, holdings, threads], ctx) => {
+        // Their own proxies, and their hub threads (a person may be in open sessions on their hub only).
+        if ([...holdings, ...threads].some((h) => isOpenHolding(h, ctx.now)))
+          throw new NumberIsParticipantError(phoneNumber);
         return decideNumber({ type: "AddNumber", phoneNumber }, state, ctx);
       },
       settles: alreadyDone,

@@ -44,8 +44,8 @@ export function nanpAreaCode(phoneNumber: string): string | undefined {
   return /^\+1(\d{3})\d{7}$/.exec(phoneNumber)?.[1];
 }
 
-/** A pair of an open session: held, and its session not past its expiry (swept or not). */
-export const isOpenHolding = (h: Holding, now: number) =>
+/** A pair (or hub thread) of an open session: held, and its session not past its expiry (swept or not). */
+export const isOpenHolding = (h: Pick<Holding, "state" | "expiresAt">, now: number) =>
   h.state === "held" && (h.expiresAt === undefined || h.expiresAt === null || h.expiresAt > now);
 
 /** Whether the participant already shares an open (held, unexpired) session with the counterpart. */
