@@ -113,8 +113,10 @@ export function buildOpenApiDocument() {
       summary: "Open a session: each participant gets a proxy number",
       request: { headers: idempotencyKey, ...body(openSessionBody) },
       responses: {
-        201: json(Session, "Opened"),
-        200: json(Session, "A replay of the same Idempotency-Key"),
+        201: json(
+          Session,
+          "Opened; also the answer to a replay of the same Idempotency-Key (header `idempotent-replayed: true`)",
+        ),
         ...common,
         ...bodyProblems,
         ...problem([

@@ -176,8 +176,11 @@ describe("allocate API on DynamoDB Local", () => {
     const first = await call("POST", "/sessions", { body: session(guest(1), guest(2)), headers: key });
     assert.equal(first.status, 201);
     const second = await call("POST", "/sessions", { body: session(guest(1), guest(2)), headers: key });
-    assert.equal(second.status, 200);
+    // The same answer: status and body; only the header tells a replay.
+    assert.equal(second.status, 201);
     assert.deepEqual(second.json, first.json);
+    assert.equal(second.headers["idempotent-replayed"], "true");
+    assert.equal(first.headers["idempotent-replayed"], undefined);
 
     const concurrentKey = { "idempotency-key": "order-456" };
     const burst = await Promise.all(
@@ -186,8 +189,8 @@ describe("allocate API on DynamoDB Local", () => {
       ),
     );
     assert.equal(new Set(burst.map((r) => r.json.sessionId)).size, 1);
-    assert.equal(burst.filter((r) => r.status === 201).length, 1);
-    assert.ok(burst.every((r) => r.status === 201 || r.status === 200));
+    assert.ok(burst.every((r) => r.status === 201));
+    assert.equal(burst.filter((r) => r.headers["idempotent-replayed"] === undefined).length, 1);
 
     const conflict = await call("POST", "/sessions", { body: session(guest(1), guest(5)), headers: key });
     assert.equal(conflict.status, 422);
