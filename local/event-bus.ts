@@ -50,6 +50,10 @@ const putEventsInput = z.object({
     .max(10),
 });
 
+const WEBHOOK_ATTEMPTS = 5;
+const WEBHOOK_BACKOFF_MS = 100;
+const WEBHOOK_TIMEOUT_MS = 10_000;
+
 export class LocalEventBus extends EventEmitter {
   readonly events: BusEvent[] = [];
   /** Entries to refuse, for fault injection in tests: each refused entry decrements it. */
@@ -63,6 +67,44 @@ export class LocalEventBus extends EventEmitter {
 
   constructor(private readonly webhookUrl?: string) {
     super();
+  }
+
+  /** The webhook's queue: one delivery at a time, in the order the bus accepted the events. */
+  private delivery: Promise<void> = Promise.resolve();
+  /** After an event used up its attempts, the next ones get one attempt each until one gets through. */
+  private webhookDown = false;
+
+  /**
+   * POSTs an event to LOCAL_EVENTS_WEBHOOK_URL, like an EventBridge API destination: a network error, a
+   * timeout, a 5xx or a 429 is retried with back-off (any other answer is final), then given up with a warning.
+   */
+  private deliver(body: string) {
+    const url = this.webhookUrl;
+    if (!url) return;
+    this.delivery = this.delivery.then(async () => {
+      const attempts = this.webhookDown ? 1 : WEBHOOK_ATTEMPTS;
+      for (let attempt = 1; attempt <= attempts; attempt++) {
+        try {
+          const res = await fetch(url, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body,
+            signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
+          });
+          await res.arrayBuffer();
+          if (res.status < 500 && res.status !== 429) {
+            this.webhookDown = false;
+            return;
+          }
+          if (attempt === attempts) this.emit("warning", `event webhook answered ${res.status}`);
+        } catch (error) {
+          if (attempt === attempts) this.emit("warning", `event webhook failed: ${error}`);
+        }
+        if (attempt < attempts)
+          await new Promise((r) => setTimeout(r, WEBHOOK_BACKOFF_MS * 2 ** (attempt - 1)));
+      }
+      this.webhookDown = true;
+    });
   }
 
   handles(req: IncomingMessage, url: URL): boolean {
@@ -116,17 +158,9 @@ export class LocalEventBus extends EventEmitter {
       this.events.push(event);
       if (this.events.length > 1000) this.events.shift();
       this.emit("event", event);
-      if (this.webhookUrl)
-        void fetch(this.webhookUrl, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({
-            "detail-type": event.detailType,
-            source: event.source,
-            time: event.time,
-            detail,
-          }),
-        }).catch((error) => this.emit("warning", `event webhook failed: ${error}`));
+      this.deliver(
+        JSON.stringify({ "detail-type": event.detailType, source: event.source, time: event.time, detail }),
+      );
       return { EventId: event.id };
     });
     res.writeHead(200);

@@ -165,7 +165,9 @@ async function serve(req: IncomingMessage, res: ServerResponse, options: LocalSe
   const match = matchRoute(req.method ?? "GET", url.pathname);
   const handler = match && options.handlers[match.route.function];
   if (!match || !handler) {
-    const allowed = ["GET", "POST", "DELETE"].filter((m) => m !== req.method && matchRoute(m, url.pathname));
+    const allowed = ["GET", "POST", "PATCH", "DELETE"].filter(
+      (m) => m !== req.method && matchRoute(m, url.pathname),
+    );
     if (allowed.length)
       return write(res, {
         ...problemResponse(new HttpProblem(405, "method-not-allowed", "Method not allowed")),

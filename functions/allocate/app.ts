@@ -164,7 +164,8 @@ export function createAllocateHandler({ service, auth, logger, health, cursorKey
         },
         key,
       );
-      return json(replayed ? 200 : 201, sessionView(session, await service.optedOut(session)), {
+      // A replay is the same answer (201 and the body); only the header tells it apart.
+      return json(201, sessionView(session, await service.optedOut(session)), {
         location: `/sessions/${session.sessionId}`,
         ...(replayed ? { "idempotent-replayed": "true" } : {}),
       });

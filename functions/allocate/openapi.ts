@@ -77,6 +77,11 @@ export function buildOpenApiDocument() {
     [500, "internal-error"],
     [503, "temporarily-unavailable"],
   ]);
+  /** Every route with a JSON body: too large, or not JSON. */
+  const bodyProblems = problem([
+    [413, "payload-too-large"],
+    [415, "unsupported-media-type"],
+  ]);
   const body = (schema: z.ZodTypeAny) => ({
     body: { required: true, content: { "application/json": { schema } } },
   });
@@ -108,14 +113,15 @@ export function buildOpenApiDocument() {
       summary: "Open a session: each participant gets a proxy number",
       request: { headers: idempotencyKey, ...body(openSessionBody) },
       responses: {
-        201: json(Session, "Opened"),
-        200: json(Session, "A replay of the same Idempotency-Key"),
+        201: json(
+          Session,
+          "Opened; also the answer to a replay of the same Idempotency-Key (header `idempotent-replayed: true`)",
+        ),
         ...common,
+        ...bodyProblems,
         ...problem([
           [409, "pool-exhausted, unique-name-taken, participant-conflict"],
-          [413, "payload-too-large"],
-          [415, "unsupported-media-type"],
-          [422, "idempotency-key-reused"],
+          [422, "idempotency-key-reused, participant-is-pool-number"],
         ]),
       },
     },
@@ -136,6 +142,7 @@ export function buildOpenApiDocument() {
       responses: {
         200: json(Session, "The updated session"),
         ...common,
+        ...bodyProblems,
         ...problem([
           [404, "not-found"],
           [409, "session-not-open"],
@@ -153,6 +160,7 @@ export function buildOpenApiDocument() {
       responses: {
         202: json(queuedMessageResponse, "Queued"),
         ...common,
+        ...bodyProblems,
         ...problem([
           [404, "not-found"],
           [409, "session-not-open"],
@@ -187,7 +195,8 @@ export function buildOpenApiDocument() {
         201: json(NumberEntry, "Added"),
         200: json(NumberEntry, "Already in the pool"),
         ...common,
-        ...problem([[415, "unsupported-media-type"]]),
+        ...bodyProblems,
+        ...problem([[409, "number-is-participant"]]),
       },
     },
     "GET /numbers": {

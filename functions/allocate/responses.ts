@@ -120,13 +120,14 @@ export const problemResponse = z
   .object({
     type: z.enum(problemTypes.map((t) => `${PROBLEM_BASE}${t}`) as [string, ...string[]]),
     title: z.string(),
-    // The HTTP status; session-not-open carries the session's status here instead (as it always has).
-    status: z.union([z.number().int(), z.enum(["open", "closed", "expired"])]),
+    status: z.number().int(),
     detail: z.string().optional(),
     instance: z.string().optional(),
     errors: z.array(z.object({ pointer: z.string(), detail: z.string() })).optional(),
     participant: z.string().optional(),
     uniqueName: z.string().optional(),
     sessionId: z.string().optional(),
+    /** session-not-open: the session's status (`closed` or `expired`). */
+    sessionStatus: z.enum(["closed", "expired"]).optional(),
   })
   .passthrough();

@@ -3,6 +3,7 @@ import {
   chooseProxy,
   type GeoMatch,
   type Holding,
+  isOpenHolding,
   type PoolNumber,
   sharedOpenSession,
 } from "../domain/allocation.ts";
@@ -435,18 +436,19 @@ export class SessionService {
     input: { to: string; body: string },
     idempotencyKey?: string,
   ): Promise<{ messageId: string; replayed: boolean }> {
-    const session = await this.getSession(sessionId);
-    if (session.status !== "open") throw new SessionNotOpenError(sessionId, session.status);
-    const toNumber = toE164(input.to);
-    const recipient = session.participants.find((p) => p.phoneNumber === toNumber || p.id === input.to);
-    if (!recipient) throw new ParticipantNotInSessionError(sessionId);
     const idempotency = idempotencyKey
       ? { key: `messages:${sessionId}:${idempotencyKey}`, requestHash: hashOf(input) }
       : undefined;
+    // A retry answers what the first request did, even once the session has ended since.
     const replay = idempotency && (await this.replay(idempotency.key, idempotency.requestHash));
     let messageId = replay ?? this.deps.newId("msg");
     let replayed = Boolean(replay);
     if (!replay) {
+      const session = await this.getSession(sessionId);
+      if (session.status !== "open") throw new SessionNotOpenError(sessionId, session.status);
+      const toNumber = toE164(input.to);
+      const recipient = session.participants.find((p) => p.phoneNumber === toNumber || p.id === input.to);
+      if (!recipient) throw new ParticipantNotInSessionError(sessionId);
       const result = await handleCommand(this.commandDeps, {
         load: async () => null,
         decide: (_, ctx) =>
@@ -537,9 +539,16 @@ export class SessionService {
 
   async addNumber(phoneNumber: E164): Promise<{ created: boolean }> {
     const result = await handleCommand(this.commandDeps, {
-      load: () => Promise.all([this.poolNumber(phoneNumber), this.deps.store.holdingsOf(phoneNumber)]),
-      decide: ([state, holdings], ctx) => {
-        if (holdings.some((h) => h.state === "held")) throw new NumberIsParticipantError(phoneNumber);
+      load: () =>
+        Promise.all([
+          this.poolNumber(phoneNumber),
+          this.deps.store.holdingsOf(phoneNumber),
+          this.deps.store.hubThreadsOf(phoneNumber),
+        ]),
+      decide: ([state, holdings, threads], ctx) => {
+        // Their own proxies, and their hub threads (a person may be in open sessions on their hub only).
+        if ([...holdings, ...threads].some((h) => isOpenHolding(h, ctx.now)))
+          throw new NumberIsParticipantError(phoneNumber);
         return decideNumber({ type: "AddNumber", phoneNumber }, state, ctx);
       },
       settles: alreadyDone,

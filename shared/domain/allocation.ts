@@ -44,14 +44,13 @@ export function nanpAreaCode(phoneNumber: string): string | undefined {
   return /^\+1(\d{3})\d{7}$/.exec(phoneNumber)?.[1];
 }
 
+/** A pair (or hub thread) of an open session: held, and its session not past its expiry (swept or not). */
+export const isOpenHolding = (h: Pick<Holding, "state" | "expiresAt">, now: number) =>
+  h.state === "held" && (h.expiresAt === undefined || h.expiresAt === null || h.expiresAt > now);
+
 /** Whether the participant already shares an open (held, unexpired) session with the counterpart. */
 export function sharedOpenSession(holdings: readonly Holding[], counterpart: string, now: number) {
-  return holdings.find(
-    (h) =>
-      h.state === "held" &&
-      h.counterpartNumber === counterpart &&
-      (h.expiresAt === undefined || h.expiresAt === null || h.expiresAt > now),
-  );
+  return holdings.find((h) => isOpenHolding(h, now) && h.counterpartNumber === counterpart);
 }
 
 /**

@@ -24,6 +24,7 @@ export const problemTypes = [
   "invalid-cursor",
   "unauthorized",
   "invalid-twilio-signature",
+  "invalid-twilio-request",
   "not-found",
   "route-not-found",
   "method-not-allowed",
@@ -31,6 +32,8 @@ export const problemTypes = [
   "session-not-open",
   "unique-name-taken",
   "participant-conflict",
+  "participant-is-pool-number",
+  "number-is-participant",
   "payload-too-large",
   "unsupported-media-type",
   "idempotency-key-reused",
@@ -134,7 +137,7 @@ export function toProblem(error: unknown): HttpProblem {
     return problems.notFound(`${error.phoneNumber} is not in the pool`);
   if (error instanceof SessionNotOpenError)
     return new HttpProblem(409, "session-not-open", "The session is not open", error.message, {
-      status: error.status,
+      sessionStatus: error.status,
     });
   if (error instanceof InvalidPageKeyError) return problems.invalidCursor();
   if (error instanceof UniqueNameTakenError)

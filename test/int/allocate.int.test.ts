@@ -8,6 +8,7 @@ import { SqsForwardQueue } from "../../shared/adapters/sqs-queue.ts";
 import { SessionService } from "../../shared/app/sessions.ts";
 import { busiestParticipantLoad } from "../../shared/domain/allocation.ts";
 import { invoker } from "../support/http.ts";
+import { validated } from "../support/openapi.ts";
 import { startLocalAws } from "../support/stack.ts";
 
 const TOKEN = "test-token-0123456789";
@@ -32,7 +33,8 @@ async function fixture(poolSize: number) {
     auth: { mode: "token", token: TOKEN },
     health: async () => ({ table: "ok" }),
   });
-  const call = invoker(handler, auth);
+  // Every answer, success or problem, must be one the OpenAPI document describes.
+  const call = validated(invoker(handler, auth));
   for (let i = 0; i < poolSize; i++) {
     const res = await call("POST", "/numbers", { body: { phoneNumber: number(i) } });
     assert.equal(res.status, 201, res.text);
@@ -174,8 +176,11 @@ describe("allocate API on DynamoDB Local", () => {
     const first = await call("POST", "/sessions", { body: session(guest(1), guest(2)), headers: key });
     assert.equal(first.status, 201);
     const second = await call("POST", "/sessions", { body: session(guest(1), guest(2)), headers: key });
-    assert.equal(second.status, 200);
+    // The same answer: status and body; only the header tells a replay.
+    assert.equal(second.status, 201);
     assert.deepEqual(second.json, first.json);
+    assert.equal(second.headers["idempotent-replayed"], "true");
+    assert.equal(first.headers["idempotent-replayed"], undefined);
 
     const concurrentKey = { "idempotency-key": "order-456" };
     const burst = await Promise.all(
@@ -184,8 +189,8 @@ describe("allocate API on DynamoDB Local", () => {
       ),
     );
     assert.equal(new Set(burst.map((r) => r.json.sessionId)).size, 1);
-    assert.equal(burst.filter((r) => r.status === 201).length, 1);
-    assert.ok(burst.every((r) => r.status === 201 || r.status === 200));
+    assert.ok(burst.every((r) => r.status === 201));
+    assert.equal(burst.filter((r) => r.headers["idempotent-replayed"] === undefined).length, 1);
 
     const conflict = await call("POST", "/sessions", { body: session(guest(1), guest(5)), headers: key });
     assert.equal(conflict.status, 422);
@@ -193,6 +198,33 @@ describe("allocate API on DynamoDB Local", () => {
 
     const sessions = (await scan()).filter((i) => i.kind === "session");
     assert.equal(sessions.length, 2);
+  });
+
+  test("Idempotency-Key on a platform message: a retry answers the first result, also once the session closed", async () => {
+    const { call, scan } = await fixture(2);
+    const opened = await call("POST", "/sessions", { body: session(guest(1), guest(2)) });
+    const path = `/sessions/${opened.json.sessionId}/messages`;
+    const key = { "idempotency-key": "notice-1" };
+    const message = { to: guest(1), body: "Your booking is confirmed" };
+    const first = await call("POST", path, { body: message, headers: key });
+    assert.equal(first.status, 202, first.text);
+    const retry = await call("POST", path, { body: message, headers: key });
+    assert.equal(retry.status, 202, retry.text);
+    assert.equal(retry.json.messageId, first.json.messageId);
+
+    // The backend's retry arrives after the session was closed: the message was queued, say so again.
+    assert.equal((await call("DELETE", `/sessions/${opened.json.sessionId}`)).status, 200);
+    const late = await call("POST", path, { body: message, headers: key });
+    assert.equal(late.status, 202, late.text);
+    assert.deepEqual(late.json, first.json);
+    assert.equal(late.headers["idempotent-replayed"], "true");
+    const reused = await call("POST", path, { body: { ...message, body: "Other text" }, headers: key });
+    assert.equal(reused.status, 422, reused.text);
+    assert.equal(reused.json.type, "https://maskline.dev/problems/idempotency-key-reused");
+    const fresh = await call("POST", path, { body: message, headers: { "idempotency-key": "notice-2" } });
+    assert.equal(fresh.status, 409, fresh.text);
+    assert.equal(fresh.json.type, "https://maskline.dev/problems/session-not-open");
+    assert.equal((await scan()).filter((i) => i.kind === "message").length, 1, "one message stored");
   });
 
   test("every error class, from a real request, as problem+json", async () => {
@@ -259,6 +291,20 @@ describe("allocate API on DynamoDB Local", () => {
       assert.equal(res.headers["content-type"], "application/problem+json", name);
       assert.equal(res.json.type, `https://maskline.dev/problems/${type}`, name);
       assert.equal(res.json.status, status, name);
+    }
+    // Every route with a JSON body answers 415 and 413 alike, and the document describes both.
+    for (const [method, path] of [
+      ["POST", "/sessions"],
+      ["PATCH", "/sessions/ses_doesnotexist"],
+      ["POST", "/sessions/ses_doesnotexist/messages"],
+      ["POST", "/numbers"],
+    ] as const) {
+      const notJson = await call(method, path, { body: "{}", headers: { "content-type": "text/plain" } });
+      assert.equal(notJson.status, 415, `${method} ${path}: ${notJson.text}`);
+      assert.equal(notJson.json.type, "https://maskline.dev/problems/unsupported-media-type");
+      const tooLarge = await call(method, path, { body: { pad: "x".repeat(40_000) } });
+      assert.equal(tooLarge.status, 413, `${method} ${path}: ${tooLarge.text}`);
+      assert.equal(tooLarge.json.type, "https://maskline.dev/problems/payload-too-large");
     }
     const invalid = cases[0]?.[1].json;
     assert.equal(invalid.errors[0].pointer, "/participants/0/phoneNumber");

@@ -144,7 +144,10 @@ describe("TypeScript client against the embedded stack (in-process)", () => {
     assert.equal(new Set(events.map((e) => e.id)).size, events.length);
 
     await client.sessions.close(opened.sessionId);
-    await assert.rejects(client.sessions.update(opened.sessionId, { mode: "sms" }), SessionNotOpenError);
+    await assert.rejects(
+      client.sessions.update(opened.sessionId, { mode: "sms" }),
+      (error) => error instanceof SessionNotOpenError && error.sessionStatus === "closed",
+    );
     await assert.rejects(client.sessions.get("ses_nothere"), NotFoundError);
     await assert.rejects(
       client.sessions.open({ participants: [{ phoneNumber: "12345" }, { phoneNumber: guest(3) }] }),

@@ -266,4 +266,26 @@ describe("hub numbers (MAX_PROXIES_PER_PARTICIPANT)", () => {
       await p.stop();
     }
   });
+  test("7. a person whose only open sessions are on their hub is still a participant: POST /numbers is 409", async () => {
+    const p = await startPipeline(aws, { maxProxiesPerParticipant: 1 });
+    try {
+      await p.pool(3);
+      const call = api(p);
+      const open = (guest: string) =>
+        call("POST", "/sessions", {
+          body: { participants: [{ phoneNumber: HOST }, { phoneNumber: guest }] },
+        });
+      const onProxy = (await open(GUESTS[0] as string)).json as SessionBody;
+      const onHub = (await open(GUESTS[1] as string)).json as SessionBody;
+      assert.equal(onHub.participants[0]?.hub, true);
+      assert.equal((await call("DELETE", `/sessions/${onProxy.sessionId}`)).status, 200);
+      const refused = await call("POST", "/numbers", { body: { phoneNumber: HOST } });
+      assert.equal(refused.status, 409, refused.text);
+      assert.equal(refused.json.type, "https://maskline.dev/problems/number-is-participant");
+      assert.equal((await call("DELETE", `/sessions/${onHub.sessionId}`)).status, 200);
+      assert.equal((await call("POST", "/numbers", { body: { phoneNumber: HOST } })).status, 201);
+    } finally {
+      await p.stop();
+    }
+  });
 });

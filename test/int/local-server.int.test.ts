@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Agent, request as httpRequest, type Server } from "node:http";
+import { Agent, createServer, request as httpRequest, type Server } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { EventBridgeClient, PutEventsCommand } from "@aws-sdk/client-eventbridge";
 import { freePort, LOCAL_CREDENTIALS, LOCAL_REGION } from "../../local/aws-local.ts";
@@ -20,10 +20,9 @@ const ok: HttpHandler = async () => ({
   body: '{"status":"ok"}',
 });
 
-async function startServer(sandboxOn: boolean) {
+async function startServer(sandboxOn: boolean, bus = new LocalEventBus()) {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const bus = new LocalEventBus();
   const sandboxCalls: string[] = [];
   const server: Server = createLocalServer({
     handlers: { allocate: ok, inbound: ok },
@@ -92,6 +91,23 @@ describe("local server: the public port is the HTTP contract only", () => {
         assert.equal((await fetch(`${s.base}/health`)).status, 200);
       });
 
+      test("another method on a contract path: 405 problem whose Allow lists every method of the path", async () => {
+        for (const [method, path, allow] of [
+          ["PUT", "/sessions/ses_x", "GET, PATCH, DELETE"],
+          ["PATCH", "/sessions", "GET, POST"],
+          ["PUT", "/numbers/%2B14155550100", "DELETE"],
+        ] as const) {
+          const res = await fetch(`${s.base}${path}`, { method });
+          assert.equal(res.status, 405, `${method} ${path}`);
+          assert.equal(res.headers.get("content-type"), "application/problem+json");
+          assert.equal(res.headers.get("allow"), allow, `${method} ${path}`);
+          assert.equal(
+            ((await res.json()) as { type: string }).type,
+            "https://maskline.dev/problems/method-not-allowed",
+          );
+        }
+      });
+
       if (!sandboxOn)
         test("no sandbox page, sandbox API or Twilio stand-in", async () => {
           for (const path of ["/", "/app.js", "/sandbox/state", "/2010-04-01/Accounts/ACx/Messages.json"])
@@ -106,6 +122,75 @@ describe("local server: the public port is the HTTP contract only", () => {
         });
     });
   }
+});
+
+describe("local server: LOCAL_EVENTS_WEBHOOK_URL", () => {
+  test("events reach the webhook one at a time, in order; a 5xx is retried", async () => {
+    const received: { n: number; concurrent: number }[] = [];
+    let inFlight = 0;
+    let refuse = 1; // the first delivery is answered 503
+    const receiver = createServer((req, res) => {
+      inFlight++;
+      let body = "";
+      req.on("data", (c) => {
+        body += c;
+      });
+      req.on("end", () => {
+        const { detail } = JSON.parse(body) as { detail: { n: number } };
+        // Hold each answer a moment: a second delivery arriving meanwhile would be concurrent.
+        setTimeout(() => {
+          inFlight--;
+          if (refuse > 0) {
+            refuse--;
+            res.writeHead(503);
+            return res.end();
+          }
+          received.push({ n: detail.n, concurrent: inFlight });
+          res.writeHead(200);
+          res.end();
+        }, 30);
+      });
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => receiver.listen(port, "127.0.0.1", resolve));
+    const s = await startServer(true, new LocalEventBus(`http://127.0.0.1:${port}/events`));
+    const client = new EventBridgeClient({
+      endpoint: `${s.base}${s.bus.path}`,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+    });
+    try {
+      for (const batch of [
+        [1, 2, 3, 4, 5],
+        [6, 7, 8],
+      ])
+        await client.send(
+          new PutEventsCommand({
+            Entries: batch.map((n) => ({
+              Source: "maskline",
+              DetailType: "T",
+              Detail: JSON.stringify({ n }),
+            })),
+          }),
+        );
+      const deadline = Date.now() + 10_000;
+      while (received.length < 8 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(
+        received.map((r) => r.n),
+        [1, 2, 3, 4, 5, 6, 7, 8],
+        "every event once, in order",
+      );
+      assert.ok(
+        received.every((r) => r.concurrent === 0),
+        "no delivery while another is in flight",
+      );
+    } finally {
+      client.destroy();
+      await s.stop();
+      receiver.closeAllConnections();
+      await new Promise((resolve) => receiver.close(resolve));
+    }
+  });
 });
 
 describe("local server: the embedded stack's EventBridge endpoint", () => {

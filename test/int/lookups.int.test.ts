@@ -245,13 +245,28 @@ describe("lookups, updates and paging on DynamoDB Local", () => {
     const expired = await call("PATCH", `/sessions/${id}`, { body: { ttlSeconds: 60 } });
     assert.equal(expired.status, 409);
     assert.equal(problemOf(expired), "session-not-open");
-    assert.equal(expired.json.status, "expired");
+    // RFC 9457: `status` is the HTTP status; the session's own status is an extension member.
+    assert.equal(expired.json.status, 409);
+    assert.equal(expired.json.sessionStatus, "expired");
 
     const other = await call("POST", "/sessions", { body: session(guest(5), guest(6)) });
     await call("DELETE", `/sessions/${other.json.sessionId}`);
     const closed = await call("PATCH", `/sessions/${other.json.sessionId}`, { body: { mode: "sms" } });
     assert.equal(problemOf(closed), "session-not-open");
-    assert.equal(closed.json.status, "closed");
+    assert.equal(closed.json.status, 409);
+    assert.equal(closed.json.sessionStatus, "closed");
+  });
+
+  test("number-is-participant: only an open session counts; past its expiry, swept or not, the number may join the pool", async () => {
+    const { call, clock } = await fixture(2);
+    await call("POST", "/sessions", { body: session(guest(1), guest(2), { ttlSeconds: 60 }) });
+    const open = await call("POST", "/numbers", { body: { phoneNumber: guest(1) } });
+    assert.equal(open.status, 409, open.text);
+    assert.equal(problemOf(open), "number-is-participant");
+    clock.offsetMs += 61_000; // no sweeper runs here
+    const expired = await call("POST", "/numbers", { body: { phoneNumber: guest(1) } });
+    assert.equal(expired.status, 201, expired.text);
+    assert.equal(expired.json.status, "active");
   });
 
   test("failOnParticipantConflict: 409 while the two already share an open session, fine otherwise", async () => {

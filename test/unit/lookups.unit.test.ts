@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { MemoryStore } from "../../shared/adapters/memory-store.ts";
 import {
+  isOpenHolding,
   nanpAreaCode,
   type PoolNumber,
   rankProxies,
@@ -90,6 +91,21 @@ describe("area-code preference (rankProxies)", () => {
     assert.equal(sharedOpenSession([held], n("+12025550100"), T0)?.sessionId, "ses_1");
     assert.equal(sharedOpenSession([held], n("+12025550100"), T0 + 1000), undefined);
     assert.equal(sharedOpenSession([held], n("+12025550199"), T0), undefined);
+  });
+
+  test("isOpenHolding: held and not past its expiry; released or expired (swept or not) is not open", () => {
+    const held = {
+      proxyNumber: n("+13125551000"),
+      state: "held" as const,
+      sessionId: "ses_1",
+      counterpartNumber: n("+12025550100"),
+      quarantineUntil: null,
+      expiresAt: T0 + 1000,
+    };
+    assert.equal(isOpenHolding(held, T0), true);
+    assert.equal(isOpenHolding(held, T0 + 1000), false);
+    assert.equal(isOpenHolding({ ...held, expiresAt: null }, T0 + 1000), true);
+    assert.equal(isOpenHolding({ ...held, state: "released" }, T0), false);
   });
 });
 

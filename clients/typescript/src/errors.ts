@@ -32,7 +32,12 @@ export class PoolExhaustedError extends MasklineError {
     return String(this.problem.participant ?? "");
   }
 }
-export class SessionNotOpenError extends MasklineError {}
+export class SessionNotOpenError extends MasklineError {
+  /** What the session is instead of open: `closed` or `expired`. */
+  get sessionStatus() {
+    return String(this.problem.sessionStatus ?? "");
+  }
+}
 export class UniqueNameTakenError extends MasklineError {
   get uniqueName() {
     return String(this.problem.uniqueName ?? "");

@@ -114,7 +114,7 @@ export interface SessionFilter {
 export interface Problem {
   type: string;
   title: string;
-  status: number | string;
+  status: number;
   detail?: string;
   instance?: string;
   errors?: { pointer: string; detail: string }[];
