@@ -79,29 +79,23 @@ describe("area-code preference (rankProxies)", () => {
     assert.deepEqual(sticky, ["+12125551000", "+13125551000"]);
   });
 
+  /** A pair held with +12025550100 until T0 + 1000. */
+  const held = {
+    proxyNumber: n("+13125551000"),
+    state: "held" as const,
+    sessionId: "ses_1",
+    counterpartNumber: n("+12025550100"),
+    quarantineUntil: null,
+    expiresAt: T0 + 1000,
+  };
+
   test("sharedOpenSession: held and unexpired with that counterpart only", () => {
-    const held = {
-      proxyNumber: n("+13125551000"),
-      state: "held" as const,
-      sessionId: "ses_1",
-      counterpartNumber: n("+12025550100"),
-      quarantineUntil: null,
-      expiresAt: T0 + 1000,
-    };
     assert.equal(sharedOpenSession([held], n("+12025550100"), T0)?.sessionId, "ses_1");
     assert.equal(sharedOpenSession([held], n("+12025550100"), T0 + 1000), undefined);
     assert.equal(sharedOpenSession([held], n("+12025550199"), T0), undefined);
   });
 
   test("isOpenHolding: held and not past its expiry; released or expired (swept or not) is not open", () => {
-    const held = {
-      proxyNumber: n("+13125551000"),
-      state: "held" as const,
-      sessionId: "ses_1",
-      counterpartNumber: n("+12025550100"),
-      quarantineUntil: null,
-      expiresAt: T0 + 1000,
-    };
     assert.equal(isOpenHolding(held, T0), true);
     assert.equal(isOpenHolding(held, T0 + 1000), false);
     assert.equal(isOpenHolding({ ...held, expiresAt: null }, T0 + 1000), true);
