@@ -255,6 +255,7 @@ export class InboundService {
         duplicate,
       };
     if (event?.type !== "MessageReceived" || !event.sessionId) return { reply: null, duplicate };
+    let sessionId = event.sessionId;
     if (duplicate) {
       // A retry of a webhook whose first delivery stored the message but may have died before enqueueing.
       // The job is the stored message's: re-decided now, the same MessageSid may fall into another session
@@ -262,10 +263,9 @@ export class InboundService {
       // deduplication id is refused by the queue.
       const existing = await store.getMessage(sms.messageSid);
       if (existing?.state !== "received" || !existing.sessionId) return { reply: null, duplicate };
-      await queue.enqueue({ messageId: sms.messageSid, sessionId: existing.sessionId });
-      return { reply: null, duplicate };
+      sessionId = existing.sessionId;
     }
-    await queue.enqueue({ messageId: sms.messageSid, sessionId: event.sessionId });
+    await queue.enqueue({ messageId: sms.messageSid, sessionId });
     return { reply: null, duplicate };
   }
 
