@@ -6,7 +6,9 @@
  * Gateway events, an SQS poller invoking forward, a stream poller invoking publisher, the Twilio sandbox
  * (which also posts the "sent" and "delivered" status callbacks Twilio would). An SDK middleware on the
  * handlers' own clients counts every AWS call and the capacity DynamoDB reports; each handler invocation is
- * timed for Lambda GB-seconds; PutEvents entries are counted at the local EventBridge endpoint. Prices:
+ * timed for Lambda GB-seconds; PutEvents entries are counted at the local EventBridge endpoint. Then every
+ * session is closed and that phase (the close, the retention stamps) is metered apart: a cost each message
+ * shares at its session's end. Prices:
  * bench/lib/prices.ts. The floor (bench/lib/floor.ts) is metered and priced the same way in the same run.
  *
  *   npm run bench:cost [-- --quick] [-- --messages 500 --twilio-ms 250]
@@ -247,7 +249,7 @@ main(async () => {
     quarantineSeconds: 3600,
   });
   for (let i = 0; i < options.pool; i++) await sessions.addNumber(`+1415${String(4_000_000 + i)}` as E164);
-  const conversations: { a: string; b: string; proxyA: string; proxyB: string }[] = [];
+  const conversations: { sessionId: string; a: string; b: string; proxyA: string; proxyB: string }[] = [];
   for (let i = 0; i < options.sessions; i++) {
     const a = `+1202${String(4_000_000 + i)}`;
     const b = `+1303${String(4_000_000 + i)}`;
@@ -258,6 +260,7 @@ main(async () => {
       ttlMode: "absolute",
     });
     conversations.push({
+      sessionId: session.sessionId,
       a,
       b,
       proxyA: session.participants[0].proxyNumber,
@@ -317,6 +320,44 @@ main(async () => {
     await new Promise((r) => setTimeout(r, 1500));
   }
   const wallMs = performance.now() - started;
+  const memoryMb = Object.fromEntries(Object.values(functions).map((f) => [f.name, f.memoryMb]));
+  const ours = bill({ messages: n, meter, apiRequests, invocations, memoryMb, events: published.entries });
+  const production = bill({
+    messages: n,
+    meter,
+    apiRequests,
+    invocations,
+    memoryMb,
+    events: published.entries,
+    extraForwardMs: options["twilio-ms"],
+  });
+
+  // Each session's end, which every forwarded message eventually shares: DELETE /sessions/{id} (the close
+  // transaction), then the retention ttl stamped on the session's items (its events and message log).
+  const endMeter = new AwsMeter();
+  endMeter.attach(aws.doc, "dynamodb");
+  const publishedBefore = published.entries;
+  const closedBefore = published.byType.get("SessionClosed") ?? 0;
+  const closeMs: number[] = [];
+  for (const c of conversations) {
+    const at = performance.now();
+    await sessions.closeSession(c.sessionId);
+    closeMs.push(performance.now() - at);
+  }
+  await waitUntil(
+    "the closes to be published",
+    () => (published.byType.get("SessionClosed") ?? 0) - closedBefore >= conversations.length,
+    60_000,
+  );
+  const end = bill({
+    messages: n,
+    meter: endMeter,
+    apiRequests: conversations.length,
+    // DELETE /sessions/{id} runs in the allocate function.
+    invocations: { allocate: closeMs },
+    memoryMb,
+    events: published.entries - publishedBefore,
+  });
   await sqsPoller.stop();
   await streamPoller.stop();
 
@@ -359,6 +400,29 @@ main(async () => {
   log(
     "  DynamoDB reads as reported by DynamoDB Local; transaction writes estimated from item sizes " +
       "(2 WRU per KB per item: DynamoDB Local under-reports transactions); stream reads by Lambda are free",
+  );
+
+  const perSession = conversations.length;
+  heading(
+    `At each session's end: the close, then the retention ttl on its items (${(n / perSession).toFixed(0)} messages per session)`,
+  );
+  log(
+    table([
+      ["service", "call", "per session", "capacity units per session", "per message"],
+      ...endMeter
+        .list()
+        .map((s) => [
+          s.service,
+          s.command.replace("Command", ""),
+          (s.calls / perSession).toFixed(2),
+          capacityKind(s.command) === "none"
+            ? ""
+            : `${(s.capacity / perSession).toFixed(2)} ${capacityKind(s.command) === "read" ? "RRU" : "WRU"}`,
+          capacityKind(s.command) === "none"
+            ? ""
+            : `${(s.capacity / n).toFixed(2)} ${capacityKind(s.command) === "read" ? "RRU" : "WRU"}`,
+        ]),
+    ]),
   );
 
   // The floor, metered and priced the same way, on a fresh table and queue of the same servers.
@@ -420,17 +484,6 @@ main(async () => {
   await waitUntil("the floor to deliver", () => standIn.received.length >= n, Math.max(60_000, n * 200));
   await floor.stop();
 
-  const memoryMb = Object.fromEntries(Object.values(functions).map((f) => [f.name, f.memoryMb]));
-  const ours = bill({ messages: n, meter, apiRequests, invocations, memoryMb, events: published.entries });
-  const production = bill({
-    messages: n,
-    meter,
-    apiRequests,
-    invocations,
-    memoryMb,
-    events: published.entries,
-    extraForwardMs: options["twilio-ms"],
-  });
   const floorBill = bill({
     messages: n,
     meter: floorMeter,
@@ -452,6 +505,20 @@ main(async () => {
         usd((floorBill.lines[i]?.[2] ?? 0) * 1000, 5),
       ]),
       ["AWS total", "", usd(ours.total * 1000, 4), usd(floorBill.total * 1000, 4)],
+      ...end.lines
+        .filter(([, , cost]) => cost > 0)
+        .map(([name, quantity, cost]) => [
+          `at the session's end: ${name}`,
+          quantity,
+          usd(cost * 1000, 5),
+          "",
+        ]),
+      [
+        "AWS total with the sessions' end (the floor keeps its items forever)",
+        "",
+        usd((ours.total + end.total) * 1000, 4),
+        usd(floorBill.total * 1000, 4),
+      ],
       [
         `AWS total, Twilio REST at ${options["twilio-ms"]} ms in forward`,
         "",
@@ -468,7 +535,7 @@ main(async () => {
   );
   log(
     `  AWS / Twilio: ${((production.total / twilio) * 100).toFixed(3)}% of the Twilio bill; ` +
-      `Maskline / floor (AWS): ${ratio(ours.total, floorBill.total)}; ` +
+      `Maskline / floor (AWS): ${ratio(ours.total, floorBill.total)}, with the sessions' end ${ratio(ours.total + end.total, floorBill.total)}; ` +
       `Lambda durations measured here (local DynamoDB, local Twilio stand-in); run took ${(wallMs / 1000).toFixed(1)} s`,
   );
   log(

@@ -8,7 +8,8 @@ import type { ErasureStore } from "../ports.ts";
 /**
  * Right after a session closed or expired: its events, message log, message items and references get the
  * ttl its session item got in the close (closedAt + SESSION_RETENTION_DAYS), so all of it expires together
- * and a rebuild never finds events without their projections. One query and one write per item; a crash
+ * and a rebuild never finds events without their projections. The close's own events were written with it.
+ * One query, then one single-item write (1 write unit, no transaction) per item still without it; a crash
  * before it leaves the items without ttl, and the next close, expiry or erasure of the session is a no-op
  * (the session item is no longer open): docs/storage.md says how to find such sessions.
  */
@@ -17,8 +18,8 @@ export async function retainClosedSession(store: ErasureStore, session: Session)
 }
 
 /**
- * The same for many sessions closed together (the recycler's expiries): the stamps of all of them go out
- * in as few transactions as fit (up to 100 items each), not one per session.
+ * The same for many sessions closed together (the recycler's expiries): their partitions are read at once
+ * and all their stamps go out in one rewrite.
  */
 export async function retainClosedSessions(store: ErasureStore, sessions: readonly Session[]): Promise<void> {
   const partitions = await Promise.all(

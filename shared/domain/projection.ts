@@ -51,8 +51,20 @@ export function projectEvents(events: readonly DomainEvent[], options: Projectio
   const changes: Change[] = [];
   const loadDelta = new Map<string, number>();
   const addLoad = (phone: string, delta: number) => loadDelta.set(phone, (loadDelta.get(phone) ?? 0) + delta);
+  // A close's own events (the close, its PairReleased) get the session's retention ttl as they are written:
+  // the stamping that follows a close then has only the items written before it to reach.
+  const closedTtl = new Map<string, number>();
+  for (const event of events)
+    if ((event.type === "SessionClosed" || event.type === "SessionExpired") && event.sessionId)
+      closedTtl.set(
+        event.sessionId,
+        retainedUntil(
+          Date.parse(event.occurredAt),
+          options.sessionRetentionSeconds ?? DEFAULT_SESSION_RETENTION_SECONDS,
+        ),
+      );
   for (const event of events) {
-    changes.push(eventItem(event));
+    changes.push(eventItem(event, event.sessionId ? closedTtl.get(event.sessionId) : undefined));
     changes.push(...projectEvent(event, options, addLoad), ...messageLogChanges(event));
   }
   for (const [phone, delta] of loadDelta) {
@@ -86,18 +98,17 @@ export function projectEvents(events: readonly DomainEvent[], options: Projectio
   return changes;
 }
 
-function eventItem(event: DomainEvent): Change {
+function eventItem(event: DomainEvent, closedTtl: number | undefined): Change {
   const key = itemKeys.event(event);
-  const health = key.pk === POOL_HEALTH_PARTITION;
+  // Health reports are telemetry: kept a week, not forever.
+  const ttl =
+    key.pk === POOL_HEALTH_PARTITION
+      ? epochSeconds(Date.parse(event.occurredAt)) + HEALTH_TTL_SECONDS
+      : closedTtl;
   return {
     type: "put",
     key,
-    item: {
-      kind: "event",
-      ...event,
-      // Health reports are telemetry: kept a week, not forever.
-      ...(health ? { ttl: epochSeconds(Date.parse(event.occurredAt)) + HEALTH_TTL_SECONDS } : {}),
-    },
+    item: { kind: "event", ...event, ...(ttl === undefined ? {} : { ttl }) },
     conflict: { kind: "event", key: event.id },
   };
 }

@@ -10,7 +10,7 @@ import { invoker } from "../support/http.ts";
 import { assertMatchesOpenApi } from "../support/openapi.ts";
 import { startPipeline } from "../support/pipeline.ts";
 import { runRebuildCli } from "../support/rebuild-cli.ts";
-import { startLocalAws } from "../support/stack.ts";
+import { recordCalls, startLocalAws } from "../support/stack.ts";
 
 // Erasure (DELETE /participants/{e164}) and strangers' numbers, through the real webhook, forwarder and
 // product API on DynamoDB Local and the Twilio stand-in; the rebuild CLI checks the table afterwards.
@@ -270,8 +270,18 @@ describe("erasure and strangers", () => {
       await p.sandbox.phoneSends(GUEST, proxyA, "see you at noon");
       await p.waitFor(() => p.sentTo(HOST).length === 1, 20_000, "the text");
       await settle();
+      const unstamped = (await p.scan()).filter(
+        (i) =>
+          (i.pk === `SESSION#${session.sessionId}` && i.kind !== "session") ||
+          (i.kind === "session-ref" && i.sessionId === session.sessionId),
+      );
+      const calls = recordCalls(aws.doc);
       const closed = await p.sessions.closeSession(session.sessionId);
       const ttl = Math.floor(Date.parse(closed.closedAt ?? "") / 1000) + 90 * 86_400;
+      // Stamps need no atomicity: each is one UpdateItem (1 WRU), not a transactional write (2 WRU). The close's
+      // own events carry the ttl already, so only the items written before it are stamped.
+      assert.equal(calls.filter((c) => c === "TransactWriteItems").length, 1, `only the close: ${calls}`);
+      assert.equal(calls.filter((c) => c === "UpdateItem").length, unstamped.length, `${calls}`);
       const items = await p.scan();
       const ofSession = items.filter((i) => i.pk === `SESSION#${session.sessionId}`);
       assert.ok(ofSession.length >= 6, "the session, its events and its message log");

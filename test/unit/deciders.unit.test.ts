@@ -344,6 +344,31 @@ describe("projection (given events, then items)", () => {
     await assert.rejects(store.append(decide({ type: "CloseSession" }, session ?? null, ctx(T0 + 2000))));
   });
 
+  test("a close's own events carry the session's retention ttl: nothing stamps them again", async () => {
+    const opened = openEvents();
+    const store = await given(numberAdded(P1), numberAdded(P2), opened);
+    const session = await store.getSession("ses_1");
+    for (const [command, at] of [
+      [{ type: "CloseSession" }, T0 + 5000],
+      [{ type: "ExpireSession" }, T0 + 61_000],
+    ] as const) {
+      const events = decide(command, session ?? null, ctx(at));
+      const changes = projectEvents(events, { retentionSeconds: 3600, sessionRetentionSeconds: 86_400 });
+      const meta = changes.find((c) => c.type === "update" && c.key.sk === "META");
+      const ttl = meta?.type === "update" ? meta.set?.ttl : undefined;
+      assert.equal(ttl, Math.floor(at / 1000) + 86_400);
+      const eventItems = changes.filter((c) => c.type === "put" && c.item.kind === "event");
+      assert.equal(eventItems.length, events.length, "the close and both PairReleased");
+      assert.deepEqual(
+        eventItems.map((c) => (c.type === "put" ? c.item.ttl : undefined)),
+        events.map(() => ttl),
+      );
+    }
+    // Events of any other transaction keep no ttl of their own (their session's close stamps them).
+    const others = projectEvents(opened, { retentionSeconds: 3600 });
+    assert.ok(others.every((c) => c.type !== "put" || c.item.kind !== "event" || c.item.ttl === undefined));
+  });
+
   test("an expiry decided on an old expiresAt loses to a sliding extension made since", async () => {
     const store = await given(numberAdded(P1), numberAdded(P2), openEvents(60));
     const stale = await store.getSession("ses_1");
