@@ -25,8 +25,9 @@ export interface MasklineSettings {
   /** Optional e-mail subscribed to the alarm topic. */
   alarmEmail: string | undefined;
   /**
-   * Optional public base URL (a custom domain in front of the API). Twilio signs the URL it calls, so when
-   * Twilio is pointed at a custom domain, the functions must check signatures against that domain.
+   * Optional public base URL (a custom domain in front of the API, with its API mapping's path if it has
+   * one). Twilio signs the URL it calls, so when Twilio is pointed at a custom domain, the functions must
+   * check signatures against that domain.
    */
   publicBaseUrl: string | undefined;
   /**
@@ -215,6 +216,13 @@ function sessionRetentionDays(node: Node): number {
 
 const logLevels = ["DEBUG", "INFO", "WARN", "ERROR"] as const;
 
+/**
+ * An https origin, optionally followed by the path of the custom domain's API mapping (plain segments, no
+ * query or fragment). API Gateway leaves the mapping's path out of the `rawPath` a function sees, so the
+ * functions rebuild the URL Twilio signed as this base + rawPath.
+ */
+const PUBLIC_BASE_URL_PATTERN = /^https:\/\/[^/?#\s]+(\/[\w.~-]+)*$/;
+
 export function settingsFromContext(node: Node): MasklineSettings {
   const logLevel: unknown = node.tryGetContext("maskline:logLevel") ?? defaultSettings.logLevel;
   const level = logLevels.find((l) => l === logLevel);
@@ -226,9 +234,10 @@ export function settingsFromContext(node: Node): MasklineSettings {
       `CDK context stage must match ${STAGE_PATTERN} (lower-case letters, digits, dashes), got ${JSON.stringify(stage)}`,
     );
   }
-  if (publicBaseUrl && !/^https:\/\/[^/]+$/.test(publicBaseUrl.replace(/\/$/, ""))) {
+  if (publicBaseUrl && !PUBLIC_BASE_URL_PATTERN.test(publicBaseUrl.replace(/\/$/, ""))) {
     throw new Error(
-      "CDK context maskline:publicBaseUrl must be an https origin, e.g. https://sms.example.com",
+      "CDK context maskline:publicBaseUrl must be an https origin, optionally with the path of a custom " +
+        "domain's API mapping, e.g. https://sms.example.com or https://api.example.com/maskline",
     );
   }
   return {

@@ -728,6 +728,17 @@ describe("settings", () => {
       withContext({ "maskline:publicBaseUrl": "https://sms.example.com/" }).publicBaseUrl,
       "https://sms.example.com",
     );
+    // A custom domain whose API mapping has a path: API Gateway leaves it out of rawPath, the base URL has it.
+    assert.equal(
+      withContext({ "maskline:publicBaseUrl": "https://api.example.com/maskline/" }).publicBaseUrl,
+      "https://api.example.com/maskline",
+    );
+    for (const bad of [
+      "https://api.example.com/a?b=1",
+      "https://api.example.com/a#b",
+      "https://a.test/b%20c",
+    ])
+      assert.throws(() => withContext({ "maskline:publicBaseUrl": bad }), /publicBaseUrl/, bad);
     assert.equal(withContext({}).logRetention, 30);
   });
 });
