@@ -20,7 +20,7 @@ import { marshall } from "@aws-sdk/util-dynamodb";
 import { App } from "aws-cdk-lib";
 import { getExpectedTwilioSignature } from "twilio/lib/webhooks/webhooks.js";
 import { buildMaskline } from "../../infra/maskline.ts";
-import { freePort, provisionQueue } from "../../local/aws-local.ts";
+import { freePort, provisionStandardQueue } from "../../local/aws-local.ts";
 import { LocalEventBus } from "../../local/event-bus.ts";
 import { createLocalServer } from "../../local/server.ts";
 import { TwilioSandbox } from "../../local/twilio-sandbox.ts";
@@ -247,7 +247,7 @@ describe("the functions under AWS's own event shapes and the template's environm
     const fresh = await aws.fresh({ visibilityTimeoutSeconds: 5 });
     tableName = fresh.tableName;
     queueUrl = fresh.queue.queueUrl;
-    failuresUrl = (await provisionQueue(aws.sqs.endpoint, `${tableName}-f`)).queueUrl;
+    failuresUrl = await provisionStandardQueue(aws.sqs.endpoint, `${tableName}-PublisherFailures`);
     secrets.put(TWILIO_SECRET_ARN, { accountSid: ACCOUNT_SID, authToken: AUTH_TOKEN });
     secrets.put(PSEUDONYM_SECRET_ARN, PSEUDONYM_KEY);
 
@@ -377,6 +377,17 @@ describe("the functions under AWS's own event shapes and the template's environm
         product("GET", "GET /sessions/{id}", `/sessions/${sessionId}`, { pathParameters: { id: sessionId } }),
       );
       assert.equal(got.statusCode, 200);
+
+      // Open routes: no authorizer context. The OpenAPI document loads from its on-demand module.
+      const openapi = await allocate.invoke<Result>(
+        httpEvent({ method: "GET", route: "GET /openapi.json", path: "/openapi.json" }),
+      );
+      assert.equal(openapi.statusCode, 200, openapi.body?.slice(0, 500));
+      assert.equal((JSON.parse(openapi.body ?? "{}") as { openapi: string }).openapi.slice(0, 3), "3.1");
+      const health = await allocate.invoke<Result>(
+        httpEvent({ method: "GET", route: "GET /health", path: "/health" }),
+      );
+      assert.equal(health.statusCode, 200, health.body);
     });
 
     test("a product route without the IAM authorizer context is refused and writes nothing", async () => {
@@ -411,6 +422,13 @@ describe("the functions under AWS's own event shapes and the template's environm
         }),
       );
       assert.equal(guest.statusCode, 200, guest.body);
+      // A bare "+" in the path, should API Gateway decode it as a space.
+      const bare = await allocate.invoke<Result>(
+        product("GET", "GET /participants/{e164}", `/participants/+${digits(GUEST)}`, {
+          pathParameters: { e164: ` ${digits(GUEST)}` },
+        }),
+      );
+      assert.equal(bare.statusCode, 200, bare.body);
       for (const query of [`participant=%2B${digits(GUEST)}`, `participant=+${digits(GUEST)}`]) {
         const event = product("GET", "GET /sessions", "/sessions", { query });
         const r = await allocate.invoke<Result>(event);
@@ -667,10 +685,21 @@ describe("the functions under AWS's own event shapes and the template's environm
         streamRecord("INSERT", { ...second }),
         ...rest.map((e) => streamRecord("INSERT", e)),
       ];
+      // An event item whose detail fails its schema: set aside at once, the batch goes on.
+      const broken = { ...first, sk: `${String(first.sk)}-broken`, id: randomUUID(), detail: { nope: 1 } };
+      records.push(streamRecord("INSERT", broken));
       const publisher = start("publisher");
       const ok = await publisher.invoke<{ batchItemFailures: unknown[] }>({ Records: records });
       assert.deepEqual(ok.batchItemFailures, []);
       assert.equal(putEvents.length, events.length);
+      const setAside = await aws.sqsClient.send(
+        new ReceiveMessageCommand({ QueueUrl: failuresUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1 }),
+      );
+      assert.deepEqual(
+        (setAside.Messages ?? []).map((m) => (JSON.parse(m.Body ?? "{}") as { eventId: string }).eventId),
+        [broken.id],
+      );
+      records.pop();
       assert.ok(putEvents.every((e) => e.Source === "maskline" && e.EventBusName === BUS));
 
       failDetail = new RegExp(String(second.id));
