@@ -139,6 +139,8 @@ export class AppStack extends Stack {
       TABLE_NAME: stateful.table.tableName,
       QUARANTINE_SECONDS: String(core.QUARANTINE_SECONDS),
       MESSAGE_RETENTION_HOURS: String(core.MESSAGE_RETENTION_HOURS),
+      // A closed session's items expire this many days after it closed: the archive keeps its events as long.
+      SESSION_RETENTION_DAYS: String(settings.sessionRetentionDays),
       // Unset: no cap (every session gets its own proxy per participant).
       ...(core.MAX_PROXIES_PER_PARTICIPANT === undefined
         ? {}

@@ -597,6 +597,22 @@ describe("least privilege", () => {
     ].Properties.Environment.Variables;
     assert.equal(env.AUTO_TOP_UP, "true");
   });
+
+  test("maskline:sessionRetentionDays reaches the archive and every function that writes the table", () => {
+    // Bundling skipped: this checks the templates only.
+    const custom = synthesize({ "maskline:sessionRetentionDays": 30, "aws:cdk:bundling-stacks": [] });
+    Template.fromStack(custom.stateful).hasResourceProperties("AWS::Events::Archive", { RetentionDays: 30 });
+    const resources = Template.fromStack(custom.app).toJSON().Resources;
+    const writers = functionNames.filter((name) => environmentOf(name).TABLE_NAME !== undefined);
+    assert.deepEqual(writers.sort(), ["allocate", "forward", "inbound", "recycler"]);
+    for (const name of writers)
+      assert.equal(
+        resources[logicalId(custom.app, custom.app.functions[name].fn)].Properties.Environment.Variables
+          .SESSION_RETENTION_DAYS,
+        "30",
+        name,
+      );
+  });
 });
 
 describe("stateful / stateless split", () => {
