@@ -1,6 +1,6 @@
 import { RetentionDays } from "aws-cdk-lib/aws-logs";
 import type { Node } from "constructs";
-import { parseConfig, sessionRetentionSchema } from "../shared/config.ts";
+import { parseConfig, sessionRetentionSchema, webhookConfigSchema } from "../shared/config.ts";
 
 /**
  * Deploy-time knobs, read from CDK context (`cdk.json` or `-c key=value`). Everything else — names, keys,
@@ -36,6 +36,12 @@ export interface MasklineSettings {
    * (`maskline:eventsWebhookSecretArn`, JSON field `apiKey`, header `maskline:eventsWebhookHeader`).
    */
   eventsWebhook: { url: string; secretArn: string; headerName: string } | undefined;
+  /**
+   * The texts and traffic rules of the messaging functions (inbound, forward) by their variable names:
+   * OUT_OF_SESSION_REPLY, HELP_REPLY, CONTENT_POLICY, SENDER_RATE_LIMIT… (`maskline:messaging`, a JSON
+   * object). Only the variables given; the functions default the others.
+   */
+  messaging: Record<string, string>;
   /** How long the EventBridge archive keeps events: SESSION_RETENTION_DAYS (`maskline:sessionRetentionDays`). */
   sessionRetentionDays: number;
 }
@@ -150,6 +156,7 @@ export const defaultSettings: MasklineSettings = {
   publicBaseUrl: undefined,
   eventsWebhook: undefined,
   sessionRetentionDays: 90,
+  messaging: {},
 };
 
 function positiveInt(node: Node, key: string, fallback: number): number {
@@ -198,6 +205,44 @@ function eventsWebhookFromContext(node: Node): MasklineSettings["eventsWebhook"]
     throw new Error("CDK context maskline:eventsWebhookHeader must be an HTTP header name");
   }
   return { url, secretArn, headerName };
+}
+
+/**
+ * The variables of the messaging configuration an operator may set: the webhook schema's, without the URL
+ * (the stack sets it) and the local-only switch.
+ */
+const messagingSchema = webhookConfigSchema.omit({
+  PUBLIC_BASE_URL: true,
+  LOCAL_SIGNATURE_ACCEPT_REQUEST_HOST: true,
+});
+
+function messagingFromContext(node: Node): Record<string, string> {
+  const key = "maskline:messaging";
+  const raw: unknown = node.tryGetContext(key);
+  if (raw === undefined || raw === "") return {};
+  let value: unknown = raw;
+  if (typeof raw === "string") {
+    try {
+      value = JSON.parse(raw);
+    } catch (error) {
+      throw new Error(`CDK context ${key} must be a JSON object`, { cause: error });
+    }
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    throw new Error(`CDK context ${key} must be a JSON object of variable names and values`);
+  const known = Object.keys(messagingSchema.shape);
+  const variables: Record<string, string> = {};
+  for (const [name, v] of Object.entries(value)) {
+    if (!known.includes(name))
+      throw new Error(`CDK context ${key}: ${name} is not one of ${known.join(", ")}`);
+    variables[name] = String(v);
+  }
+  try {
+    parseConfig(messagingSchema.strict(), variables);
+  } catch (error) {
+    throw new Error(`CDK context ${key}: ${(error as Error).message}`, { cause: error });
+  }
+  return variables;
 }
 
 function sessionRetentionDays(node: Node): number {
@@ -266,5 +311,6 @@ export function settingsFromContext(node: Node): MasklineSettings {
     publicBaseUrl: publicBaseUrl?.replace(/\/$/, ""),
     eventsWebhook: eventsWebhookFromContext(node),
     sessionRetentionDays: sessionRetentionDays(node),
+    messaging: messagingFromContext(node),
   };
 }

@@ -164,6 +164,7 @@ export class AppStack extends Stack {
         PUBLIC_BASE_URL: publicBaseUrl,
         ...twilioEnv,
         ...pseudonymEnv,
+        ...settings.messaging,
       },
       forward: {
         ...common,
@@ -172,6 +173,8 @@ export class AppStack extends Stack {
         ...twilioEnv,
         ...a2p,
         ...pseudonymEnv,
+        // Both read the messaging configuration (`messagingFromEnv`): the same values in each.
+        ...settings.messaging,
       },
       recycler: {
         ...common,
