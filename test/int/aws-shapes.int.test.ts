@@ -391,6 +391,9 @@ describe("the functions under AWS's own event shapes and the template's environm
     });
 
     test("a product route without the IAM authorizer context is refused and writes nothing", async () => {
+      const count = async () =>
+        (await aws.doc.send(new ScanCommand({ TableName: tableName, Select: "COUNT" }))).Count;
+      const before = await count();
       const r = await allocate.invoke<Result>(
         httpEvent({
           method: "POST",
@@ -399,8 +402,11 @@ describe("the functions under AWS's own event shapes and the template's environm
           ...jsonBody({ phoneNumber: "+14155550169" }),
         }),
       );
-      assert.ok(r.statusCode === 401 || r.statusCode === 403, String(r.statusCode));
-      problemOf(r);
+      assert.equal(r.statusCode, 401);
+      assert.equal(problemOf(r).type, "https://maskline.dev/problems/unauthorized");
+      // In AWS the credential is a SigV4 signature: the answer must not ask for a bearer token.
+      assert.doesNotMatch(`${r.body} ${r.headers?.["www-authenticate"]}`, /Bearer/, r.body);
+      assert.equal(await count(), before);
     });
 
     test("a JSON body API Gateway base64-encoded (a content type it treats as binary) is read", async () => {
