@@ -1,6 +1,6 @@
 import { RetentionDays } from "aws-cdk-lib/aws-logs";
 import type { Node } from "constructs";
-import { parseConfig, sessionRetentionSchema } from "../shared/config.ts";
+import { parseConfig, sessionRetentionSchema, webhookConfigSchema } from "../shared/config.ts";
 
 /**
  * Deploy-time knobs, read from CDK context (`cdk.json` or `-c key=value`). Everything else — names, keys,
@@ -25,8 +25,9 @@ export interface MasklineSettings {
   /** Optional e-mail subscribed to the alarm topic. */
   alarmEmail: string | undefined;
   /**
-   * Optional public base URL (a custom domain in front of the API). Twilio signs the URL it calls, so when
-   * Twilio is pointed at a custom domain, the functions must check signatures against that domain.
+   * Optional public base URL (a custom domain in front of the API, with its API mapping's path if it has
+   * one). Twilio signs the URL it calls, so when Twilio is pointed at a custom domain, the functions must
+   * check signatures against that domain.
    */
   publicBaseUrl: string | undefined;
   /**
@@ -35,6 +36,12 @@ export interface MasklineSettings {
    * (`maskline:eventsWebhookSecretArn`, JSON field `apiKey`, header `maskline:eventsWebhookHeader`).
    */
   eventsWebhook: { url: string; secretArn: string; headerName: string } | undefined;
+  /**
+   * The texts and traffic rules of the messaging functions (inbound, forward) by their variable names:
+   * OUT_OF_SESSION_REPLY, HELP_REPLY, CONTENT_POLICY, SENDER_RATE_LIMIT… (`maskline:messaging`, a JSON
+   * object). Only the variables given; the functions default the others.
+   */
+  messaging: Record<string, string>;
   /** How long the EventBridge archive keeps events: SESSION_RETENTION_DAYS (`maskline:sessionRetentionDays`). */
   sessionRetentionDays: number;
 }
@@ -149,6 +156,7 @@ export const defaultSettings: MasklineSettings = {
   publicBaseUrl: undefined,
   eventsWebhook: undefined,
   sessionRetentionDays: 90,
+  messaging: {},
 };
 
 function positiveInt(node: Node, key: string, fallback: number): number {
@@ -199,6 +207,44 @@ function eventsWebhookFromContext(node: Node): MasklineSettings["eventsWebhook"]
   return { url, secretArn, headerName };
 }
 
+/**
+ * The variables of the messaging configuration an operator may set: the webhook schema's, without the URL
+ * (the stack sets it) and the local-only switch.
+ */
+const messagingSchema = webhookConfigSchema.omit({
+  PUBLIC_BASE_URL: true,
+  LOCAL_SIGNATURE_ACCEPT_REQUEST_HOST: true,
+});
+
+function messagingFromContext(node: Node): Record<string, string> {
+  const key = "maskline:messaging";
+  const raw: unknown = node.tryGetContext(key);
+  if (raw === undefined || raw === "") return {};
+  let value: unknown = raw;
+  if (typeof raw === "string") {
+    try {
+      value = JSON.parse(raw);
+    } catch (error) {
+      throw new Error(`CDK context ${key} must be a JSON object`, { cause: error });
+    }
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    throw new Error(`CDK context ${key} must be a JSON object of variable names and values`);
+  const known = Object.keys(messagingSchema.shape);
+  const variables: Record<string, string> = {};
+  for (const [name, v] of Object.entries(value)) {
+    if (!known.includes(name))
+      throw new Error(`CDK context ${key}: ${name} is not one of ${known.join(", ")}`);
+    variables[name] = String(v);
+  }
+  try {
+    parseConfig(messagingSchema.strict(), variables);
+  } catch (error) {
+    throw new Error(`CDK context ${key}: ${(error as Error).message}`, { cause: error });
+  }
+  return variables;
+}
+
 function sessionRetentionDays(node: Node): number {
   const raw: unknown = node.tryGetContext("maskline:sessionRetentionDays");
   try {
@@ -215,6 +261,13 @@ function sessionRetentionDays(node: Node): number {
 
 const logLevels = ["DEBUG", "INFO", "WARN", "ERROR"] as const;
 
+/**
+ * An https origin, optionally followed by the path of the custom domain's API mapping (plain segments, no
+ * query or fragment). API Gateway leaves the mapping's path out of the `rawPath` a function sees, so the
+ * functions rebuild the URL Twilio signed as this base + rawPath.
+ */
+const PUBLIC_BASE_URL_PATTERN = /^https:\/\/[^/?#\s]+(\/[\w.~-]+)*$/;
+
 export function settingsFromContext(node: Node): MasklineSettings {
   const logLevel: unknown = node.tryGetContext("maskline:logLevel") ?? defaultSettings.logLevel;
   const level = logLevels.find((l) => l === logLevel);
@@ -226,9 +279,10 @@ export function settingsFromContext(node: Node): MasklineSettings {
       `CDK context stage must match ${STAGE_PATTERN} (lower-case letters, digits, dashes), got ${JSON.stringify(stage)}`,
     );
   }
-  if (publicBaseUrl && !/^https:\/\/[^/]+$/.test(publicBaseUrl.replace(/\/$/, ""))) {
+  if (publicBaseUrl && !PUBLIC_BASE_URL_PATTERN.test(publicBaseUrl.replace(/\/$/, ""))) {
     throw new Error(
-      "CDK context maskline:publicBaseUrl must be an https origin, e.g. https://sms.example.com",
+      "CDK context maskline:publicBaseUrl must be an https origin, optionally with the path of a custom " +
+        "domain's API mapping, e.g. https://sms.example.com or https://api.example.com/maskline",
     );
   }
   return {
@@ -257,5 +311,6 @@ export function settingsFromContext(node: Node): MasklineSettings {
     publicBaseUrl: publicBaseUrl?.replace(/\/$/, ""),
     eventsWebhook: eventsWebhookFromContext(node),
     sessionRetentionDays: sessionRetentionDays(node),
+    messaging: messagingFromContext(node),
   };
 }

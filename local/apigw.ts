@@ -40,6 +40,20 @@ export interface HttpRequestLike {
   sourceIp?: string;
 }
 
+/**
+ * The bodies an HTTP API passes to Lambda as text; every other body (a missing content type, and Twilio's
+ * application/x-www-form-urlencoded posts, included) arrives base64-encoded with `isBase64Encoded: true`.
+ */
+const TEXT_BODY = /^(text\/|application\/(json|xml|javascript)\s*(;|$))/i;
+
+/** Query parameters as an HTTP API passes them: decoded, a repeated name's values joined with commas. */
+function queryParameters(rawQueryString: string): Record<string, string> {
+  const params: Record<string, string> = {};
+  for (const [key, value] of new URLSearchParams(rawQueryString))
+    params[key] = key in params ? `${params[key]},${value}` : value;
+  return params;
+}
+
 /** An API Gateway HTTP API (payload 2.0) event, as the deployed functions receive it. */
 export function toApiGatewayEvent(
   request: HttpRequestLike,
@@ -49,15 +63,14 @@ export function toApiGatewayEvent(
     Object.entries(request.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]),
   );
   const now = Date.now();
+  const base64 = !TEXT_BODY.test(headers["content-type"] ?? "");
   return {
     version: "2.0",
     routeKey: `${match.route.method} ${match.route.path}`,
     rawPath: request.path,
     rawQueryString: request.rawQueryString ?? "",
     headers,
-    queryStringParameters: request.rawQueryString
-      ? Object.fromEntries(new URLSearchParams(request.rawQueryString))
-      : undefined,
+    queryStringParameters: request.rawQueryString ? queryParameters(request.rawQueryString) : undefined,
     pathParameters: Object.keys(match.pathParameters).length ? match.pathParameters : undefined,
     requestContext: {
       accountId: "000000000000",
@@ -77,7 +90,8 @@ export function toApiGatewayEvent(
       time: new Date(now).toISOString(),
       timeEpoch: now,
     },
-    body: request.body,
-    isBase64Encoded: false,
+    ...(base64 && request.body !== undefined
+      ? { body: Buffer.from(request.body).toString("base64"), isBase64Encoded: true }
+      : { body: request.body, isBase64Encoded: false }),
   };
 }

@@ -139,6 +139,8 @@ export class AppStack extends Stack {
       TABLE_NAME: stateful.table.tableName,
       QUARANTINE_SECONDS: String(core.QUARANTINE_SECONDS),
       MESSAGE_RETENTION_HOURS: String(core.MESSAGE_RETENTION_HOURS),
+      // A closed session's items expire this many days after it closed: the archive keeps its events as long.
+      SESSION_RETENTION_DAYS: String(settings.sessionRetentionDays),
       // Unset: no cap (every session gets its own proxy per participant).
       ...(core.MAX_PROXIES_PER_PARTICIPANT === undefined
         ? {}
@@ -162,6 +164,7 @@ export class AppStack extends Stack {
         PUBLIC_BASE_URL: publicBaseUrl,
         ...twilioEnv,
         ...pseudonymEnv,
+        ...settings.messaging,
       },
       forward: {
         ...common,
@@ -170,6 +173,8 @@ export class AppStack extends Stack {
         ...twilioEnv,
         ...a2p,
         ...pseudonymEnv,
+        // Both read the messaging configuration (`messagingFromEnv`): the same values in each.
+        ...settings.messaging,
       },
       recycler: {
         ...common,

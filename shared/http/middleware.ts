@@ -39,7 +39,7 @@ export function productAuth(auth: ProductAuth, isPublic: (event: HttpEvent) => b
     before: async (request) => {
       if (isPublic(request.event)) return;
       if (!expected) {
-        if (!request.event.requestContext.authorizer?.iam) throw problems.unauthorized();
+        if (!request.event.requestContext.authorizer?.iam) throw problems.unauthorized("sigv4");
         return;
       }
       const header = request.event.headers.authorization ?? "";

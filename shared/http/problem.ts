@@ -73,15 +73,19 @@ export const problems = {
     new HttpProblem(415, "unsupported-media-type", "Unsupported content type", `Send ${expected}`),
   payloadTooLarge: (limit: number) =>
     new HttpProblem(413, "payload-too-large", "The body is too large", `At most ${limit} bytes`),
-  unauthorized: () =>
+  /** The credential is a bearer token locally, a SigV4 signature (checked by API Gateway) in AWS. */
+  unauthorized: (scheme: "bearer" | "sigv4" = "bearer") =>
     new HttpProblem(
       401,
       "unauthorized",
       "Missing or invalid credentials",
-      "Send Authorization: Bearer <token>",
+      scheme === "bearer"
+        ? "Send Authorization: Bearer <token>"
+        : "Sign the request with AWS Signature Version 4 for the service execute-api",
       {},
       {
-        "www-authenticate": 'Bearer realm="maskline"',
+        "www-authenticate":
+          scheme === "bearer" ? 'Bearer realm="maskline"' : 'AWS4-HMAC-SHA256 realm="maskline"',
       },
     ),
   badSignature: () =>

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Agent, createServer, request as httpRequest, type Server } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { EventBridgeClient, PutEventsCommand } from "@aws-sdk/client-eventbridge";
+import { matchRoute, toApiGatewayEvent } from "../../local/apigw.ts";
 import { freePort, LOCAL_CREDENTIALS, LOCAL_REGION } from "../../local/aws-local.ts";
 import { LocalEventBus } from "../../local/event-bus.ts";
 import { createLocalServer, type HttpHandler } from "../../local/server.ts";
@@ -122,6 +123,55 @@ describe("local server: the public port is the HTTP contract only", () => {
         });
     });
   }
+});
+
+describe("local server: the events are API Gateway's (HTTP API, payload format 2.0)", () => {
+  const eventOf = (
+    method: string,
+    path: string,
+    query: string,
+    headers: Record<string, string>,
+    body?: string,
+  ) => {
+    const match = matchRoute(method, path);
+    assert.ok(match);
+    return toApiGatewayEvent({ method, path, rawQueryString: query, headers, body }, match);
+  };
+
+  test("a body that is not text, JSON, XML or JavaScript arrives base64-encoded, as Twilio's form posts do in AWS", () => {
+    const form = "MessageSid=SM1&Body=caf%C3%A9+%2B1";
+    const twilio = eventOf(
+      "POST",
+      "/twilio/sms",
+      "",
+      { "content-type": "application/x-www-form-urlencoded" },
+      form,
+    );
+    assert.equal(twilio.isBase64Encoded, true);
+    assert.equal(Buffer.from(twilio.body ?? "", "base64").toString("utf8"), form);
+    for (const type of ["application/json; charset=utf-8", "text/plain", "application/xml"]) {
+      const plain = eventOf("POST", "/sessions", "", { "Content-Type": type }, '{"a":1}');
+      assert.equal(plain.isBase64Encoded, false, type);
+      assert.equal(plain.body, '{"a":1}');
+    }
+    const patch = eventOf(
+      "PATCH",
+      "/sessions/s1",
+      "",
+      { "content-type": "application/merge-patch+json" },
+      "{}",
+    );
+    assert.equal(patch.isBase64Encoded, true);
+  });
+
+  test("path parameters decoded, duplicate query parameters joined with commas, header names lower-case", () => {
+    const event = eventOf("GET", "/participants/%2B12025550143", "status=open&status=closed&limit=5", {
+      "X-Custom": "a",
+    });
+    assert.deepEqual(event.pathParameters, { e164: "+12025550143" });
+    assert.deepEqual(event.queryStringParameters, { status: "open,closed", limit: "5" });
+    assert.equal(event.headers["x-custom"], "a");
+  });
 });
 
 describe("local server: LOCAL_EVENTS_WEBHOOK_URL", () => {

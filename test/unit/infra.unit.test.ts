@@ -597,6 +597,37 @@ describe("least privilege", () => {
     ].Properties.Environment.Variables;
     assert.equal(env.AUTO_TOP_UP, "true");
   });
+
+  test("maskline:messaging reaches inbound and forward, which read it, and no other function", () => {
+    const custom = synthesize({
+      "maskline:messaging": { CONTENT_POLICY: "block-contacts", HELP_REPLY: "Help: reply STOP" },
+      "aws:cdk:bundling-stacks": [],
+    });
+    const resources = Template.fromStack(custom.app).toJSON().Resources;
+    for (const name of functionNames) {
+      const env =
+        resources[logicalId(custom.app, custom.app.functions[name].fn)].Properties.Environment.Variables;
+      const reads = name === "inbound" || name === "forward";
+      assert.equal(env.CONTENT_POLICY, reads ? "block-contacts" : undefined, name);
+      assert.equal(env.HELP_REPLY, reads ? "Help: reply STOP" : undefined, name);
+    }
+  });
+
+  test("maskline:sessionRetentionDays reaches the archive and every function that writes the table", () => {
+    // Bundling skipped: this checks the templates only.
+    const custom = synthesize({ "maskline:sessionRetentionDays": 30, "aws:cdk:bundling-stacks": [] });
+    Template.fromStack(custom.stateful).hasResourceProperties("AWS::Events::Archive", { RetentionDays: 30 });
+    const resources = Template.fromStack(custom.app).toJSON().Resources;
+    const writers = functionNames.filter((name) => environmentOf(name).TABLE_NAME !== undefined);
+    assert.deepEqual(writers.sort(), ["allocate", "forward", "inbound", "recycler"]);
+    for (const name of writers)
+      assert.equal(
+        resources[logicalId(custom.app, custom.app.functions[name].fn)].Properties.Environment.Variables
+          .SESSION_RETENTION_DAYS,
+        "30",
+        name,
+      );
+  });
 });
 
 describe("stateful / stateless split", () => {
@@ -712,6 +743,31 @@ describe("outputs", () => {
 });
 
 describe("settings", () => {
+  test("maskline:messaging: the texts and traffic rules of inbound and forward, validated by variable name", () => {
+    const messaging = (value: unknown) =>
+      settingsFromContext(new App({ context: { "maskline:messaging": value } }).node).messaging;
+    assert.deepEqual(
+      messaging({ CONTENT_POLICY: "redact-contacts", OUT_OF_SESSION_REPLY_INTERVAL_SECONDS: 3600 }),
+      {
+        CONTENT_POLICY: "redact-contacts",
+        OUT_OF_SESSION_REPLY_INTERVAL_SECONDS: "3600",
+      },
+    );
+    // `cdk deploy -c maskline:messaging='{…}'` passes a string.
+    assert.deepEqual(messaging('{"HELP_REPLY":"Help: reply STOP to opt out"}'), {
+      HELP_REPLY: "Help: reply STOP to opt out",
+    });
+    assert.throws(() => messaging({ CONTENT_POLICY: "strict" }), /maskline:messaging[\s\S]*CONTENT_POLICY/);
+    assert.throws(() => messaging({ SENDER_RATE_LIMIT: "fast" }), /SENDER_RATE_LIMIT/);
+    assert.throws(
+      () => messaging({ PUBLIC_BASE_URL: "https://x.test" }),
+      /maskline:messaging[\s\S]*PUBLIC_BASE_URL/,
+    );
+    assert.throws(() => messaging("{"), /maskline:messaging/);
+    assert.throws(() => messaging(["CONTENT_POLICY"]), /maskline:messaging/);
+    assert.deepEqual(settingsFromContext(new App().node).messaging, {});
+  });
+
   test("bad context values stop synth with a message naming the key", () => {
     const withContext = (context: Json) => settingsFromContext(new App({ context }).node);
     assert.throws(() => withContext({ "maskline:logRetentionDays": 8 }), /maskline:logRetentionDays/);
@@ -728,6 +784,17 @@ describe("settings", () => {
       withContext({ "maskline:publicBaseUrl": "https://sms.example.com/" }).publicBaseUrl,
       "https://sms.example.com",
     );
+    // A custom domain whose API mapping has a path: API Gateway leaves it out of rawPath, the base URL has it.
+    assert.equal(
+      withContext({ "maskline:publicBaseUrl": "https://api.example.com/maskline/" }).publicBaseUrl,
+      "https://api.example.com/maskline",
+    );
+    for (const bad of [
+      "https://api.example.com/a?b=1",
+      "https://api.example.com/a#b",
+      "https://a.test/b%20c",
+    ])
+      assert.throws(() => withContext({ "maskline:publicBaseUrl": bad }), /publicBaseUrl/, bad);
     assert.equal(withContext({}).logRetention, 30);
   });
 });
