@@ -576,6 +576,66 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
     }
   });
 
+  test("status callbacks: the first outcome of a message is final; late, replayed or contrary callbacks change nothing", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(2);
+      const { session, proxyA, proxyB } = await p.open(A, B);
+      const outcomes = async () =>
+        (await p.scan()).filter(
+          (i) => i.kind === "event" && (i.type === "MessageDelivered" || i.type === "MessageFailed"),
+        );
+      const callback = async (url: string, params: Record<string, string>) => {
+        const { pathname, search } = new URL(url);
+        const path = `${pathname}${search}`;
+        const body = { AccountSid: ACCOUNT_SID, ...params };
+        const signature = getExpectedTwilioSignature(AUTH_TOKEN, `${p.publicBaseUrl}${path}`, body);
+        const res = await p.post(path, body, { "x-twilio-signature": signature });
+        assert.equal(res.status, 204);
+      };
+      await p.sandbox.phoneSends(A, proxyA, "delivered, then contradicted");
+      await p.waitFor(
+        async () => (await outcomes()).length === 1,
+        10_000,
+        "the sandbox's delivered callback",
+      );
+      const delivered = p.sentTo(B)[0] ?? assert.fail("sent to B");
+      const late = { MessageSid: delivered.sid };
+      await callback(delivered.statusCallback ?? "", {
+        ...late,
+        MessageStatus: "undelivered",
+        ErrorCode: "30003",
+      });
+      await callback(delivered.statusCallback ?? "", {
+        ...late,
+        MessageStatus: "failed",
+        ErrorCode: "30008",
+      });
+      await callback(delivered.statusCallback ?? "", { ...late, MessageStatus: "sent" });
+      await callback(delivered.statusCallback ?? "", { ...late, MessageStatus: "delivered" });
+
+      // Refused by the carrier at send (21610): failed; a delivered callback after it does not revive it.
+      p.sandbox.unsubscribed.add(A);
+      await p.sandbox.phoneSends(B, proxyB, "failed, then contradicted");
+      const refused = async () =>
+        (await outcomes()).find((i) => (i.detail as { errorCode?: string }).errorCode === "21610");
+      await p.waitFor(async () => Boolean(await refused()), 10_000, "the send failure");
+      const failedId = (await refused())?.detail as { messageId: string };
+      const failedUrl = `${p.baseUrl}/twilio/status?m=${encodeURIComponent(failedId.messageId)}`;
+      await callback(failedUrl, { MessageSid: `SM${"e".repeat(32)}`, MessageStatus: "delivered" });
+
+      const types = (await outcomes()).map((i) => i.type).sort();
+      assert.deepEqual(types, ["MessageDelivered", "MessageFailed"], "one outcome per message");
+      const log = (await p.scan())
+        .filter((i) => i.kind === "message-log" && i.sessionId === session.sessionId)
+        .map((i) => i.status)
+        .sort();
+      assert.deepEqual(log, ["delivered", "failed"]);
+    } finally {
+      await p.stop();
+    }
+  });
+
   test("malformed, oversize and odd webhooks: 4xx or safe TwiML, never a 5xx, never a half-written event", async () => {
     const p = await startPipeline(aws);
     try {

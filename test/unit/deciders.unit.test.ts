@@ -375,6 +375,17 @@ describe("projection (given events, then items)", () => {
     // The delivery status lives on the message log entry only: the transient message item is not rewritten.
     assert.equal(store.get(messageLogKeys.entry("ses_1", "SM1"))?.status, "delivered");
     assert.equal(store.get(itemKeys.message("SM1"))?.deliveryStatus, undefined);
+    // The first outcome is final: a later failure does not contradict it; "read" may follow "delivered".
+    const status = async (s: string, id: string) =>
+      decideMessage(
+        { type: "RecordStatus", twilioSid: "SMx", status: s, errorCode: "30003" },
+        (await store.getMessage("SM1")) ?? null,
+        ctx(),
+      ).map((e) => ({ ...e, id }));
+    await assert.rejects(store.append(await status("undelivered", "evt_late")), ConcurrentWriteError);
+    await store.append(await status("read", "evt_read"));
+    assert.equal(store.get(messageLogKeys.entry("ses_1", "SM1"))?.status, "read");
+    await assert.rejects(store.append(await status("read", "evt_read_again")), ConcurrentWriteError);
     assert.deepEqual(
       projectEvents(delivered, { retentionSeconds: 3600 }).map((c) => c.key.pk),
       ["SESSION#ses_1", "SESSION#ses_1"],
