@@ -212,9 +212,11 @@ export function createInboundHandler({
       const response = new VoiceResponse();
       if (answer.kind === "dial") {
         response.dial({ callerId: answer.callerId }).number(answer.to);
-      } else {
+      } else if (answer.say) {
         response.say(answer.say);
         response.hangup();
+      } else {
+        response.reject();
       }
       return twiml(response.toString());
     },

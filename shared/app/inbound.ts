@@ -37,7 +37,8 @@ export interface InboundCall {
   to: E164;
 }
 
-export type CallAnswer = { kind: "dial"; to: E164; callerId: E164 } | { kind: "reject"; say: string };
+/** Dial the counterpart, or end the call: with a polite word, or (`say` absent) refused without one. */
+export type CallAnswer = { kind: "dial"; to: E164; callerId: E164 } | { kind: "reject"; say?: string };
 
 export interface StatusReport {
   messageId: string | undefined;
@@ -276,10 +277,11 @@ export class InboundService {
     const route = await store.getRoute(call.to, from);
     // A hub participant's side is text only, both ways.
     if (route?.state === "hub" || route?.counterpartTag) return { kind: "reject", say: HUB_VOICE_REPLY };
-    const senderPseudonym =
-      routeInbound(route, "voice", this.deps.clock.now() + STRANGER_MARGIN_MS).kind === "in-session"
-        ? undefined
-        : await this.pseudonyms().pseudonymOf(from);
+    const inSession =
+      routeInbound(route, "voice", this.deps.clock.now() + STRANGER_MARGIN_MS).kind === "in-session";
+    const [senderPseudonym, callerIsOurs] = inSession
+      ? [undefined, false]
+      : await Promise.all([this.pseudonyms().pseudonymOf(from), store.ownsNumber(from)]);
     const result = await handleCommand(this.deps, {
       load: async () =>
         route?.state === "held" && route.sessionId
@@ -294,6 +296,7 @@ export class InboundService {
             to: call.to,
             route: routeInbound(route, "voice", ctx.now),
             senderPseudonym,
+            callerIsOurs,
           },
           null,
           ctx,
@@ -305,6 +308,7 @@ export class InboundService {
       settles: alreadyDone,
     });
     const bridged = result.events[0];
+    if (bridged?.type === "OutOfSessionMessage" && !bridged.detail.replied) return { kind: "reject" };
     if (bridged?.type !== "CallBridged") return { kind: "reject", say: this.deps.outOfSessionVoice };
     // A Twilio retry of a bridged call: the extension may have lost alone; the call still needs its TwiML.
     if (result.outcome === "settled" && result.events.length > 1)

@@ -560,7 +560,7 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
   test("a call to proxy(A) from A is answered with TwiML dialing B with callerId proxy(B)", async () => {
     const p = await startPipeline(aws);
     try {
-      await p.pool(2);
+      const pool = await p.pool(3);
       const { session, proxyA, proxyB } = await p.open(A, B);
       const call = await p.sandbox.phoneCalls(A, proxyA);
       assert.equal(call.status, 200);
@@ -571,6 +571,17 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       const stranger = await p.sandbox.phoneCalls("+12025550199", proxyA);
       assert.match(stranger.twiml, /<Say>Goodbye.<\/Say><Hangup\/>/);
       assert.ok(eventTypes(await p.scan(), session.sessionId).includes("CallBridged"));
+      // A number of ours is never a participant and never answered: refused, nothing said, recorded as such.
+      const ours = await p.sandbox.phoneCalls(pool[2] ?? "", proxyA);
+      assert.equal(ours.twiml, '<?xml version="1.0" encoding="UTF-8"?><Response><Reject/></Response>');
+      const unanswered = (await p.scan()).filter(
+        (i) => i.kind === "event" && i.type === "OutOfSessionMessage",
+      );
+      assert.deepEqual(
+        unanswered.map((i) => (i.detail as { replied: boolean }).replied).sort(),
+        [false, true],
+        "the stranger was answered, our own number was not",
+      );
     } finally {
       await p.stop();
     }

@@ -163,9 +163,13 @@ describe("message decider", () => {
       B,
       P2,
     ]);
-    assert.deepEqual(types(decideMessage({ ...call, route: outOfSession }, null, ctx())), [
-      "OutOfSessionMessage",
-    ]);
+    const replied = (callerIsOurs?: boolean) =>
+      decideMessage({ ...call, route: outOfSession, callerIsOurs }, null, ctx()).map(
+        (e) => e.type === "OutOfSessionMessage" && e.detail.replied,
+      );
+    assert.deepEqual(replied(), [true]);
+    // A number of ours is refused without a word.
+    assert.deepEqual(replied(true), [false]);
   });
   test("a send is recorded only while the message is open (received or claimed)", () => {
     const send: MessageCommand = { type: "RecordSend", twilioSid: "SMx" };
