@@ -195,7 +195,36 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
         p.post(path, params, {
           "x-twilio-signature": getExpectedTwilioSignature(AUTH_TOKEN, url(path), params),
         });
+      // A repeated field, signed as Twilio signs one (each value), is ambiguous: which From is the caller?
+      const repeated = (path: string, pairs: [string, string][]) => {
+        const params: Record<string, string | string[]> = {};
+        for (const [k, v] of pairs) {
+          const seen = params[k];
+          params[k] = seen === undefined ? v : [seen, v].flat();
+        }
+        return fetch(`${p.baseUrl}${path}`, {
+          method: "POST",
+          headers: {
+            "content-type": "application/x-www-form-urlencoded",
+            "x-twilio-signature": getExpectedTwilioSignature(AUTH_TOKEN, url(path), params),
+          },
+          body: new URLSearchParams(pairs).toString(),
+        });
+      };
+      const callPairs: [string, string][] = [
+        ["AccountSid", ACCOUNT_SID],
+        ["CallSid", `CA${"d".repeat(32)}`],
+        ["To", proxyA],
+      ];
       const refused: [string, () => Promise<Response>][] = [
+        [
+          "a repeated From",
+          () => repeated("/twilio/voice", [...callPairs, ["From", "+12025550199"], ["From", A]]),
+        ],
+        [
+          "a repeated MessageSid",
+          () => repeated("/twilio/sms", [...Object.entries(original), ["MessageSid", `SM${"9".repeat(32)}`]]),
+        ],
         ["key-boundary replay", () => p.post("/twilio/sms", replay, { "x-twilio-signature": signature })],
         ["uppercase hex", () => signed("/twilio/sms", { ...original, MessageSid: messageSid.toUpperCase() })],
         ["short sid", () => signed("/twilio/sms", { ...original, MessageSid: "SM123" })],
@@ -245,6 +274,13 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
         assert.equal(body.type, "https://maskline.dev/problems/invalid-twilio-request", name);
       }
       assert.equal(p.invalidRequests(), refused.length, "each refusal is counted");
+      // A field put in front of a signed one it repeats: refused as unsigned, not read as the last value.
+      const prefixed = await fetch(`${p.baseUrl}/twilio/sms`, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature },
+        body: `From=${encodeURIComponent("+12025550199")}&${new URLSearchParams(original)}`,
+      });
+      assert.equal(prefixed.status, 403);
       assert.equal((await p.scan()).length, before, "nothing stored");
       assert.equal(await p.queueDepth(), depth, "nothing enqueued");
 
