@@ -4,7 +4,7 @@ import type { DomainEvent } from "../domain/events.ts";
 import { HUB_VOICE_REPLY, resolveHub, splitTag, threadRoute, withTag } from "../domain/hub.ts";
 import { decideMessage, fitSms } from "../domain/message.ts";
 import { countryOf, type E164 } from "../domain/phone.ts";
-import { decide, type Route, routeInbound } from "../domain/session.ts";
+import { decide, type Route, type RouteDecision, routeInbound } from "../domain/session.ts";
 import { autoReplyDue, type Marker, type RateLimit } from "../domain/traffic.ts";
 import type {
   Clock,
@@ -282,19 +282,21 @@ export class InboundService {
     const [senderPseudonym, callerIsOurs] = inSession
       ? [undefined, false]
       : await Promise.all([this.pseudonyms().pseudonymOf(from), store.ownsNumber(from)]);
+    let decision: RouteDecision | undefined;
     const result = await handleCommand(this.deps, {
       load: async () =>
         route?.state === "held" && route.sessionId
           ? ((await store.getSession(route.sessionId)) ?? null)
           : null,
       decide: (session, ctx) => {
+        decision = routeInbound(route, "voice", ctx.now);
         const events = decideMessage(
           {
             type: "ReceiveCall",
             callSid: call.callSid,
             from,
             to: call.to,
-            route: routeInbound(route, "voice", ctx.now),
+            route: decision,
             senderPseudonym,
             callerIsOurs,
           },
@@ -309,7 +311,15 @@ export class InboundService {
     });
     const bridged = result.events[0];
     if (bridged?.type === "OutOfSessionMessage" && !bridged.detail.replied) return { kind: "reject" };
-    if (bridged?.type !== "CallBridged") return { kind: "reject", say: this.deps.outOfSessionVoice };
+    // An open session for texts only: the booking is not over, the number just takes no calls.
+    if (bridged?.type !== "CallBridged")
+      return {
+        kind: "reject",
+        say:
+          decision?.kind === "out-of-session" && decision.reason === "mode"
+            ? HUB_VOICE_REPLY
+            : this.deps.outOfSessionVoice,
+      };
     // A Twilio retry of a bridged call: the extension may have lost alone; the call still needs its TwiML.
     if (result.outcome === "settled" && result.events.length > 1)
       await this.appendIgnoringDuplicate([bridged]);

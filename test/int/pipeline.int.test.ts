@@ -9,6 +9,7 @@ import { twilioSignature } from "../../functions/inbound/app.ts";
 import { LOCAL_CREDENTIALS, LOCAL_REGION } from "../../local/aws-local.ts";
 import { logger } from "../../shared/adapters/aws.ts";
 import type { ForwardDeps } from "../../shared/app/forward.ts";
+import type { E164 } from "../../shared/domain/phone.ts";
 import { problemJson } from "../../shared/http/middleware.ts";
 import { lambdaContext } from "../support/http.ts";
 import { ACCOUNT_SID, AUTH_TOKEN, OUT_OF_SESSION, startPipeline } from "../support/pipeline.ts";
@@ -607,6 +608,15 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       const stranger = await p.sandbox.phoneCalls("+12025550199", proxyA);
       assert.match(stranger.twiml, /<Say>Goodbye.<\/Say><Hangup\/>/);
       assert.ok(eventTypes(await p.scan(), session.sessionId).includes("CallBridged"));
+      // In a session for texts only, the caller is told so (the booking is not over).
+      const { session: textOnly } = await p.sessions.openSession({
+        participants: [{ phoneNumber: "+12025550103" as E164 }, { phoneNumber: "+12025550104" as E164 }],
+        mode: "sms",
+        ttlSeconds: 3600,
+        ttlMode: "absolute",
+      });
+      const texter = await p.sandbox.phoneCalls("+12025550103", textOnly.participants[0].proxyNumber);
+      assert.match(texter.twiml, /<Say>This number takes text messages only\. .*<\/Say><Hangup\/>/);
       // A number of ours is never a participant and never answered: refused, nothing said, recorded as such.
       const ours = await p.sandbox.phoneCalls(pool[2] ?? "", proxyA);
       assert.equal(ours.twiml, '<?xml version="1.0" encoding="UTF-8"?><Response><Reject/></Response>');
@@ -615,8 +625,8 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       );
       assert.deepEqual(
         unanswered.map((i) => (i.detail as { replied: boolean }).replied).sort(),
-        [false, true],
-        "the stranger was answered, our own number was not",
+        [false, true, true],
+        "the stranger and the texter were answered, our own number was not",
       );
     } finally {
       await p.stop();
