@@ -59,7 +59,11 @@ const statusForm = z.object({
   ErrorCode: z.string().max(16).optional(),
 });
 
-type TwilioEvent = HttpEvent & { twilioParams?: Record<string, string> };
+type TwilioEvent = HttpEvent & {
+  twilioParams?: Record<string, string>;
+  /** A form key that came more than once (signed over every value, as Twilio signs; then refused). */
+  twilioRepeated?: string;
+};
 
 /**
  * Checks X-Twilio-Signature with twilio's own validator against the public URL Twilio called, before any
@@ -83,7 +87,17 @@ export function twilioSignature(options: {
       const isForm = /^application\/x-www-form-urlencoded\b/i.test(headerOf(event, "content-type") ?? "");
       // No prototype: "__proto__" or "constructor" are form keys like any other (and signed as such).
       const params: Record<string, string> = Object.create(null);
-      if (isForm) for (const [k, v] of new URLSearchParams(text)) params[k] = v;
+      // A repeated key is signed over all its values, as Twilio signs it: never over the last one alone, which
+      // would let a field put in front of a signed one pass with the signed request's signature.
+      const signed: Record<string, string | string[]> = Object.create(null);
+      let repeated: string | undefined;
+      if (isForm)
+        for (const [k, v] of new URLSearchParams(text)) {
+          const seen = signed[k];
+          if (seen !== undefined) repeated ??= k;
+          signed[k] = seen === undefined ? v : [seen, v].flat();
+          params[k] = v;
+        }
       const query = event.rawQueryString ? `?${event.rawQueryString}` : "";
       const urls = [`${options.publicBaseUrl}${event.rawPath}${query}`];
       const host = headerOf(event, "host");
@@ -91,10 +105,11 @@ export function twilioSignature(options: {
       const signature = headerOf(event, "x-twilio-signature");
       const tokens = typeof options.authToken === "string" ? [options.authToken] : await options.authToken();
       const valid = (url: string) =>
-        tokens.some((token) => validateRequest(token, signature ?? "", url, params));
+        tokens.some((token) => validateRequest(token, signature ?? "", url, signed));
       if (!signature || !urls.some(valid)) throw problems.badSignature();
       if (!isForm) throw problems.unsupportedMediaType("application/x-www-form-urlencoded");
       event.twilioParams = params;
+      event.twilioRepeated = repeated;
     },
   };
 }
@@ -126,6 +141,8 @@ export function twilioIdentifiers(options: {
         options.countInvalidRequest?.(event.routeKey, field);
         return problems.invalidTwilioRequest(field);
       };
+      // Twilio never repeats a field: which value would be the sender, the message, the account?
+      if (event.twilioRepeated) throw refuse(event.twilioRepeated);
       const account = Buffer.from(params.AccountSid ?? "");
       if (account.length !== expected.length || !timingSafeEqual(account, expected))
         throw refuse("AccountSid");
@@ -211,10 +228,14 @@ export function createInboundHandler({
       });
       const response = new VoiceResponse();
       if (answer.kind === "dial") {
-        response.dial({ callerId: answer.callerId }).number(answer.to);
-      } else {
+        // answerOnBridge: A's call is answered only when B answers. A sees B's ringing, busy or no answer as
+        // on a direct call, and an unanswered call is not a connected (billed) one.
+        response.dial({ callerId: answer.callerId, answerOnBridge: true }).number(answer.to);
+      } else if (answer.say) {
         response.say(answer.say);
         response.hangup();
+      } else {
+        response.reject();
       }
       return twiml(response.toString());
     },

@@ -4,7 +4,7 @@ import type { DomainEvent } from "../domain/events.ts";
 import { HUB_VOICE_REPLY, resolveHub, splitTag, threadRoute, withTag } from "../domain/hub.ts";
 import { decideMessage, fitSms } from "../domain/message.ts";
 import { countryOf, type E164 } from "../domain/phone.ts";
-import { decide, type Route, routeInbound } from "../domain/session.ts";
+import { decide, type Route, type RouteDecision, routeInbound } from "../domain/session.ts";
 import { autoReplyDue, type Marker, type RateLimit } from "../domain/traffic.ts";
 import type {
   Clock,
@@ -37,7 +37,8 @@ export interface InboundCall {
   to: E164;
 }
 
-export type CallAnswer = { kind: "dial"; to: E164; callerId: E164 } | { kind: "reject"; say: string };
+/** Dial the counterpart, or end the call: with a polite word, or (`say` absent) refused without one. */
+export type CallAnswer = { kind: "dial"; to: E164; callerId: E164 } | { kind: "reject"; say?: string };
 
 export interface StatusReport {
   messageId: string | undefined;
@@ -276,24 +277,28 @@ export class InboundService {
     const route = await store.getRoute(call.to, from);
     // A hub participant's side is text only, both ways.
     if (route?.state === "hub" || route?.counterpartTag) return { kind: "reject", say: HUB_VOICE_REPLY };
-    const senderPseudonym =
-      routeInbound(route, "voice", this.deps.clock.now() + STRANGER_MARGIN_MS).kind === "in-session"
-        ? undefined
-        : await this.pseudonyms().pseudonymOf(from);
+    const inSession =
+      routeInbound(route, "voice", this.deps.clock.now() + STRANGER_MARGIN_MS).kind === "in-session";
+    const [senderPseudonym, callerIsOurs] = inSession
+      ? [undefined, false]
+      : await Promise.all([this.pseudonyms().pseudonymOf(from), store.ownsNumber(from)]);
+    let decision: RouteDecision | undefined;
     const result = await handleCommand(this.deps, {
       load: async () =>
         route?.state === "held" && route.sessionId
           ? ((await store.getSession(route.sessionId)) ?? null)
           : null,
       decide: (session, ctx) => {
+        decision = routeInbound(route, "voice", ctx.now);
         const events = decideMessage(
           {
             type: "ReceiveCall",
             callSid: call.callSid,
             from,
             to: call.to,
-            route: routeInbound(route, "voice", ctx.now),
+            route: decision,
             senderPseudonym,
+            callerIsOurs,
           },
           null,
           ctx,
@@ -305,7 +310,16 @@ export class InboundService {
       settles: alreadyDone,
     });
     const bridged = result.events[0];
-    if (bridged?.type !== "CallBridged") return { kind: "reject", say: this.deps.outOfSessionVoice };
+    if (bridged?.type === "OutOfSessionMessage" && !bridged.detail.replied) return { kind: "reject" };
+    // An open session for texts only: the booking is not over, the number just takes no calls.
+    if (bridged?.type !== "CallBridged")
+      return {
+        kind: "reject",
+        say:
+          decision?.kind === "out-of-session" && decision.reason === "mode"
+            ? HUB_VOICE_REPLY
+            : this.deps.outOfSessionVoice,
+      };
     // A Twilio retry of a bridged call: the extension may have lost alone; the call still needs its TwiML.
     if (result.outcome === "settled" && result.events.length > 1)
       await this.appendIgnoringDuplicate([bridged]);

@@ -185,7 +185,7 @@ export function resolveHub(
   return { kind: "prompt", reply: hubPrompt(open, tag) };
 }
 
-/** The answer to a call to or from a hub side: hub sessions are text only. */
+/** The answer to a call where the caller's side takes texts only: a hub side, or a session of mode `sms`. */
 export const HUB_VOICE_REPLY = "This number takes text messages only. Please send a text instead. Goodbye.";
 
 const PROMPT_LIMIT = 1500;

@@ -80,6 +80,8 @@ export type MessageCommand =
       route: RouteDecision;
       /** Out of session: the caller as stored (their pseudonym). */
       senderPseudonym?: string | undefined;
+      /** Out of session: the caller is a number of ours, refused without a word (recorded as not replied). */
+      callerIsOurs?: boolean;
     }
   | { type: "RecordSend"; twilioSid: string }
   | { type: "RecordSendFailure"; errorCode: string | null; reason: string }
@@ -164,7 +166,7 @@ export function decideMessage(
             channel: "voice",
             from: command.senderPseudonym ?? command.from,
             to: command.to,
-            replied: true,
+            replied: command.callerIsOurs !== true,
           }),
         ];
       return [

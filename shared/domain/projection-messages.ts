@@ -15,6 +15,12 @@ export const messageLogKeys = {
   indexPartition: (sessionId: string) => `MESSAGES#${sessionId}`,
 };
 
+/**
+ * A message's first outcome is final: Twilio's callbacks may come late, twice or out of order, and a
+ * "failed" after "delivered" (or the reverse) must not append a second, contrary outcome event.
+ */
+const beforeOutcome = guard.in("status", ["received", "forwarded"]);
+
 export function messageLogChanges(event: DomainEvent): Change[] {
   const sessionId = event.sessionId;
   if (!sessionId) return [];
@@ -55,14 +61,17 @@ export function messageLogChanges(event: DomainEvent): Change[] {
     case "MessageForwarded":
       return update(event.detail.messageId, { status: "forwarded", forwardedAt: event.occurredAt });
     case "MessageFailed":
-      return update(event.detail.messageId, { status: "failed" });
+      return update(event.detail.messageId, { status: "failed" }, {}, beforeOutcome);
     case "MessageDelivered":
-      // Each delivery status once: a repeated callback loses here and appends no second event.
+      // Each delivery status once: a repeated callback loses here and appends no second event. "read" may
+      // still follow "delivered".
       return update(
         event.detail.messageId,
         { status: event.detail.status },
         {},
-        guard.ne("status", event.detail.status),
+        event.detail.status === "read"
+          ? guard.or(beforeOutcome, guard.eq("status", "delivered"))
+          : beforeOutcome,
       );
     case "MessageBlocked":
       return update(event.detail.messageId, { status: "blocked" });

@@ -9,6 +9,7 @@ import { twilioSignature } from "../../functions/inbound/app.ts";
 import { LOCAL_CREDENTIALS, LOCAL_REGION } from "../../local/aws-local.ts";
 import { logger } from "../../shared/adapters/aws.ts";
 import type { ForwardDeps } from "../../shared/app/forward.ts";
+import type { E164 } from "../../shared/domain/phone.ts";
 import { problemJson } from "../../shared/http/middleware.ts";
 import { lambdaContext } from "../support/http.ts";
 import { ACCOUNT_SID, AUTH_TOKEN, OUT_OF_SESSION, startPipeline } from "../support/pipeline.ts";
@@ -195,7 +196,36 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
         p.post(path, params, {
           "x-twilio-signature": getExpectedTwilioSignature(AUTH_TOKEN, url(path), params),
         });
+      // A repeated field, signed as Twilio signs one (each value), is ambiguous: which From is the caller?
+      const repeated = (path: string, pairs: [string, string][]) => {
+        const params: Record<string, string | string[]> = {};
+        for (const [k, v] of pairs) {
+          const seen = params[k];
+          params[k] = seen === undefined ? v : [seen, v].flat();
+        }
+        return fetch(`${p.baseUrl}${path}`, {
+          method: "POST",
+          headers: {
+            "content-type": "application/x-www-form-urlencoded",
+            "x-twilio-signature": getExpectedTwilioSignature(AUTH_TOKEN, url(path), params),
+          },
+          body: new URLSearchParams(pairs).toString(),
+        });
+      };
+      const callPairs: [string, string][] = [
+        ["AccountSid", ACCOUNT_SID],
+        ["CallSid", `CA${"d".repeat(32)}`],
+        ["To", proxyA],
+      ];
       const refused: [string, () => Promise<Response>][] = [
+        [
+          "a repeated From",
+          () => repeated("/twilio/voice", [...callPairs, ["From", "+12025550199"], ["From", A]]),
+        ],
+        [
+          "a repeated MessageSid",
+          () => repeated("/twilio/sms", [...Object.entries(original), ["MessageSid", `SM${"9".repeat(32)}`]]),
+        ],
         ["key-boundary replay", () => p.post("/twilio/sms", replay, { "x-twilio-signature": signature })],
         ["uppercase hex", () => signed("/twilio/sms", { ...original, MessageSid: messageSid.toUpperCase() })],
         ["short sid", () => signed("/twilio/sms", { ...original, MessageSid: "SM123" })],
@@ -245,6 +275,13 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
         assert.equal(body.type, "https://maskline.dev/problems/invalid-twilio-request", name);
       }
       assert.equal(p.invalidRequests(), refused.length, "each refusal is counted");
+      // A field put in front of a signed one it repeats: refused as unsigned, not read as the last value.
+      const prefixed = await fetch(`${p.baseUrl}/twilio/sms`, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature },
+        body: `From=${encodeURIComponent("+12025550199")}&${new URLSearchParams(original)}`,
+      });
+      assert.equal(prefixed.status, 403);
       assert.equal((await p.scan()).length, before, "nothing stored");
       assert.equal(await p.queueDepth(), depth, "nothing enqueued");
 
@@ -557,20 +594,100 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
     }
   });
 
-  test("a call to proxy(A) from A is answered with TwiML dialing B with callerId proxy(B)", async () => {
+  test("a call to proxy(A) from A is answered with TwiML dialing B with callerId proxy(B), answered only when B answers", async () => {
     const p = await startPipeline(aws);
     try {
-      await p.pool(2);
+      const pool = await p.pool(3);
       const { session, proxyA, proxyB } = await p.open(A, B);
       const call = await p.sandbox.phoneCalls(A, proxyA);
       assert.equal(call.status, 200);
       assert.equal(
         call.twiml,
-        `<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="${proxyB}"><Number>${B}</Number></Dial></Response>`,
+        `<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="${proxyB}" answerOnBridge="true"><Number>${B}</Number></Dial></Response>`,
       );
       const stranger = await p.sandbox.phoneCalls("+12025550199", proxyA);
       assert.match(stranger.twiml, /<Say>Goodbye.<\/Say><Hangup\/>/);
       assert.ok(eventTypes(await p.scan(), session.sessionId).includes("CallBridged"));
+      // In a session for texts only, the caller is told so (the booking is not over).
+      const { session: textOnly } = await p.sessions.openSession({
+        participants: [{ phoneNumber: "+12025550103" as E164 }, { phoneNumber: "+12025550104" as E164 }],
+        mode: "sms",
+        ttlSeconds: 3600,
+        ttlMode: "absolute",
+      });
+      const texter = await p.sandbox.phoneCalls("+12025550103", textOnly.participants[0].proxyNumber);
+      assert.match(texter.twiml, /<Say>This number takes text messages only\. .*<\/Say><Hangup\/>/);
+      // A number of ours is never a participant and never answered: refused, nothing said, recorded as such.
+      const ours = await p.sandbox.phoneCalls(pool[2] ?? "", proxyA);
+      assert.equal(ours.twiml, '<?xml version="1.0" encoding="UTF-8"?><Response><Reject/></Response>');
+      const unanswered = (await p.scan()).filter(
+        (i) => i.kind === "event" && i.type === "OutOfSessionMessage",
+      );
+      assert.deepEqual(
+        unanswered.map((i) => (i.detail as { replied: boolean }).replied).sort(),
+        [false, true, true],
+        "the stranger and the texter were answered, our own number was not",
+      );
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("status callbacks: the first outcome of a message is final; late, replayed or contrary callbacks change nothing", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(2);
+      const { session, proxyA, proxyB } = await p.open(A, B);
+      const outcomes = async () =>
+        (await p.scan()).filter(
+          (i) => i.kind === "event" && (i.type === "MessageDelivered" || i.type === "MessageFailed"),
+        );
+      const callback = async (url: string, params: Record<string, string>) => {
+        const { pathname, search } = new URL(url);
+        const path = `${pathname}${search}`;
+        const body = { AccountSid: ACCOUNT_SID, ...params };
+        const signature = getExpectedTwilioSignature(AUTH_TOKEN, `${p.publicBaseUrl}${path}`, body);
+        const res = await p.post(path, body, { "x-twilio-signature": signature });
+        assert.equal(res.status, 204);
+      };
+      await p.sandbox.phoneSends(A, proxyA, "delivered, then contradicted");
+      await p.waitFor(
+        async () => (await outcomes()).length === 1,
+        10_000,
+        "the sandbox's delivered callback",
+      );
+      const delivered = p.sentTo(B)[0] ?? assert.fail("sent to B");
+      const late = { MessageSid: delivered.sid };
+      await callback(delivered.statusCallback ?? "", {
+        ...late,
+        MessageStatus: "undelivered",
+        ErrorCode: "30003",
+      });
+      await callback(delivered.statusCallback ?? "", {
+        ...late,
+        MessageStatus: "failed",
+        ErrorCode: "30008",
+      });
+      await callback(delivered.statusCallback ?? "", { ...late, MessageStatus: "sent" });
+      await callback(delivered.statusCallback ?? "", { ...late, MessageStatus: "delivered" });
+
+      // Refused by the carrier at send (21610): failed; a delivered callback after it does not revive it.
+      p.sandbox.unsubscribed.add(A);
+      await p.sandbox.phoneSends(B, proxyB, "failed, then contradicted");
+      const refused = async () =>
+        (await outcomes()).find((i) => (i.detail as { errorCode?: string }).errorCode === "21610");
+      await p.waitFor(async () => Boolean(await refused()), 10_000, "the send failure");
+      const failedId = (await refused())?.detail as { messageId: string };
+      const failedUrl = `${p.baseUrl}/twilio/status?m=${encodeURIComponent(failedId.messageId)}`;
+      await callback(failedUrl, { MessageSid: `SM${"e".repeat(32)}`, MessageStatus: "delivered" });
+
+      const types = (await outcomes()).map((i) => i.type).sort();
+      assert.deepEqual(types, ["MessageDelivered", "MessageFailed"], "one outcome per message");
+      const log = (await p.scan())
+        .filter((i) => i.kind === "message-log" && i.sessionId === session.sessionId)
+        .map((i) => i.status)
+        .sort();
+      assert.deepEqual(log, ["delivered", "failed"]);
     } finally {
       await p.stop();
     }

@@ -163,9 +163,13 @@ describe("message decider", () => {
       B,
       P2,
     ]);
-    assert.deepEqual(types(decideMessage({ ...call, route: outOfSession }, null, ctx())), [
-      "OutOfSessionMessage",
-    ]);
+    const replied = (callerIsOurs?: boolean) =>
+      decideMessage({ ...call, route: outOfSession, callerIsOurs }, null, ctx()).map(
+        (e) => e.type === "OutOfSessionMessage" && e.detail.replied,
+      );
+    assert.deepEqual(replied(), [true]);
+    // A number of ours is refused without a word.
+    assert.deepEqual(replied(true), [false]);
   });
   test("a send is recorded only while the message is open (received or claimed)", () => {
     const send: MessageCommand = { type: "RecordSend", twilioSid: "SMx" };
@@ -400,6 +404,17 @@ describe("projection (given events, then items)", () => {
     // The delivery status lives on the message log entry only: the transient message item is not rewritten.
     assert.equal(store.get(messageLogKeys.entry("ses_1", "SM1"))?.status, "delivered");
     assert.equal(store.get(itemKeys.message("SM1"))?.deliveryStatus, undefined);
+    // The first outcome is final: a later failure does not contradict it; "read" may follow "delivered".
+    const status = async (s: string, id: string) =>
+      decideMessage(
+        { type: "RecordStatus", twilioSid: "SMx", status: s, errorCode: "30003" },
+        (await store.getMessage("SM1")) ?? null,
+        ctx(),
+      ).map((e) => ({ ...e, id }));
+    await assert.rejects(store.append(await status("undelivered", "evt_late")), ConcurrentWriteError);
+    await store.append(await status("read", "evt_read"));
+    assert.equal(store.get(messageLogKeys.entry("ses_1", "SM1"))?.status, "read");
+    await assert.rejects(store.append(await status("read", "evt_read_again")), ConcurrentWriteError);
     assert.deepEqual(
       projectEvents(delivered, { retentionSeconds: 3600 }).map((c) => c.key.pk),
       ["SESSION#ses_1", "SESSION#ses_1"],
