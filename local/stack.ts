@@ -7,7 +7,9 @@ import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import { z } from "zod";
 import { DynamoStore } from "../shared/adapters/dynamo-store.ts";
 import {
+  baseUrl,
   ConfigError,
+  httpUrl,
   messagingServiceConfigSchema,
   parseConfig,
   twilioCredentialFields,
@@ -30,7 +32,7 @@ import { createLocalServer, type HttpHandler } from "./server.ts";
 import { sandboxNumbers, TwilioSandbox } from "./twilio-sandbox.ts";
 
 /** The embedded stack's own settings (the project's configuration names plus local knobs), validated at start-up. */
-const localConfigSchema = z
+export const localConfigSchema = z
   .object({
     PORT: z.coerce.number().int().min(0).max(65535).default(3000),
     /** The address to listen on: loopback unless asked otherwise (0.0.0.0 or :: for every interface). */
@@ -43,13 +45,13 @@ const localConfigSchema = z
       )
       .transform((h) => h.replace(/^\[(.*)\]$/, "$1"))
       .default("127.0.0.1"),
-    PUBLIC_BASE_URL: z.string().url().optional(),
+    PUBLIC_BASE_URL: baseUrl.optional(),
     MASKLINE_API_TOKEN: z.string().min(1).optional(),
     ...twilioCredentialFields,
-    TWILIO_API_BASE_URL: z.string().url().optional(),
+    TWILIO_API_BASE_URL: baseUrl.optional(),
     MASKLINE_DATA_DIR: z.string().min(1).optional(),
     SANDBOX_POOL_SIZE: z.coerce.number().int().min(0).max(100).default(5),
-    LOCAL_EVENTS_WEBHOOK_URL: z.string().url().optional(),
+    LOCAL_EVENTS_WEBHOOK_URL: httpUrl.optional(),
     LOCAL_VISIBILITY_TIMEOUT_SECONDS: z.coerce.number().int().min(1).default(10),
     RECYCLER_INTERVAL_SECONDS: z.coerce.number().min(0.1).default(5),
   })

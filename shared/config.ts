@@ -7,6 +7,23 @@ import { parseRateLimit } from "./domain/traffic.ts";
  */
 const seconds = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
 
+/** An http(s) URL (a webhook receiver may carry a query). */
+export const httpUrl = z
+  .string()
+  .url()
+  .refine((u) => /^https?:\/\//i.test(u), "must be an http:// or https:// URL");
+
+/**
+ * A base URL that paths are appended to (PUBLIC_BASE_URL, TWILIO_API_BASE_URL): http(s), a path prefix
+ * allowed, no query or fragment; a trailing slash is dropped.
+ */
+export const baseUrl = httpUrl
+  .refine((u) => !/[?#]/.test(u), "must have no query or fragment (paths are appended to it)")
+  .transform((u) => u.replace(/\/$/, ""));
+
+/** Twilio's account SID: AC and 32 lowercase hex digits (the environment and the AWS secret alike). */
+export const ACCOUNT_SID_PATTERN = /^AC[0-9a-f]{32}$/;
+
 export const coreConfigSchema = z.object({
   TABLE_NAME: z.string().min(1).default("maskline"),
   QUARANTINE_SECONDS: seconds(24 * 3600),
@@ -20,11 +37,7 @@ export const coreConfigSchema = z.object({
    * Unset: no cap. Set: a participant who holds this many proxies in open sessions gets their next sessions
    * on one hub number, each under a thread tag.
    */
-  MAX_PROXIES_PER_PARTICIPANT: z
-    .string()
-    .optional()
-    .transform((v) => (v === "" ? undefined : v))
-    .pipe(z.coerce.number().int().min(1).max(1000).optional()),
+  MAX_PROXIES_PER_PARTICIPANT: z.coerce.number().int().min(1).max(1000).optional(),
 });
 
 /** How long a closed session's data, and the EventBridge archive of its events, are kept. */
@@ -47,10 +60,8 @@ export const queueConfigSchema = z.object({
 });
 
 export const webhookConfigSchema = z.object({
-  PUBLIC_BASE_URL: z
-    .string()
-    .url()
-    .transform((u) => u.replace(/\/$/, "")),
+  PUBLIC_BASE_URL: baseUrl,
+  /** Empty: no auto-reply (the one variable whose empty value is not "unset", see parseConfig). */
   OUT_OF_SESSION_REPLY: z
     .string()
     .max(320)
@@ -113,24 +124,15 @@ export const MESSAGING_SERVICE_SID_PATTERN = /^MG[0-9a-f]{32}$/;
 export const messagingServiceConfigSchema = z.object({
   TWILIO_MESSAGING_SERVICE_SID: z
     .string()
-    .optional()
-    .transform((v) => (v === "" ? undefined : v))
-    .pipe(
-      z
-        .string()
-        .regex(
-          MESSAGING_SERVICE_SID_PATTERN,
-          "must be a Messaging Service SID: MG and 32 lowercase hex digits",
-        )
-        .optional(),
-    ),
+    .regex(MESSAGING_SERVICE_SID_PATTERN, "must be a Messaging Service SID: MG and 32 lowercase hex digits")
+    .optional(),
 });
 
 /** The Twilio credentials as environment variables (locally; the embedded stack validates them too). */
 export const twilioCredentialFields = {
   TWILIO_ACCOUNT_SID: z
     .string()
-    .regex(/^AC\w+$/, "must start with AC")
+    .regex(ACCOUNT_SID_PATTERN, "must be AC and 32 lowercase hex digits")
     .optional(),
   TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
   /** Also accepted for webhook signatures while a token rotation is under way. */
@@ -146,11 +148,7 @@ export const twilioConfigSchema = z
     TWILIO_SECRET_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(3600).default(60),
     /** Timeout of one Twilio REST request (connect + answer). */
     TWILIO_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5000),
-    TWILIO_API_BASE_URL: z
-      .string()
-      .url()
-      .default("https://api.twilio.com")
-      .transform((u) => u.replace(/\/$/, "")),
+    TWILIO_API_BASE_URL: baseUrl.default("https://api.twilio.com"),
   })
   .refine((c) => c.TWILIO_SECRET_ARN || (c.TWILIO_ACCOUNT_SID && c.TWILIO_AUTH_TOKEN), {
     message: "set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or TWILIO_SECRET_ARN in AWS)",
@@ -207,11 +205,22 @@ export class ConfigError extends Error {
   }
 }
 
+/** The variables whose empty value means something (documented): any other `FOO=` is unset. */
+const EMPTY_IS_A_VALUE = new Set(["OUT_OF_SESSION_REPLY"]);
+
+/**
+ * Validates the environment against a schema. An empty variable (`FOO=`, as .env files and CI templates
+ * leave them) counts as unset, so its default applies, except in EMPTY_IS_A_VALUE. Messages name the
+ * variable and never repeat its value.
+ */
 export function parseConfig<T extends z.ZodTypeAny>(
   schema: T,
   env: NodeJS.ProcessEnv = process.env,
 ): z.output<T> {
-  const result = schema.safeParse(env);
+  const given = Object.fromEntries(
+    Object.entries(env).filter(([name, value]) => value !== "" || EMPTY_IS_A_VALUE.has(name)),
+  );
+  const result = schema.safeParse(given);
   if (!result.success) {
     const lines = result.error.issues.map((i) => `  ${i.path.join(".") || "(config)"}: ${i.message}`);
     throw new ConfigError(`Invalid configuration:\n${lines.join("\n")}`);

@@ -1,7 +1,7 @@
 import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { z } from "zod";
 import { ephemeralPseudonyms, KeyedPseudonyms } from "../app/pseudonyms.ts";
-import { parseConfig, pseudonymConfigSchema, twilioConfigSchema } from "../config.ts";
+import { ACCOUNT_SID_PATTERN, parseConfig, pseudonymConfigSchema, twilioConfigSchema } from "../config.ts";
 import type { Pseudonyms } from "../ports.ts";
 import { awsClientOptions } from "./aws.ts";
 import { logger } from "./logger.ts";
@@ -12,7 +12,7 @@ import { traceClient } from "./observability.ts";
  * (docs/deploy.md, "Rotating the Twilio auth token").
  */
 const secretShape = z.object({
-  accountSid: z.string().min(1),
+  accountSid: z.string().regex(ACCOUNT_SID_PATTERN, "must be AC and 32 lowercase hex digits"),
   authToken: z.string().min(1),
   secondaryAuthToken: z.string().min(1).optional(),
 });
