@@ -12,6 +12,7 @@ import {
   httpUrl,
   messagingServiceConfigSchema,
   parseConfig,
+  secretValue,
   twilioCredentialFields,
 } from "../shared/config.ts";
 import { toE164 } from "../shared/domain/phone.ts";
@@ -46,7 +47,7 @@ export const localConfigSchema = z
       .transform((h) => h.replace(/^\[(.*)\]$/, "$1"))
       .default("127.0.0.1"),
     PUBLIC_BASE_URL: baseUrl.optional(),
-    MASKLINE_API_TOKEN: z.string().min(1).optional(),
+    MASKLINE_API_TOKEN: secretValue.optional(),
     ...twilioCredentialFields,
     TWILIO_API_BASE_URL: baseUrl.optional(),
     MASKLINE_DATA_DIR: z.string().min(1).optional(),

@@ -11,7 +11,17 @@ const seconds = (fallback: number) => z.coerce.number().int().min(0).default(fal
 export const httpUrl = z
   .string()
   .url()
-  .refine((u) => /^https?:\/\//i.test(u), "must be an http:// or https:// URL");
+  .refine((u) => /^https?:\/\//i.test(u), "must be an http:// or https:// URL")
+  .refine((u) => !/\s/.test(u), "must contain no whitespace (a line ending copied from a file?)");
+
+/**
+ * A token used byte for byte (signatures, bearer comparison): a blank or line ending copied with it would
+ * make every check fail silently, so it is refused instead.
+ */
+export const secretValue = z
+  .string()
+  .min(1)
+  .refine((v) => v.trim() === v, "must not start or end with whitespace (a line ending copied from a file?)");
 
 /**
  * A base URL that paths are appended to (PUBLIC_BASE_URL, TWILIO_API_BASE_URL): http(s), a path prefix
@@ -134,9 +144,9 @@ export const twilioCredentialFields = {
     .string()
     .regex(ACCOUNT_SID_PATTERN, "must be AC and 32 lowercase hex digits")
     .optional(),
-  TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
+  TWILIO_AUTH_TOKEN: secretValue.optional(),
   /** Also accepted for webhook signatures while a token rotation is under way. */
-  TWILIO_SECONDARY_AUTH_TOKEN: z.string().min(1).optional(),
+  TWILIO_SECONDARY_AUTH_TOKEN: secretValue.optional(),
 };
 
 /** Twilio credentials: from Secrets Manager in AWS (TWILIO_SECRET_ARN), from the environment locally. */
@@ -167,7 +177,7 @@ export const awsCallConfigSchema = z.object({
 export const apiConfigSchema = z
   .object({
     MASKLINE_AUTH: z.enum(["token", "iam"]).default("token"),
-    MASKLINE_API_TOKEN: z.string().min(1).optional(),
+    MASKLINE_API_TOKEN: secretValue.optional(),
     /** Signs page cursors (HMAC); defaults to one derived from the API token, or a fixed one with IAM. */
     CURSOR_SIGNING_KEY: z.string().min(16).optional(),
   })

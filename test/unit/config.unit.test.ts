@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { localConfigSchema, startEmbeddedStack } from "../../local/stack.ts";
 import {
+  apiConfigSchema,
   ConfigError,
   coreConfigSchema,
   messagingServiceConfigSchema,
@@ -144,5 +145,18 @@ test("PUBLIC_BASE_URL, TWILIO_API_BASE_URL and LOCAL_EVENTS_WEBHOOK_URL are http
       { TWILIO_ACCOUNT_SID: SID, TWILIO_AUTH_TOKEN: "t", TWILIO_API_BASE_URL: bad },
       "TWILIO_API_BASE_URL",
     );
+  }
+});
+
+test("a secret or URL with surrounding whitespace (a CRLF .env file) is refused, naming the variable, never signing with it", () => {
+  const real = { TWILIO_ACCOUNT_SID: SID, TWILIO_AUTH_TOKEN: "f".repeat(32) };
+  for (const name of ["TWILIO_AUTH_TOKEN", "TWILIO_SECONDARY_AUTH_TOKEN", "MASKLINE_API_TOKEN"])
+    for (const bad of [`${"s".repeat(20)}\r`, ` ${"s".repeat(20)}`, `${"s".repeat(20)}\n`])
+      refuses(localConfigSchema, { ...real, [name]: bad }, name);
+  refuses(twilioConfigSchema, { ...real, TWILIO_AUTH_TOKEN: `${"f".repeat(32)}\r` }, "TWILIO_AUTH_TOKEN");
+  refuses(apiConfigSchema, { MASKLINE_API_TOKEN: `${"s".repeat(20)}\r` }, "MASKLINE_API_TOKEN");
+  for (const bad of ["https://x.example\r", " https://x.example", "https://x.example/a b"]) {
+    refuses(webhookConfigSchema, { PUBLIC_BASE_URL: bad }, "PUBLIC_BASE_URL");
+    refuses(localConfigSchema, { TWILIO_API_BASE_URL: bad }, "TWILIO_API_BASE_URL");
   }
 });
