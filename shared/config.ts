@@ -5,7 +5,9 @@ import { parseRateLimit } from "./domain/traffic.ts";
  * Configuration, validated once at cold start. Each function parses only the part it needs; a bad value
  * stops the process with a message that names the variable.
  */
-const seconds = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
+/** Ten years: a duration past it is a typo, and its TTL would not fit a DynamoDB number. */
+const MAX_SECONDS = 10 * 365 * 86_400;
+const seconds = (fallback: number) => z.coerce.number().int().min(0).max(MAX_SECONDS).default(fallback);
 
 /** An http(s) URL (a webhook receiver may carry a query). */
 export const httpUrl = z
@@ -94,7 +96,7 @@ export const webhookConfigSchema = z.object({
       "Maskline relays messages between you and your host or guest; your number stays private. Reply STOP to opt out, START to opt back in.",
     ),
   /** At most one out-of-session auto-reply per sender and proxy number within this many seconds. */
-  OUT_OF_SESSION_REPLY_INTERVAL_SECONDS: z.coerce.number().int().min(0).default(86_400),
+  OUT_OF_SESSION_REPLY_INTERVAL_SECONDS: seconds(86_400),
   /** `<count>/<seconds>` per sender across every proxy and session, or `off`. */
   SENDER_RATE_LIMIT: z
     .string()

@@ -160,3 +160,21 @@ test("a secret or URL with surrounding whitespace (a CRLF .env file) is refused,
     refuses(localConfigSchema, { TWILIO_API_BASE_URL: bad }, "TWILIO_API_BASE_URL");
   }
 });
+
+test("durations in seconds are at most ten years (1e40 passed and made every out-of-session text a 500)", () => {
+  for (const bad of ["1e40", "315360001", "-1", "1.5", "abc"]) {
+    refuses(
+      webhookConfigSchema,
+      { PUBLIC_BASE_URL: "https://x.example", OUT_OF_SESSION_REPLY_INTERVAL_SECONDS: bad },
+      "OUT_OF_SESSION_REPLY_INTERVAL_SECONDS",
+    );
+    refuses(coreConfigSchema, { QUARANTINE_SECONDS: bad }, "QUARANTINE_SECONDS");
+  }
+  assert.equal(
+    parseConfig(webhookConfigSchema, {
+      PUBLIC_BASE_URL: "https://x.example",
+      OUT_OF_SESSION_REPLY_INTERVAL_SECONDS: "315360000",
+    }).OUT_OF_SESSION_REPLY_INTERVAL_SECONDS,
+    315_360_000,
+  );
+});
