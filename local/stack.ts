@@ -9,11 +9,17 @@ import { DynamoStore } from "../shared/adapters/dynamo-store.ts";
 import {
   baseUrl,
   ConfigError,
+  coreConfigSchema,
+  forwardConfigSchema,
   httpUrl,
   messagingServiceConfigSchema,
   parseConfig,
+  pseudonymConfigSchema,
+  recyclerConfigSchema,
   secretValue,
+  sessionRetentionSchema,
   twilioCredentialFields,
+  webhookConfigSchema,
 } from "../shared/config.ts";
 import { toE164 } from "../shared/domain/phone.ts";
 import { forwardConsumer, functions, publisherStream } from "../shared/resources.ts";
@@ -57,6 +63,18 @@ export const localConfigSchema = z
     RECYCLER_INTERVAL_SECONDS: z.coerce.number().min(0.1).default(5),
   })
   .extend(messagingServiceConfigSchema.shape);
+
+/**
+ * What the handlers read from the user's environment, checked with the local settings before anything
+ * starts, so one message names every bad variable (the stack sets the rest itself).
+ */
+const startupConfigSchema = localConfigSchema
+  .merge(webhookConfigSchema.omit({ PUBLIC_BASE_URL: true, LOCAL_SIGNATURE_ACCEPT_REQUEST_HOST: true }))
+  .merge(coreConfigSchema.omit({ TABLE_NAME: true }))
+  .merge(sessionRetentionSchema)
+  .merge(forwardConfigSchema)
+  .merge(recyclerConfigSchema)
+  .merge(pseudonymConfigSchema);
 
 /** Sandbox: no TWILIO_API_BASE_URL and no real credentials (both credentials and PUBLIC_BASE_URL). */
 export type TwilioMode = "sandbox" | "custom" | "real";
@@ -109,7 +127,7 @@ export async function startEmbeddedStack(
   log: (line: string) => void = () => {},
 ): Promise<EmbeddedStack> {
   const started = Date.now();
-  const local = parseConfig(localConfigSchema, env);
+  const local = parseConfig(startupConfigSchema, env);
   const twilioMode = twilioModeOf(local);
   if (
     twilioMode !== "sandbox" &&

@@ -178,3 +178,21 @@ test("durations in seconds are at most ten years (1e40 passed and made every out
     315_360_000,
   );
 });
+
+test("npm start names every bad variable at once, the handlers' too, before anything starts", async () => {
+  await assert.rejects(
+    startEmbeddedStack({
+      PORT: "0",
+      HOST: "not a host!",
+      SENDER_RATE_LIMIT: "abc",
+      CONTENT_POLICY: "nope",
+      SESSION_RETENTION_DAYS: "0",
+      PSEUDONYM_KEY: "short",
+    }),
+    (error: unknown) =>
+      error instanceof ConfigError &&
+      ["HOST", "SENDER_RATE_LIMIT", "CONTENT_POLICY", "SESSION_RETENTION_DAYS", "PSEUDONYM_KEY"].every(
+        (name) => new RegExp(`^  ${name}: `, "m").test(error.message),
+      ),
+  );
+});
