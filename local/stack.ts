@@ -7,10 +7,19 @@ import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import { z } from "zod";
 import { DynamoStore } from "../shared/adapters/dynamo-store.ts";
 import {
+  baseUrl,
   ConfigError,
+  coreConfigSchema,
+  forwardConfigSchema,
+  httpUrl,
   messagingServiceConfigSchema,
   parseConfig,
+  pseudonymConfigSchema,
+  recyclerConfigSchema,
+  secretValue,
+  sessionRetentionSchema,
   twilioCredentialFields,
+  webhookConfigSchema,
 } from "../shared/config.ts";
 import { toE164 } from "../shared/domain/phone.ts";
 import { forwardConsumer, functions, publisherStream } from "../shared/resources.ts";
@@ -30,7 +39,7 @@ import { createLocalServer, type HttpHandler } from "./server.ts";
 import { sandboxNumbers, TwilioSandbox } from "./twilio-sandbox.ts";
 
 /** The embedded stack's own settings (the project's configuration names plus local knobs), validated at start-up. */
-const localConfigSchema = z
+export const localConfigSchema = z
   .object({
     PORT: z.coerce.number().int().min(0).max(65535).default(3000),
     /** The address to listen on: loopback unless asked otherwise (0.0.0.0 or :: for every interface). */
@@ -43,17 +52,29 @@ const localConfigSchema = z
       )
       .transform((h) => h.replace(/^\[(.*)\]$/, "$1"))
       .default("127.0.0.1"),
-    PUBLIC_BASE_URL: z.string().url().optional(),
-    MASKLINE_API_TOKEN: z.string().min(1).optional(),
+    PUBLIC_BASE_URL: baseUrl.optional(),
+    MASKLINE_API_TOKEN: secretValue.optional(),
     ...twilioCredentialFields,
-    TWILIO_API_BASE_URL: z.string().url().optional(),
+    TWILIO_API_BASE_URL: baseUrl.optional(),
     MASKLINE_DATA_DIR: z.string().min(1).optional(),
     SANDBOX_POOL_SIZE: z.coerce.number().int().min(0).max(100).default(5),
-    LOCAL_EVENTS_WEBHOOK_URL: z.string().url().optional(),
+    LOCAL_EVENTS_WEBHOOK_URL: httpUrl.optional(),
     LOCAL_VISIBILITY_TIMEOUT_SECONDS: z.coerce.number().int().min(1).default(10),
     RECYCLER_INTERVAL_SECONDS: z.coerce.number().min(0.1).default(5),
   })
   .extend(messagingServiceConfigSchema.shape);
+
+/**
+ * What the handlers read from the user's environment, checked with the local settings before anything
+ * starts, so one message names every bad variable (the stack sets the rest itself).
+ */
+const startupConfigSchema = localConfigSchema
+  .merge(webhookConfigSchema.omit({ PUBLIC_BASE_URL: true, LOCAL_SIGNATURE_ACCEPT_REQUEST_HOST: true }))
+  .merge(coreConfigSchema.omit({ TABLE_NAME: true }))
+  .merge(sessionRetentionSchema)
+  .merge(forwardConfigSchema)
+  .merge(recyclerConfigSchema)
+  .merge(pseudonymConfigSchema);
 
 /** Sandbox: no TWILIO_API_BASE_URL and no real credentials (both credentials and PUBLIC_BASE_URL). */
 export type TwilioMode = "sandbox" | "custom" | "real";
@@ -106,7 +127,7 @@ export async function startEmbeddedStack(
   log: (line: string) => void = () => {},
 ): Promise<EmbeddedStack> {
   const started = Date.now();
-  const local = parseConfig(localConfigSchema, env);
+  const local = parseConfig(startupConfigSchema, env);
   const twilioMode = twilioModeOf(local);
   if (
     twilioMode !== "sandbox" &&

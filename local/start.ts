@@ -49,6 +49,9 @@ const hostNote = (host: string) =>
       ? "this machine only"
       : "that address only";
 
+// A token the user chose is a secret kept elsewhere: named, never printed (a generated one is printed).
+const tokenGiven = Boolean(process.env.MASKLINE_API_TOKEN);
+
 try {
   const stack = await startEmbeddedStack(process.env, (line) => process.stderr.write(`[maskline] ${line}\n`));
   const twilioLine = {
@@ -66,11 +69,11 @@ try {
         ? `  Sandbox page      ${stack.url}/`
         : "  Sandbox page      off (another Twilio is configured: only the API and webhooks answer)",
       `  Twilio            ${twilioLine}`,
-      `  API token         ${stack.apiToken}`,
+      `  API token         ${tokenGiven ? "from MASKLINE_API_TOKEN (not shown)" : stack.apiToken}`,
       `  Data              ${process.env.MASKLINE_DATA_DIR ? `persisted in ${process.env.MASKLINE_DATA_DIR}` : "in memory"}`,
       "",
       "  Open a session:",
-      `    curl -s -X POST ${stack.url}/sessions -H 'authorization: Bearer ${stack.apiToken}' \\`,
+      `    curl -s -X POST ${stack.url}/sessions -H ${tokenGiven ? '"authorization: Bearer $MASKLINE_API_TOKEN"' : `'authorization: Bearer ${stack.apiToken}'`} \\`,
       `      -H 'content-type: application/json' \\`,
       `      -d '{"participants":[{"phoneNumber":"+12025550100"},{"phoneNumber":"+12025550101"}]}'`,
       "",

@@ -5,7 +5,36 @@ import { parseRateLimit } from "./domain/traffic.ts";
  * Configuration, validated once at cold start. Each function parses only the part it needs; a bad value
  * stops the process with a message that names the variable.
  */
-const seconds = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
+/** Ten years: a duration past it is a typo, and its TTL would not fit a DynamoDB number. */
+const MAX_SECONDS = 10 * 365 * 86_400;
+const seconds = (fallback: number) => z.coerce.number().int().min(0).max(MAX_SECONDS).default(fallback);
+
+/** An http(s) URL (a webhook receiver may carry a query). */
+export const httpUrl = z
+  .string()
+  .url()
+  .refine((u) => /^https?:\/\//i.test(u), "must be an http:// or https:// URL")
+  .refine((u) => !/\s/.test(u), "must contain no whitespace (a line ending copied from a file?)");
+
+/**
+ * A token used byte for byte (signatures, bearer comparison): a blank or line ending copied with it would
+ * make every check fail silently, so it is refused instead.
+ */
+export const secretValue = z
+  .string()
+  .min(1)
+  .refine((v) => v.trim() === v, "must not start or end with whitespace (a line ending copied from a file?)");
+
+/**
+ * A base URL that paths are appended to (PUBLIC_BASE_URL, TWILIO_API_BASE_URL): http(s), a path prefix
+ * allowed, no query or fragment; a trailing slash is dropped.
+ */
+export const baseUrl = httpUrl
+  .refine((u) => !/[?#]/.test(u), "must have no query or fragment (paths are appended to it)")
+  .transform((u) => u.replace(/\/$/, ""));
+
+/** Twilio's account SID: AC and 32 lowercase hex digits (the environment and the AWS secret alike). */
+export const ACCOUNT_SID_PATTERN = /^AC[0-9a-f]{32}$/;
 
 export const coreConfigSchema = z.object({
   TABLE_NAME: z.string().min(1).default("maskline"),
@@ -20,11 +49,7 @@ export const coreConfigSchema = z.object({
    * Unset: no cap. Set: a participant who holds this many proxies in open sessions gets their next sessions
    * on one hub number, each under a thread tag.
    */
-  MAX_PROXIES_PER_PARTICIPANT: z
-    .string()
-    .optional()
-    .transform((v) => (v === "" ? undefined : v))
-    .pipe(z.coerce.number().int().min(1).max(1000).optional()),
+  MAX_PROXIES_PER_PARTICIPANT: z.coerce.number().int().min(1).max(1000).optional(),
 });
 
 /** How long a closed session's data, and the EventBridge archive of its events, are kept. */
@@ -47,10 +72,8 @@ export const queueConfigSchema = z.object({
 });
 
 export const webhookConfigSchema = z.object({
-  PUBLIC_BASE_URL: z
-    .string()
-    .url()
-    .transform((u) => u.replace(/\/$/, "")),
+  PUBLIC_BASE_URL: baseUrl,
+  /** Empty: no auto-reply (the one variable whose empty value is not "unset", see parseConfig). */
   OUT_OF_SESSION_REPLY: z
     .string()
     .max(320)
@@ -73,7 +96,7 @@ export const webhookConfigSchema = z.object({
       "Maskline relays messages between you and your host or guest; your number stays private. Reply STOP to opt out, START to opt back in.",
     ),
   /** At most one out-of-session auto-reply per sender and proxy number within this many seconds. */
-  OUT_OF_SESSION_REPLY_INTERVAL_SECONDS: z.coerce.number().int().min(0).default(86_400),
+  OUT_OF_SESSION_REPLY_INTERVAL_SECONDS: seconds(86_400),
   /** `<count>/<seconds>` per sender across every proxy and session, or `off`. */
   SENDER_RATE_LIMIT: z
     .string()
@@ -113,28 +136,19 @@ export const MESSAGING_SERVICE_SID_PATTERN = /^MG[0-9a-f]{32}$/;
 export const messagingServiceConfigSchema = z.object({
   TWILIO_MESSAGING_SERVICE_SID: z
     .string()
-    .optional()
-    .transform((v) => (v === "" ? undefined : v))
-    .pipe(
-      z
-        .string()
-        .regex(
-          MESSAGING_SERVICE_SID_PATTERN,
-          "must be a Messaging Service SID: MG and 32 lowercase hex digits",
-        )
-        .optional(),
-    ),
+    .regex(MESSAGING_SERVICE_SID_PATTERN, "must be a Messaging Service SID: MG and 32 lowercase hex digits")
+    .optional(),
 });
 
 /** The Twilio credentials as environment variables (locally; the embedded stack validates them too). */
 export const twilioCredentialFields = {
   TWILIO_ACCOUNT_SID: z
     .string()
-    .regex(/^AC\w+$/, "must start with AC")
+    .regex(ACCOUNT_SID_PATTERN, "must be AC and 32 lowercase hex digits")
     .optional(),
-  TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
+  TWILIO_AUTH_TOKEN: secretValue.optional(),
   /** Also accepted for webhook signatures while a token rotation is under way. */
-  TWILIO_SECONDARY_AUTH_TOKEN: z.string().min(1).optional(),
+  TWILIO_SECONDARY_AUTH_TOKEN: secretValue.optional(),
 };
 
 /** Twilio credentials: from Secrets Manager in AWS (TWILIO_SECRET_ARN), from the environment locally. */
@@ -146,11 +160,7 @@ export const twilioConfigSchema = z
     TWILIO_SECRET_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(3600).default(60),
     /** Timeout of one Twilio REST request (connect + answer). */
     TWILIO_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5000),
-    TWILIO_API_BASE_URL: z
-      .string()
-      .url()
-      .default("https://api.twilio.com")
-      .transform((u) => u.replace(/\/$/, "")),
+    TWILIO_API_BASE_URL: baseUrl.default("https://api.twilio.com"),
   })
   .refine((c) => c.TWILIO_SECRET_ARN || (c.TWILIO_ACCOUNT_SID && c.TWILIO_AUTH_TOKEN), {
     message: "set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or TWILIO_SECRET_ARN in AWS)",
@@ -169,7 +179,7 @@ export const awsCallConfigSchema = z.object({
 export const apiConfigSchema = z
   .object({
     MASKLINE_AUTH: z.enum(["token", "iam"]).default("token"),
-    MASKLINE_API_TOKEN: z.string().min(1).optional(),
+    MASKLINE_API_TOKEN: secretValue.optional(),
     /** Signs page cursors (HMAC); defaults to one derived from the API token, or a fixed one with IAM. */
     CURSOR_SIGNING_KEY: z.string().min(16).optional(),
   })
@@ -207,11 +217,22 @@ export class ConfigError extends Error {
   }
 }
 
+/** The variables whose empty value means something (documented): any other `FOO=` is unset. */
+const EMPTY_IS_A_VALUE = new Set(["OUT_OF_SESSION_REPLY"]);
+
+/**
+ * Validates the environment against a schema. An empty variable (`FOO=`, as .env files and CI templates
+ * leave them) counts as unset, so its default applies, except in EMPTY_IS_A_VALUE. Messages name the
+ * variable and never repeat its value.
+ */
 export function parseConfig<T extends z.ZodTypeAny>(
   schema: T,
   env: NodeJS.ProcessEnv = process.env,
 ): z.output<T> {
-  const result = schema.safeParse(env);
+  const given = Object.fromEntries(
+    Object.entries(env).filter(([name, value]) => value !== "" || EMPTY_IS_A_VALUE.has(name)),
+  );
+  const result = schema.safeParse(given);
   if (!result.success) {
     const lines = result.error.issues.map((i) => `  ${i.path.join(".") || "(config)"}: ${i.message}`);
     throw new ConfigError(`Invalid configuration:\n${lines.join("\n")}`);

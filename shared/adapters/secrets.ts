@@ -1,7 +1,13 @@
 import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { z } from "zod";
 import { ephemeralPseudonyms, KeyedPseudonyms } from "../app/pseudonyms.ts";
-import { parseConfig, pseudonymConfigSchema, twilioConfigSchema } from "../config.ts";
+import {
+  ACCOUNT_SID_PATTERN,
+  parseConfig,
+  pseudonymConfigSchema,
+  secretValue,
+  twilioConfigSchema,
+} from "../config.ts";
 import type { Pseudonyms } from "../ports.ts";
 import { awsClientOptions } from "./aws.ts";
 import { logger } from "./logger.ts";
@@ -12,9 +18,9 @@ import { traceClient } from "./observability.ts";
  * (docs/deploy.md, "Rotating the Twilio auth token").
  */
 const secretShape = z.object({
-  accountSid: z.string().min(1),
-  authToken: z.string().min(1),
-  secondaryAuthToken: z.string().min(1).optional(),
+  accountSid: z.string().regex(ACCOUNT_SID_PATTERN, "must be AC and 32 lowercase hex digits"),
+  authToken: secretValue,
+  secondaryAuthToken: secretValue.optional(),
 });
 
 export interface TwilioCredentials {

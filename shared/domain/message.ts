@@ -17,6 +17,15 @@ export type MessageState = "received" | "sending" | "forwarded" | "failed" | "bl
 export const SMS_BODY_MAX = 1600;
 
 /**
+ * C0 control characters other than tab, line feed and carriage return, and DEL: nothing a person writes or
+ * sees, but a NUL between digits hides a phone number from the contact policy (and is "@" in GSM-7). A
+ * received text loses them before anything reads it. Right-to-left marks are text and stay.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
+const CONTROL_CHARACTERS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/g;
+export const withoutControlCharacters = (text: string): string => text.replace(CONTROL_CHARACTERS, "");
+
+/**
  * A text Twilio took, made longer by us (a hub tag, "[removed]"), must still be one Twilio takes: beyond
  * the limit it is shortened and ends in "…", never inside a character (an emoji is two code units).
  */

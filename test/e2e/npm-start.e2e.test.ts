@@ -67,6 +67,13 @@ describe("npm start, as a user runs it", () => {
   });
   after(async () => stack?.stop());
 
+  test("a MASKLINE_API_TOKEN it was given is never printed (the banner names the variable)", async () => {
+    assert.ok(!stack.output().includes(TOKEN), "the token is not in the output");
+    assert.match(stack.output(), /API token\s+from MASKLINE_API_TOKEN/);
+    assert.match(stack.output(), /Bearer \$MASKLINE_API_TOKEN/);
+    assert.equal(stack.token, TOKEN);
+  });
+
   test("listens on 127.0.0.1 only by default, and says so", async () => {
     assert.match(stack.output(), /Listening on\s+127\.0\.0\.1\b/);
     const port = new URL(stack.url).port;

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { DeleteCommand } from "@aws-sdk/lib-dynamodb";
 import { itemKeys } from "../../shared/domain/projection.ts";
-import { OUT_OF_SESSION, RATE_LIMIT_NOTICE, startPipeline } from "../support/pipeline.ts";
+import { CONTENT_BLOCKED, OUT_OF_SESSION, RATE_LIMIT_NOTICE, startPipeline } from "../support/pipeline.ts";
 import { startLocalAws } from "../support/stack.ts";
 
 // Rate windows are a day long here so a test never straddles a window boundary.
@@ -111,6 +111,26 @@ describe("hostile traffic", () => {
       const blocked = eventsOf(await p.scan(), "MessageBlocked");
       assert.equal(blocked.length, 4);
       assert.ok(blocked.every((e) => (e.detail as { reason: string }).reason === "rate-limit"));
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("control characters (NUL, BEL, ESC) never reach a phone and cannot hide a phone number from the content policy", async () => {
+    const p = await startPipeline(aws, { traffic: { contentPolicy: "block-contacts" } });
+    try {
+      await p.pool(2, 200);
+      const { proxyA } = await p.open(A, B);
+      const hidden = await p.sandbox.phoneSends(A, proxyA, "call me 415\u0000555\u00000100");
+      assert.equal(replyOf(hidden.twiml), CONTENT_BLOCKED);
+      // Right-to-left marks and overrides are text (Arabic, Hebrew): kept. Tab and line breaks too.
+      const text = "hi\u0000 there\u0007\u001b\u007f\tok\n\u202Eabc\u202C";
+      assert.equal(replyOf((await p.sandbox.phoneSends(A, proxyA, text)).twiml), null);
+      await p.waitFor(() => p.sentTo(B).length >= 1, 20_000, "the clean text");
+      assert.deepEqual(
+        p.sentTo(B).map((m) => m.body),
+        ["hi there\tok\n\u202Eabc\u202C"],
+      );
     } finally {
       await p.stop();
     }

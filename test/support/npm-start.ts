@@ -16,7 +16,7 @@ export interface ExitStatus {
 export interface NpmStart {
   /** Base URL from the banner's "API and webhooks" line, e.g. http://localhost:40123 */
   url: string;
-  /** The bearer token from the banner's "API token" line. */
+  /** The bearer token from the banner's "API token" line (MASKLINE_API_TOKEN when it was given). */
   token: string;
   /** From the banner's "Started in N ms." line (wall clock since spawn if that line is missing). */
   startupMs: number;
@@ -132,7 +132,10 @@ export async function startNpmStart(env: Record<string, string> = {}): Promise<N
       };
       const parse = () => ({
         url: /API and webhooks\s+(https?:\/\/\S+)/.exec(text)?.[1]?.replace(/\/$/, ""),
-        token: /API token\s+(\S+)/.exec(text)?.[1],
+        // A token given in the environment is named, not printed.
+        token: /API token\s+from MASKLINE_API_TOKEN/.test(text)
+          ? env.MASKLINE_API_TOKEN
+          : /API token\s+(\S+)/.exec(text)?.[1],
         startupMs: /Started in (\d+) ms/.exec(text)?.[1],
       });
       function check() {

@@ -6,7 +6,7 @@ import { rankProxies } from "../../shared/domain/allocation.ts";
 import { applyChange, type Change, guard, guardHolds } from "../../shared/domain/changes.ts";
 import { findContacts } from "../../shared/domain/contacts.ts";
 import { type DomainEvent, makeEvent } from "../../shared/domain/events.ts";
-import { decideMessage } from "../../shared/domain/message.ts";
+import { decideMessage, withoutControlCharacters } from "../../shared/domain/message.ts";
 import { callingCode, countryOf, type E164, maskNumber } from "../../shared/domain/phone.ts";
 import { decideNumber } from "../../shared/domain/pool.ts";
 import { itemKeys, projectEvents } from "../../shared/domain/projection.ts";
@@ -282,4 +282,12 @@ describe("sliding sessions in the fold", () => {
     assert.equal(after?.expiresAt, new Date(T0 + 90_000).toISOString());
     assert.deepEqual(decide({ type: "RecordActivity" }, after, { ...later, now: T0 + 30_500 }), []);
   });
+});
+
+test("a received text loses C0 control characters and DEL; tab, line breaks and right-to-left marks stay", () => {
+  assert.equal(withoutControlCharacters("415\u0000555\u00070100\u001b\u007f"), "4155550100");
+  assert.equal(
+    withoutControlCharacters("a\tb\r\nc \u202Eabc\u202C \u200F"),
+    "a\tb\r\nc \u202Eabc\u202C \u200F",
+  );
 });
