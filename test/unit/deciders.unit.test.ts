@@ -189,6 +189,11 @@ describe("message decider", () => {
   test("blocking applies to open messages only", () => {
     const block: MessageCommand = { type: "Block", reason: "session-ended" };
     assert.deepEqual(types(decideMessage(block, message("received"), ctx())), ["MessageBlocked"]);
+    const logged = projectEvents(decideMessage(block, message("received"), ctx()), { retentionSeconds: 1 });
+    assert.ok(
+      logged.some((c) => c.type === "update" && c.key.pk === "SESSION#ses_1" && c.set?.status === "blocked"),
+      "the session's message log shows it blocked",
+    );
     assert.deepEqual(decideMessage(block, message("forwarded"), ctx()), []);
     assert.deepEqual(decideMessage(block, null, ctx()), []);
   });
