@@ -228,9 +228,7 @@ export function createInboundHandler({
       });
       const response = new VoiceResponse();
       if (answer.kind === "dial") {
-        // answerOnBridge: A's call is answered only when B answers. A sees B's ringing, busy or no answer as
-        // on a direct call, and an unanswered call is not a connected (billed) one.
-        response.dial({ callerId: answer.callerId, answerOnBridge: true }).number(answer.to);
+        response.dial({ callerId: answer.callerId }).number(answer.to);
       } else if (answer.say) {
         response.say(answer.say);
         response.hangup();

@@ -594,7 +594,7 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
     }
   });
 
-  test("a call to proxy(A) from A is answered with TwiML dialing B with callerId proxy(B), answered only when B answers", async () => {
+  test("a call to proxy(A) from A is answered with TwiML dialing B with callerId proxy(B)", async () => {
     const p = await startPipeline(aws);
     try {
       const pool = await p.pool(3);
@@ -603,7 +603,7 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       assert.equal(call.status, 200);
       assert.equal(
         call.twiml,
-        `<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="${proxyB}" answerOnBridge="true"><Number>${B}</Number></Dial></Response>`,
+        `<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="${proxyB}"><Number>${B}</Number></Dial></Response>`,
       );
       const stranger = await p.sandbox.phoneCalls("+12025550199", proxyA);
       assert.match(stranger.twiml, /<Say>Goodbye.<\/Say><Hangup\/>/);
