@@ -164,6 +164,8 @@ async function serve(req: IncomingMessage, res: ServerResponse, options: LocalSe
 
   const match = matchRoute(req.method ?? "GET", url.pathname);
   const handler = match && options.handlers[match.route.function];
+  // Start-up: the server listens before the handlers are loaded.
+  if (match && !handler) return write(res, problemResponse(problems.unavailable(), url.pathname));
   if (!match || !handler) {
     const allowed = ["GET", "POST", "PATCH", "DELETE"].filter(
       (m) => m !== req.method && matchRoute(m, url.pathname),

@@ -122,6 +122,15 @@ function localPseudonymKey(given: string | undefined, dataDir: string | undefine
   return fresh;
 }
 
+/** A port or address the server cannot take is a configuration error that names the variable. */
+function listenError(error: NodeJS.ErrnoException, port: number, host: string): Error {
+  const invalid = (line: string) => new ConfigError(`Invalid configuration:\n  ${line}`);
+  if (error.code === "EADDRINUSE") return invalid(`PORT: ${port} is already in use on ${host}`);
+  if (error.code === "EACCES") return invalid(`PORT: ${port} needs privileges; use 1024 or above`);
+  if (error.code === "EADDRNOTAVAIL") return invalid(`HOST: ${host} is not an address of this machine`);
+  return error;
+}
+
 export async function startEmbeddedStack(
   env: NodeJS.ProcessEnv = process.env,
   log: (line: string) => void = () => {},
@@ -149,22 +158,8 @@ export async function startEmbeddedStack(
     await Promise.all(services.map((s) => s.stop()));
   };
   try {
-    const [dynamo, sqs] = await Promise.all([
-      startDynamoLocal({ dataDir: local.MASKLINE_DATA_DIR }),
-      startSqsLocal(),
-    ]);
-    services.push(dynamo, sqs);
-    const tableName = "maskline";
-    await provisionTable(dynamo.endpoint, tableName);
-    const queue = await provisionQueue(sqs.endpoint, "maskline", {
-      visibilityTimeoutSeconds: local.LOCAL_VISIBILITY_TIMEOUT_SECONDS,
-    });
-    const failuresQueueUrl = await provisionStandardQueue(
-      sqs.endpoint,
-      `maskline-${publisherStream.failuresQueueId}`,
-    );
-
-    // The HTTP server must be listening to know its port before handlers read PUBLIC_BASE_URL.
+    // The HTTP server must be listening to know its port before handlers read PUBLIC_BASE_URL; until they
+    // are loaded a contract route answers 503.
     let route: (req: IncomingMessage, res: ServerResponse, url: URL, body: string) => Promise<boolean> =
       async () => false;
     const handlers: Partial<Record<keyof typeof functions, HttpHandler>> = {};
@@ -187,10 +182,26 @@ export async function startEmbeddedStack(
       sandboxEnabled: () => sandboxOn,
       trustedOrigins,
     });
+    // Listening first: a port or address it cannot take stops start-up before anything else starts.
     await new Promise<void>((resolve, reject) => {
-      server?.once("error", reject);
+      server?.once("error", (error) => reject(listenError(error, local.PORT, local.HOST)));
       server?.listen(local.PORT, local.HOST, () => resolve());
     });
+    const [dynamo, sqs] = await Promise.all([
+      startDynamoLocal({ dataDir: local.MASKLINE_DATA_DIR }),
+      startSqsLocal(),
+    ]);
+    services.push(dynamo, sqs);
+    const tableName = "maskline";
+    await provisionTable(dynamo.endpoint, tableName);
+    const queue = await provisionQueue(sqs.endpoint, "maskline", {
+      visibilityTimeoutSeconds: local.LOCAL_VISIBILITY_TIMEOUT_SECONDS,
+    });
+    const failuresQueueUrl = await provisionStandardQueue(
+      sqs.endpoint,
+      `maskline-${publisherStream.failuresQueueId}`,
+    );
+
     const address = server.address();
     const port = typeof address === "object" && address ? address.port : local.PORT;
     const bound = typeof address === "object" && address ? address.address : local.HOST;

@@ -234,7 +234,10 @@ export function parseConfig<T extends z.ZodTypeAny>(
   );
   const result = schema.safeParse(given);
   if (!result.success) {
-    const lines = result.error.issues.map((i) => `  ${i.path.join(".") || "(config)"}: ${i.message}`);
+    // zod's own enum message repeats the value it received: the allowed ones are said instead.
+    const messageOf = (i: z.ZodIssue) =>
+      i.code === z.ZodIssueCode.invalid_enum_value ? `must be one of ${i.options.join(", ")}` : i.message;
+    const lines = result.error.issues.map((i) => `  ${i.path.join(".") || "(config)"}: ${messageOf(i)}`);
     throw new ConfigError(`Invalid configuration:\n${lines.join("\n")}`);
   }
   return result.data;

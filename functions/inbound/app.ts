@@ -7,7 +7,7 @@ import VoiceResponse from "twilio/lib/twiml/VoiceResponse.js";
 import { validateRequest } from "twilio/lib/webhooks/webhooks.js";
 import { z } from "zod";
 import type { InboundService } from "../../shared/app/inbound.ts";
-import { SMS_BODY_MAX, withoutControlCharacters } from "../../shared/domain/message.ts";
+import { SMS_BODY_MAX, withoutHiddenCharacters } from "../../shared/domain/message.ts";
 import { e164Schema, maskNumber, toE164 } from "../../shared/domain/phone.ts";
 import {
   type HttpEvent,
@@ -43,7 +43,7 @@ const smsForm = z.object({
   MessageSid: messageSid,
   From: sender,
   To: e164Schema,
-  Body: z.string().max(SMS_BODY_MAX).default("").transform(withoutControlCharacters),
+  Body: z.string().max(SMS_BODY_MAX).default("").transform(withoutHiddenCharacters),
   NumMedia: z.coerce.number().int().min(0).max(10).default(0),
   OptOutType: z.string().max(16).optional(),
 });

@@ -116,20 +116,28 @@ describe("hostile traffic", () => {
     }
   });
 
-  test("control characters (NUL, BEL, ESC) never reach a phone and cannot hide a phone number from the content policy", async () => {
+  test("control characters (NUL, BEL, ESC) and invisible separators never reach a phone and cannot hide a contact from the content policy", async () => {
     const p = await startPipeline(aws, { traffic: { contentPolicy: "block-contacts" } });
     try {
       await p.pool(2, 200);
       const { proxyA } = await p.open(A, B);
       const hidden = await p.sandbox.phoneSends(A, proxyA, "call me 415\u0000555\u00000100");
       assert.equal(replyOf(hidden.twiml), CONTENT_BLOCKED);
-      // Right-to-left marks and overrides are text (Arabic, Hebrew): kept. Tab and line breaks too.
-      const text = "hi\u0000 there\u0007\u001b\u007f\tok\n\u202Eabc\u202C";
+      // Invisible characters that carry no text (zero-width space, word joiner, BOM, soft hyphen) neither.
+      const invisible = await p.sandbox.phoneSends(
+        A,
+        proxyA,
+        "mail jo\u200B@exam\u00ADple.com or jo\u2060@x\uFEFF.io",
+      );
+      assert.equal(replyOf(invisible.twiml), CONTENT_BLOCKED);
+      // Right-to-left marks and overrides are text (Arabic, Hebrew): kept, as are zero-width joiners (emoji
+      // sequences, Persian). Tab and line breaks too.
+      const text = "hi\u0000 there\u0007\u001b\u007f\u200B\tok\n\u202Eabc\u202C \u{1F469}\u200D\u{1F467}";
       assert.equal(replyOf((await p.sandbox.phoneSends(A, proxyA, text)).twiml), null);
       await p.waitFor(() => p.sentTo(B).length >= 1, 20_000, "the clean text");
       assert.deepEqual(
         p.sentTo(B).map((m) => m.body),
-        ["hi there\tok\n\u202Eabc\u202C"],
+        ["hi there\tok\n\u202Eabc\u202C \u{1F469}\u200D\u{1F467}"],
       );
     } finally {
       await p.stop();

@@ -482,4 +482,18 @@ describe("embedded stack configuration", () => {
       (error: unknown) => error instanceof ConfigError && /HOST/.test(error.message),
     );
   });
+
+  test("a PORT already in use stops start-up with a message naming PORT, and leaves nothing running", async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      await assert.rejects(
+        startEmbeddedStack({ PORT: String(port) }),
+        (error: unknown) => error instanceof ConfigError && /^ {2}PORT: .*in use/m.test(error.message),
+      );
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+  });
 });

@@ -7,6 +7,7 @@ import {
   coreConfigSchema,
   messagingServiceConfigSchema,
   parseConfig,
+  recyclerConfigSchema,
   sessionRetentionSchema,
   twilioConfigSchema,
   webhookConfigSchema,
@@ -195,4 +196,13 @@ test("npm start names every bad variable at once, the handlers' too, before anyt
         (name) => new RegExp(`^  ${name}: `, "m").test(error.message),
       ),
   );
+});
+
+test("a refused value is never repeated in the message (an enum's either)", () => {
+  refuses(
+    webhookConfigSchema,
+    { PUBLIC_BASE_URL: "https://x.example", CONTENT_POLICY: "secret-ish" },
+    "CONTENT_POLICY",
+  );
+  refuses(recyclerConfigSchema, { AUTO_TOP_UP: "secret-ish" }, "AUTO_TOP_UP");
 });

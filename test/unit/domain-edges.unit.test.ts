@@ -6,7 +6,7 @@ import { rankProxies } from "../../shared/domain/allocation.ts";
 import { applyChange, type Change, guard, guardHolds } from "../../shared/domain/changes.ts";
 import { findContacts } from "../../shared/domain/contacts.ts";
 import { type DomainEvent, makeEvent } from "../../shared/domain/events.ts";
-import { decideMessage, withoutControlCharacters } from "../../shared/domain/message.ts";
+import { decideMessage, withoutHiddenCharacters } from "../../shared/domain/message.ts";
 import { callingCode, countryOf, type E164, maskNumber } from "../../shared/domain/phone.ts";
 import { decideNumber } from "../../shared/domain/pool.ts";
 import { itemKeys, projectEvents } from "../../shared/domain/projection.ts";
@@ -284,10 +284,12 @@ describe("sliding sessions in the fold", () => {
   });
 });
 
-test("a received text loses C0 control characters and DEL; tab, line breaks and right-to-left marks stay", () => {
-  assert.equal(withoutControlCharacters("415\u0000555\u00070100\u001b\u007f"), "4155550100");
+test("a received text loses C0 controls, DEL and invisible separators; tab, line breaks, RTL marks and joiners stay", () => {
+  assert.equal(withoutHiddenCharacters("415\u0000555\u00070100\u001b\u007f"), "4155550100");
+  assert.equal(withoutHiddenCharacters("jo\u200B@ex\u00ADample\u2060.com\uFEFF"), "jo@example.com");
+  assert.equal(withoutHiddenCharacters("\u{1F469}\u200D\u{1F467} \u200C"), "\u{1F469}\u200D\u{1F467} \u200C");
   assert.equal(
-    withoutControlCharacters("a\tb\r\nc \u202Eabc\u202C \u200F"),
+    withoutHiddenCharacters("a\tb\r\nc \u202Eabc\u202C \u200F"),
     "a\tb\r\nc \u202Eabc\u202C \u200F",
   );
 });
