@@ -252,9 +252,9 @@ export async function startEmbeddedStack(
       PSEUDONYM_KEY: localPseudonymKey(env.PSEUDONYM_KEY, local.MASKLINE_DATA_DIR),
       PUBLISHER_FAILURES_QUEUE_URL: failuresQueueUrl,
       TWILIO_MESSAGING_SERVICE_SID: local.TWILIO_MESSAGING_SERVICE_SID ?? "",
-      FORWARD_CLAIM_STALE_SECONDS: env.FORWARD_CLAIM_STALE_SECONDS ?? "20",
+      FORWARD_CLAIM_STALE_SECONDS: env.FORWARD_CLAIM_STALE_SECONDS || "20",
       POWERTOOLS_METRICS_DISABLED: "true",
-      POWERTOOLS_LOG_LEVEL: env.LOG_LEVEL ?? env.POWERTOOLS_LOG_LEVEL ?? "WARN",
+      POWERTOOLS_LOG_LEVEL: env.LOG_LEVEL || env.POWERTOOLS_LOG_LEVEL || "WARN",
     });
 
     // The deployed handlers, imported after their environment is set (they read it once, at "cold start").

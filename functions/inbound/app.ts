@@ -79,6 +79,9 @@ export function twilioSignature(options: {
    */
   acceptRequestHost?: boolean;
 }): MiddlewareObj<TwilioEvent, HttpResult> {
+  // A base with a path (a custom domain's API mapping): also the URL if rawPath keeps that path.
+  const base = new URL(options.publicBaseUrl);
+  const prefix = base.pathname.replace(/\/$/, "");
   return {
     before: async (request) => {
       const event = request.event;
@@ -100,6 +103,8 @@ export function twilioSignature(options: {
         }
       const query = event.rawQueryString ? `?${event.rawQueryString}` : "";
       const urls = [`${options.publicBaseUrl}${event.rawPath}${query}`];
+      if (prefix && (event.rawPath === prefix || event.rawPath.startsWith(`${prefix}/`)))
+        urls.push(`${base.origin}${event.rawPath}${query}`);
       const host = headerOf(event, "host");
       if (options.acceptRequestHost && host) urls.push(`http://${host}${event.rawPath}${query}`);
       const signature = headerOf(event, "x-twilio-signature");

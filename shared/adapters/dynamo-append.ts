@@ -1,4 +1,4 @@
-import { TransactionCanceledException } from "@aws-sdk/client-dynamodb";
+import { TransactionCanceledException, TransactionConflictException } from "@aws-sdk/client-dynamodb";
 import {
   type DynamoDBDocumentClient,
   TransactWriteCommand,
@@ -156,27 +156,41 @@ export async function appendToDynamo(
 }
 
 /**
- * TransactWriteItems, sent again (up to 5 more times, 20–640 ms apart, with jitter) when DynamoDB cancelled it
- * only because another transaction held one of its items (TransactionConflict): nothing was written, the
- * conditions are evaluated afresh, and the SDK does not retry cancellations itself. `resend: false` leaves
- * that to the caller, who may change the transaction (take another number) rather than send it unchanged.
+ * TransactWriteItems, sent again when DynamoDB cancelled it only because another transaction held one of its
+ * items (see `resendOnConflict`). `resend: false` leaves that to the caller, who may change the transaction
+ * (take another number) rather than send it unchanged.
  */
 export async function sendTransaction(
   client: DynamoDBDocumentClient,
   transactItems: TransactItem[],
   { resend = true }: { resend?: boolean } = {},
 ): Promise<void> {
+  const send = () => client.send(new TransactWriteCommand({ TransactItems: transactItems }));
+  await (resend ? resendOnConflict(send) : send());
+}
+
+/**
+ * A write sent again (up to 5 more times, 20–640 ms apart, with jitter) when DynamoDB refused it only because
+ * a transaction held one of its items: a cancelled transaction whose reasons are all TransactionConflict, or
+ * a single-item write answered TransactionConflictException. Nothing was written, conditions are evaluated
+ * afresh, and the SDK retries neither.
+ */
+export async function resendOnConflict<T>(send: () => Promise<T>): Promise<T> {
   for (let attempt = 0; ; attempt++) {
     try {
-      await client.send(new TransactWriteCommand({ TransactItems: transactItems }));
-      return;
+      return await send();
     } catch (error) {
-      const reasons = error instanceof TransactionCanceledException ? (error.CancellationReasons ?? []) : [];
-      const onlyConflicts =
-        reasons.some((r) => r.Code === "TransactionConflict") &&
-        reasons.every((r) => !r.Code || r.Code === "None" || r.Code === "TransactionConflict");
-      if (!onlyConflicts || !resend || attempt >= 5) throw error;
+      if (!heldByTransaction(error) || attempt >= 5) throw error;
       await new Promise((resolve) => setTimeout(resolve, 20 * 2 ** attempt * (1 + Math.random())));
     }
   }
+}
+
+function heldByTransaction(error: unknown): boolean {
+  if (error instanceof TransactionConflictException) return true;
+  const reasons = error instanceof TransactionCanceledException ? (error.CancellationReasons ?? []) : [];
+  return (
+    reasons.some((r) => r.Code === "TransactionConflict") &&
+    reasons.every((r) => !r.Code || r.Code === "None" || r.Code === "TransactionConflict")
+  );
 }

@@ -29,7 +29,13 @@ import type {
   SessionRefScope,
   StorePorts,
 } from "../ports.ts";
-import { appendToDynamo, sendTransaction, toTransactItem, toUpdateInput } from "./dynamo-append.ts";
+import {
+  appendToDynamo,
+  resendOnConflict,
+  sendTransaction,
+  toTransactItem,
+  toUpdateInput,
+} from "./dynamo-append.ts";
 import { DynamoPagedReads } from "./dynamo-pages.ts";
 import {
   mergeByExpiry,
@@ -172,11 +178,11 @@ export class DynamoStore implements StorePorts, PagedReads {
     return [...(await this.pages.batchGet(keys)).values()] as (Item & ItemKey)[];
   }
 
-  /** Groups packed into transactions of at most 100 items; a group (one item's move) never splits. */
   /**
-   * A group of several changes (a move) goes out in a transaction, up to 100 items each. A group of one is
-   * a plain write, a few in flight at a time: one item is atomic by itself, and a transactional write
-   * costs twice the write units (the retention stamps after every close are such groups).
+   * Groups of several changes (a move) go out in transactions of at most 100 items; a group never splits.
+   * A group of one is a plain write, a few in flight at a time: one item is atomic by itself, and a
+   * transactional write costs twice the write units (the retention stamps after every close are such
+   * groups). Both are sent again when a transaction held an item.
    */
   async rewrite(groups: readonly (readonly Change[])[]): Promise<void> {
     const singles = groups.flatMap((group) => (group.length === 1 ? group : []));
@@ -184,9 +190,13 @@ export class DynamoStore implements StorePorts, PagedReads {
     const write = async () => {
       for (let change = singles[next++]; change; change = singles[next++]) {
         const { Update, Put, Delete } = toTransactItem(change, this.table);
-        if (Update) await this.client.send(new UpdateCommand(Update));
-        else if (Put) await this.client.send(new PutCommand(Put));
-        else await this.client.send(new DeleteCommand(Delete as NonNullable<typeof Delete>));
+        await resendOnConflict(() =>
+          Update
+            ? this.client.send(new UpdateCommand(Update))
+            : Put
+              ? this.client.send(new PutCommand(Put))
+              : this.client.send(new DeleteCommand(Delete as NonNullable<typeof Delete>)),
+        );
       }
     };
     await Promise.all(Array.from({ length: Math.min(REWRITE_CONCURRENCY, singles.length) }, write));

@@ -18,7 +18,7 @@ import { traceClient } from "./observability.ts";
  * (docs/deploy.md, "Rotating the Twilio auth token").
  */
 const secretShape = z.object({
-  accountSid: z.string().regex(ACCOUNT_SID_PATTERN, "must be AC and 32 lowercase hex digits"),
+  accountSid: z.string().regex(ACCOUNT_SID_PATTERN, "must start with AC"),
   authToken: secretValue,
   secondaryAuthToken: secretValue.optional(),
 });

@@ -17,14 +17,14 @@ export type MessageState = "received" | "sending" | "forwarded" | "failed" | "bl
 export const SMS_BODY_MAX = 1600;
 
 /**
- * Characters nothing reads: C0 controls other than tab, line feed and carriage return, DEL, and the invisible
- * zero-width space, word joiner, byte-order mark and soft hyphen. A NUL or a zero-width space between
- * digits or around an "@" hides a contact from the contact policy (and a NUL is "@" in GSM-7), so a received
- * text loses them before anything reads it. Right-to-left marks and zero-width joiners (emoji sequences,
- * Persian) are text and stay.
+ * Characters nothing reads: C0 controls other than tab, line feed and carriage return, DEL, C1 controls,
+ * and the invisible zero-width space, word joiner, byte-order mark and soft hyphen. A NUL or a zero-width
+ * space between digits or around an "@" hides a contact from the contact policy (and a NUL is "@" in
+ * GSM-7), so a received text loses them before anything reads it. Right-to-left marks and zero-width
+ * joiners (emoji sequences, Persian) are text and stay.
  */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
-const HIDDEN_CHARACTERS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F\u00AD\u200B\u2060\uFEFF]/g;
+const HIDDEN_CHARACTERS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u00AD\u200B\u2060\uFEFF]/g;
 export const withoutHiddenCharacters = (text: string): string => text.replace(HIDDEN_CHARACTERS, "");
 
 /**

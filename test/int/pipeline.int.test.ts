@@ -338,6 +338,16 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
       "base64 body",
     );
     assert.equal((await run(event("RSOYDt4T1cUTdK1PDd93/VVr8B9="))).statusCode, 403);
+    // Behind a custom domain's API mapping (a PUBLIC_BASE_URL with a path): accepted whether API Gateway
+    // leaves the mapping path out of rawPath or keeps it there.
+    const mapped = middy()
+      .use(problemJson(logger))
+      .use(twilioSignature({ authToken: "12345", publicBaseUrl: "https://mycompany.com/myapp.php" }))
+      .handler(async () => ({ statusCode: 200, body: "ok" }));
+    // biome-ignore lint/suspicious/noExplicitAny: a hand-built API Gateway event
+    const viaMapping = (e: any) => mapped(e, lambdaContext) as Promise<{ statusCode: number }>;
+    assert.equal((await viaMapping(event("RSOYDt4T1cUTdK1PDd93/VVr8B8="))).statusCode, 200, "path kept");
+    assert.equal((await viaMapping(event("RSOYDt4T1cUTdK1PDd93/VVr8B9="))).statusCode, 403);
   });
 
   test("Twilio answering 429/500 to 30% of sends over 200 messages in 10 sessions: each delivered once, in order", async () => {

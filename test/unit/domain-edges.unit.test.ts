@@ -284,8 +284,9 @@ describe("sliding sessions in the fold", () => {
   });
 });
 
-test("a received text loses C0 controls, DEL and invisible separators; tab, line breaks, RTL marks and joiners stay", () => {
+test("a received text loses C0 and C1 controls, DEL and invisible separators; tab, line breaks, RTL marks and joiners stay", () => {
   assert.equal(withoutHiddenCharacters("415\u0000555\u00070100\u001b\u007f"), "4155550100");
+  assert.equal(withoutHiddenCharacters("202\u0085555\u00800100\u009f"), "2025550100");
   assert.equal(withoutHiddenCharacters("jo\u200B@ex\u00ADample\u2060.com\uFEFF"), "jo@example.com");
   assert.equal(withoutHiddenCharacters("\u{1F469}\u200D\u{1F467} \u200C"), "\u{1F469}\u200D\u{1F467} \u200C");
   assert.equal(

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { TransactionConflictException } from "@aws-sdk/client-dynamodb";
+import { DynamoStore } from "../../shared/adapters/dynamo-store.ts";
 import { KeyedPseudonyms } from "../../shared/app/pseudonyms.ts";
 import { latestConsent } from "../../shared/domain/consent.ts";
 import { eraseItem, rewriteValue } from "../../shared/domain/erasure.ts";
@@ -188,5 +190,36 @@ describe("pseudonyms in events", () => {
     assert.equal(domainEventSchema.safeParse(short).success, false);
     const proxy = { ...released, detail: { ...released.detail, proxyNumber: ANON } };
     assert.equal(domainEventSchema.safeParse(proxy).success, false);
+  });
+});
+
+describe("DynamoStore.rewrite under a transaction holding the item (fault injection)", () => {
+  test("a single-item write refused with TransactionConflictException is sent again, not dropped", async () => {
+    const sent: string[] = [];
+    const conflict = { kind: "session", key: "s" } as const;
+    let refusals = 2;
+    const client = {
+      send: async (command: { constructor: { name: string } }) => {
+        sent.push(command.constructor.name);
+        if (refusals-- > 0)
+          throw new TransactionConflictException({
+            message: "Transaction is ongoing for the item",
+            $metadata: {},
+          });
+        return {};
+      },
+    };
+    const store = new DynamoStore({ tableName: "t", client: client as never, retentionSeconds: 60 });
+    await store.rewrite([
+      [{ type: "update", key: { pk: "SESSION#s", sk: "EVENT#1" }, set: { ttl: 1 }, conflict }],
+    ]);
+    assert.deepEqual(sent, ["UpdateCommand", "UpdateCommand", "UpdateCommand"]);
+    // Any other error is not a conflict: it is thrown at once.
+    const failing = { send: async () => Promise.reject(new Error("boom")) };
+    const other = new DynamoStore({ tableName: "t", client: failing as never, retentionSeconds: 60 });
+    await assert.rejects(
+      other.rewrite([[{ type: "put", key: { pk: "a", sk: "b" }, item: {}, conflict }]]),
+      /boom/,
+    );
   });
 });
