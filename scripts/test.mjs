@@ -14,25 +14,14 @@ const walk = (dir) => {
   }
 };
 walk("test");
-// Two files run at a time (2 cores: DynamoDB Local's JVM of one file beside another's Node). The longest
-// file starts first so it overlaps the rest instead of running alone at the end.
-const LONGEST_FIRST = ["lifecycle.int.test.ts"];
-const weight = (file) => (LONGEST_FIRST.some((name) => file.endsWith(name)) ? 0 : 1);
-files.sort((a, b) => weight(a) - weight(b) || a.localeCompare(b));
+files.sort();
 if (files.length === 0) {
   console.error(`no test files for tiers: ${tiers.join(", ")}`);
   process.exit(1);
 }
 const result = spawnSync(
   process.execPath,
-  [
-    "--import",
-    "tsx",
-    "--test",
-    `--test-concurrency=${process.env.TEST_CONCURRENCY ?? 2}`,
-    "--test-reporter=spec",
-    ...files,
-  ],
+  ["--import", "tsx", "--test", "--test-concurrency=1", "--test-reporter=spec", ...files],
   {
     stdio: "inherit",
     env: {
