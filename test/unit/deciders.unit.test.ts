@@ -133,6 +133,23 @@ describe("message decider", () => {
     assert.equal(detectKeyword("whatever", "HELP")?.kind, "help");
     assert.equal(detectKeyword("whatever", "OTHER"), undefined);
   });
+  test("keyword variants a phone produces are still keywords: fullwidth letters, any trailing punctuation, non-breaking spaces", () => {
+    for (const word of [
+      "\uFF33\uFF34\uFF2F\uFF30", // ＳＴＯＰ, a CJK keyboard in full-width mode
+      "stop\uFF01", // STOP！
+      "Stop\u3002", // Stop。
+      "STOP\u201D", // STOP” (smart quotes)
+      "stop -",
+      "STOP*",
+      "\u00A0STOP\u00A0", // non-breaking spaces around it
+      "\u3000stop\u3000", // ideographic spaces
+      "stop!!!?",
+    ])
+      assert.equal(detectKeyword(word)?.kind, "opt-out", JSON.stringify(word));
+    assert.equal(detectKeyword("\uFF33\uFF34\uFF2F\uFF30")?.word, "STOP", "the keyword as matched, in ASCII");
+    assert.equal(detectKeyword("\uFF28\uFF25\uFF2C\uFF30")?.kind, "help");
+    for (const text of ["S.T.O.P", "-STOP", "STOP 2"]) assert.equal(detectKeyword(text), undefined, text);
+  });
   test("a full rate-limit window holds an in-session text back; keywords and out-of-session are unaffected", () => {
     const limited = (route: RouteDecision, body?: string) =>
       types(
