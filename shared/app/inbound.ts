@@ -213,7 +213,13 @@ export class InboundService {
             at: ctx.now,
             intervalSeconds: traffic.autoReplyIntervalSeconds,
           });
-        if (limit && event?.type === "MessageReceived")
+        // The rate limit comes before the content policy: a text it let through takes a place in the window
+        // whether the content policy then blocks it or not (a full window turns it into a rate-limit block).
+        if (
+          limit &&
+          (event?.type === "MessageReceived" ||
+            (event?.type === "MessageBlocked" && event.detail.reason === "content"))
+        )
           markers.push({ kind: "sender-count", sender: from, at: ctx.now, limit });
         if (limit && event?.type === "MessageBlocked" && event.detail.reason === "rate-limit" && !noticeGiven)
           markers.push({ kind: "sender-notice", sender: from, at: ctx.now, limit });
