@@ -59,8 +59,9 @@ export class ForwardService {
     ]);
     if (!message) return "missing";
     // Erasure and consent are checked at send time: a person erased or opted out since acceptance gets
-    // nothing. An erased recipient's number is a pseudonym now, which nothing can be sent to.
-    if (isPseudonym(message.recipient)) {
+    // nothing. An erased recipient's number is a pseudonym now, which nothing can be sent to; a text from
+    // an erased sender lost its body and media with the erasure: nothing of it is left to send.
+    if (isPseudonym(message.recipient) || isPseudonym(message.from)) {
       await this.record(message, { type: "Block", reason: "erased" });
       return "blocked";
     }
