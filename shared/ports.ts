@@ -179,8 +179,17 @@ export interface SentSms {
 /** The SMS carrier (Twilio). Errors are classified so the forwarder knows what to retry. */
 export interface SmsGateway {
   send(message: OutboundSms): Promise<SentSms>;
-  /** Messages the carrier accepted from `from` to `to` since `since`, to reconcile a send whose outcome was lost. */
-  findSent(query: { from: E164; to: E164; since: number; body: string }): Promise<SentSms | undefined>;
+  /**
+   * A message the carrier accepted from `from` to `to` since `since` with this body, to reconcile a send whose
+   * outcome was lost; never one of `exclude` (messages known to be other sends).
+   */
+  findSent(query: {
+    from: E164;
+    to: E164;
+    since: number;
+    body: string;
+    exclude?: ReadonlySet<string>;
+  }): Promise<SentSms | undefined>;
 }
 
 export class SmsSendError extends Error {

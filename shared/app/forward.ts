@@ -20,7 +20,11 @@ import { alreadyDone, handleCommand } from "./command.ts";
 import { consentOf, ephemeralPseudonyms } from "./pseudonyms.ts";
 
 export interface ForwardDeps {
-  store: EventStore & MessageLog & SendClaims & ConsentRecords & Pick<SessionReader, "getSession">;
+  store: EventStore &
+    MessageLog &
+    SendClaims &
+    ConsentRecords &
+    Pick<SessionReader, "getSession" | "sessionEvents">;
   gateway: SmsGateway;
   /** To read an opt-out kept under a pseudonym; by default a key of this process only (tests). */
   pseudonyms?: Pseudonyms;
@@ -86,14 +90,17 @@ export class ForwardService {
     if (claim === "stale-claim") {
       // A previous attempt claimed and may have sent before dying: ask Twilio before sending again.
       // A carrier that cannot list its messages leaves us blind: sending again is preferred to losing it.
-      const found = await gateway
-        .findSent({
-          from: recipientProxy,
-          to: recipient,
-          // From the lost claim on (2 s of clock skew): earlier sends of the same text are not this one.
-          since: (message.claimedAt ?? message.receivedAt) - 2_000,
-          body: message.body,
-        })
+      const found = await this.sentSids(job.sessionId, message.messageId)
+        .then((exclude) =>
+          gateway.findSent({
+            from: recipientProxy,
+            to: recipient,
+            // From the lost claim on (2 s of clock skew, and Twilio's dates are whole seconds).
+            since: (message.claimedAt ?? message.receivedAt) - 2_000,
+            body: message.body,
+            exclude,
+          }),
+        )
         .catch(() => undefined);
       if (found) {
         await this.complete(message, found.sid, session);
@@ -134,6 +141,25 @@ export class ForwardService {
         await sleep(backoff);
       }
     }
+  }
+
+  /**
+   * The Twilio messages the session's other messages went out as. The session's texts go out one after
+   * another (one FIFO group), so the one before this one may have the same body ("ok", a photo without
+   * text) and have gone out within the reconciliation's window: it must not be taken for this one.
+   */
+  private async sentSids(sessionId: string, messageId: string): Promise<ReadonlySet<string>> {
+    const sids = new Set<string>();
+    for (const event of await this.deps.store.sessionEvents(sessionId))
+      if (
+        (event.type === "MessageForwarded" ||
+          event.type === "MessageDelivered" ||
+          event.type === "MessageFailed") &&
+        event.detail.messageId !== messageId &&
+        event.detail.twilioSid
+      )
+        sids.add(event.detail.twilioSid);
+    return sids;
   }
 
   /** Records the send; the session's sliding expiry moves with it (alone if that part lost a race). */
