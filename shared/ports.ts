@@ -40,6 +40,8 @@ export interface AppendOptions {
   markers?: readonly Marker[];
   /** MAX_PROXIES_PER_PARTICIPANT when opening a session: the proxy count is guarded below it. */
   proxyCap?: number;
+  /** The session of these events closed already: they expire with it (its retention ttl). */
+  closedSession?: { sessionId: string; closedAt: string };
   /**
    * A cancellation only for contention (another transaction held an item) is reported as a ConcurrentWriteError
    * naming the contested items, instead of being sent again unchanged: the caller decides again (an open

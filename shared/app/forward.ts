@@ -4,6 +4,7 @@ import type { E164 } from "../domain/phone.ts";
 import { isPseudonym } from "../domain/phone.ts";
 import { decide, type Session } from "../domain/session.ts";
 import {
+  type AppendOptions,
   type Clock,
   type ConsentRecords,
   decisionContext,
@@ -66,12 +67,12 @@ export class ForwardService {
     // nothing. An erased recipient's number is a pseudonym now, which nothing can be sent to; a text from
     // an erased sender lost its body and media with the erasure: nothing of it is left to send.
     if (isPseudonym(message.recipient) || isPseudonym(message.from)) {
-      await this.record(message, { type: "Block", reason: "erased" });
+      await this.record(message, { type: "Block", reason: "erased" }, session);
       return "blocked";
     }
     const pseudonyms = this.deps.pseudonyms ?? ephemeralPseudonyms();
     if (message.recipient && (await consentOf(store, pseudonyms, message.recipient as E164))?.optedOut) {
-      await this.record(message, { type: "Block", reason: "recipient-opted-out" });
+      await this.record(message, { type: "Block", reason: "recipient-opted-out" }, session);
       return "blocked";
     }
     if (message.state !== "received" && message.state !== "sending") return "already-done";
@@ -80,7 +81,7 @@ export class ForwardService {
     // The session was decided on at acceptance: a text accepted while it was open is sent even if the
     // session has ended since (a webhook racing a close or the expiry instant is not silently dropped).
     if (!recipient || !recipientProxy) {
-      await this.record(message, { type: "Block", reason: "session-ended" });
+      await this.record(message, { type: "Block", reason: "session-ended" }, session);
       return "blocked";
     }
     const claim = await store.claimSend(job.messageId, now, now - this.deps.claimStaleMs);
@@ -122,11 +123,15 @@ export class ForwardService {
       } catch (error) {
         if (!(error instanceof SmsSendError)) throw error;
         if (error.kind === "permanent") {
-          await this.record(message, {
-            type: "RecordSendFailure",
-            errorCode: error.errorCode,
-            reason: `rejected by Twilio (HTTP ${error.status ?? "?"})`,
-          });
+          await this.record(
+            message,
+            {
+              type: "RecordSendFailure",
+              errorCode: error.errorCode,
+              reason: `rejected by Twilio (HTTP ${error.status ?? "?"})`,
+            },
+            session,
+          );
           return "failed";
         }
         if (error.kind === "ambiguous") {
@@ -176,17 +181,30 @@ export class ForwardService {
         ...decide({ type: "RecordActivity" }, state, ctx),
       ],
       settles: alreadyDone,
+      options: retainedWith(session),
     });
     const forwarded = result.events[0];
     if (result.outcome === "settled" && forwarded && result.events.length > 1)
-      await this.appendEvents([forwarded]);
+      await this.appendEvents([forwarded], session);
   }
 
-  private async record(message: MessageRecord, command: MessageCommand): Promise<void> {
-    await this.appendEvents(decideMessage(command, message, decisionContext(this.deps)));
+  private async record(message: MessageRecord, command: MessageCommand, session: Session | undefined) {
+    await this.appendEvents(decideMessage(command, message, decisionContext(this.deps)), session);
   }
 
-  private async appendEvents(events: DomainEvent[]) {
-    await handleCommand(this.deps, { load: async () => null, decide: () => events, settles: alreadyDone });
+  private async appendEvents(events: DomainEvent[], session: Session | undefined) {
+    await handleCommand(this.deps, {
+      load: async () => null,
+      decide: () => events,
+      settles: alreadyDone,
+      options: retainedWith(session),
+    });
   }
 }
+
+/**
+ * A text accepted while its session was open goes out even after the close: its events then expire with the
+ * session, as the stamping after the close did for the session's earlier events.
+ */
+const retainedWith = (session: Session | undefined): AppendOptions =>
+  session?.closedAt ? { closedSession: { sessionId: session.sessionId, closedAt: session.closedAt } } : {};

@@ -392,6 +392,30 @@ describe("erasure and strangers", () => {
     }
   });
 
+  test("a text accepted while the session was open and forwarded after its close expires with the session", async () => {
+    const p = await startPipeline(aws, { statusCallbacks: false });
+    try {
+      await p.pool(2);
+      const { session, proxyA } = await p.open(GUEST, HOST);
+      await p.stopForwarding();
+      await p.sandbox.phoneSends(GUEST, proxyA, "last words before the close");
+      const closed = await p.sessions.closeSession(session.sessionId);
+      const ttl = Math.floor(Date.parse(closed.closedAt ?? "") / 1000) + 90 * 86_400;
+      p.startForwarding();
+      await p.waitFor(() => p.sentTo(HOST).length === 1, 20_000, "the text, forwarded after the close");
+      await settle();
+      const ofSession = (await p.scan()).filter((i) => i.pk === `SESSION#${session.sessionId}`);
+      assert.ok(ofSession.some((i) => i.kind === "event" && i.type === "MessageForwarded"));
+      assert.deepEqual(
+        ofSession.filter((i) => i.ttl !== ttl).map((i) => `${i.sk} ${i.type ?? i.kind} ${i.ttl}`),
+        [],
+        "the forward (with both numbers) does not outlive its session",
+      );
+    } finally {
+      await p.stop();
+    }
+  });
+
   test("sessions the recycler expires together are retained like a closed one, in one stamping write", async () => {
     const p = await startPipeline(aws);
     try {

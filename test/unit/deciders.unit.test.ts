@@ -393,6 +393,17 @@ describe("projection (given events, then items)", () => {
     // Events of any other transaction keep no ttl of their own (their session's close stamps them).
     const others = projectEvents(opened, { retentionSeconds: 3600 });
     assert.ok(others.every((c) => c.type !== "put" || c.item.kind !== "event" || c.item.ttl === undefined));
+    // Unless their session closed already (a text forwarded after the close): they expire with it.
+    const closedAt = new Date(T0 + 5000).toISOString();
+    const late = projectEvents(decideMessage(sms(inSession), null, ctx(T0 + 9000)), {
+      retentionSeconds: 3600,
+      sessionRetentionSeconds: 86_400,
+      closedSession: { sessionId: "ses_1", closedAt },
+    });
+    assert.deepEqual(
+      late.flatMap((c) => (c.type === "put" && c.item.kind === "event" ? [c.item.ttl] : [])),
+      [Math.floor((T0 + 5000) / 1000) + 86_400],
+    );
   });
 
   test("an expiry decided on an old expiresAt loses to a sliding extension made since", async () => {
