@@ -633,6 +633,15 @@ describe("contact-info policy", () => {
       "Hi! Reach me on [removed] or [removed], thanks",
     );
   });
+  test("full-width characters disguise nothing: a full-width keyboard's digits and at-sign are found, and redacted in place", () => {
+    assert.deepEqual(kinds("mail jo\uFF20example.com"), ["email"], "jo＠example.com");
+    assert.deepEqual(kinds("text \uFF14 \uFF11 \uFF15 5 5 5 0 1 0 0"), ["phone"], "４ １ ５ 5 5 5 0 1 0 0");
+    const text = "\u2026 reach me: jo\uFF20example.com \u3002 \uFF14\uFF11\uFF15-555-0100 \u2026";
+    assert.equal(
+      redactContacts(text, findContacts(text, "US")),
+      "\u2026 reach me: [removed] \u3002 [removed] \u2026",
+    );
+  });
   test("the session's policy overrides the global one", () => {
     assert.equal(contactPolicy(undefined, "off"), "allow");
     assert.equal(contactPolicy(undefined, "redact-contacts"), "redact");
