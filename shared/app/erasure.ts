@@ -58,6 +58,8 @@ export class ErasureService {
     ))
       await this.close(sessionId);
 
+    // A consent of theirs given out of session is kept under the pseudonym, where theirs moves to.
+    const consentAtPseudonym = await store.itemAt(itemKeys.consent(pseudonym));
     const personal = await Promise.all(
       [
         itemKeys.pair(phoneNumber, "").pk,
@@ -84,7 +86,13 @@ export class ErasureService {
       const id = `${item.pk}\u0000${item.sk}`;
       if (seen.has(id)) continue;
       seen.add(id);
-      const erased = eraseItem(item, phoneNumber, pseudonym, erasedAt);
+      const erased = eraseItem(
+        item,
+        phoneNumber,
+        pseudonym,
+        erasedAt,
+        item.kind === "consent" ? consentAtPseudonym : undefined,
+      );
       if (!erased) continue;
       groups.push(erased.changes);
       if (erased.event) counts.events++;

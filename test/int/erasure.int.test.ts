@@ -198,6 +198,31 @@ describe("erasure and strangers", () => {
     }
   });
 
+  test("an opt-out given out of session (kept under the pseudonym) survives erasure of an older in-session opt-in", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(3);
+      const call = api(p);
+      const first = await p.open(GUEST, HOST);
+      await p.sandbox.phoneSends(GUEST, first.proxyA, "START");
+      await p.sessions.closeSession(first.session.sessionId);
+      await new Promise((r) => setTimeout(r, 20));
+      // Out of session now: the opt-out is kept under the pseudonym, and it is the latest word.
+      await p.sandbox.phoneSends(GUEST, first.proxyA, "STOP");
+      assert.equal((await call("GET", `/participants/${encodeURIComponent(GUEST)}`)).json.optedOut, true);
+      assert.equal((await call("DELETE", `/participants/${encodeURIComponent(GUEST)}`)).status, 200);
+      assert.equal(
+        (await call("GET", `/participants/${encodeURIComponent(GUEST)}`)).json.optedOut,
+        true,
+        "the older opt-in moved by the erasure does not replace the later opt-out",
+      );
+      const check = await rebuildCheck(p.tableName);
+      assert.equal(check.code, 0, check.output);
+    } finally {
+      await p.stop();
+    }
+  });
+
   test("a message queued to a person who is then erased is not sent (MessageBlocked erased)", async () => {
     const p = await startPipeline(aws);
     try {
