@@ -40,6 +40,8 @@ export interface AppendOptions {
   markers?: readonly Marker[];
   /** MAX_PROXIES_PER_PARTICIPANT when opening a session: the proxy count is guarded below it. */
   proxyCap?: number;
+  /** The session of these events closed already: they expire with it (its retention ttl). */
+  closedSession?: { sessionId: string; closedAt: string };
   /**
    * A cancellation only for contention (another transaction held an item) is reported as a ConcurrentWriteError
    * naming the contested items, instead of being sent again unchanged: the caller decides again (an open
@@ -179,8 +181,17 @@ export interface SentSms {
 /** The SMS carrier (Twilio). Errors are classified so the forwarder knows what to retry. */
 export interface SmsGateway {
   send(message: OutboundSms): Promise<SentSms>;
-  /** Messages the carrier accepted from `from` to `to` since `since`, to reconcile a send whose outcome was lost. */
-  findSent(query: { from: E164; to: E164; since: number; body: string }): Promise<SentSms | undefined>;
+  /**
+   * A message the carrier accepted from `from` to `to` since `since` with this body, to reconcile a send whose
+   * outcome was lost; never one of `exclude` (messages known to be other sends).
+   */
+  findSent(query: {
+    from: E164;
+    to: E164;
+    since: number;
+    body: string;
+    exclude?: ReadonlySet<string>;
+  }): Promise<SentSms | undefined>;
 }
 
 export class SmsSendError extends Error {

@@ -107,7 +107,13 @@ export class TwilioGateway implements SmsGateway {
     }
   }
 
-  async findSent(query: { from: E164; to: E164; since: number; body: string }): Promise<SentSms | undefined> {
+  async findSent(query: {
+    from: E164;
+    to: E164;
+    since: number;
+    body: string;
+    exclude?: ReadonlySet<string>;
+  }): Promise<SentSms | undefined> {
     const recent = await this.withClient((client) =>
       client.messages.list({
         from: query.from,
@@ -117,7 +123,12 @@ export class TwilioGateway implements SmsGateway {
       }),
     );
     // The API filters by date; the instant is checked here.
-    const match = recent.find((m) => m.body === query.body && (m.dateCreated?.getTime() ?? 0) >= query.since);
+    const match = recent.find(
+      (m) =>
+        m.body === query.body &&
+        (m.dateCreated?.getTime() ?? 0) >= query.since &&
+        query.exclude?.has(m.sid) !== true,
+    );
     return match ? { sid: match.sid } : undefined;
   }
 }

@@ -58,6 +58,8 @@ export class ErasureService {
     ))
       await this.close(sessionId);
 
+    // A consent of theirs given out of session is kept under the pseudonym, where theirs moves to.
+    const consentAtPseudonym = await store.itemAt(itemKeys.consent(pseudonym));
     const personal = await Promise.all(
       [
         itemKeys.pair(phoneNumber, "").pk,
@@ -84,7 +86,13 @@ export class ErasureService {
       const id = `${item.pk}\u0000${item.sk}`;
       if (seen.has(id)) continue;
       seen.add(id);
-      const erased = eraseItem(item, phoneNumber, pseudonym, erasedAt);
+      const erased = eraseItem(
+        item,
+        phoneNumber,
+        pseudonym,
+        erasedAt,
+        item.kind === "consent" ? consentAtPseudonym : undefined,
+      );
       if (!erased) continue;
       groups.push(erased.changes);
       if (erased.event) counts.events++;
@@ -117,7 +125,7 @@ export class ErasureService {
       await retainClosedSession(this.deps.store, result.state);
   }
 
-  /** A session's partition (item, events, message log), its message items and both sides' pairs. */
+  /** A session's partition (item, events, message log), its message items and both sides' pairs or threads. */
   private async sessionItems(sessionId: string): Promise<(Item & ItemKey)[]> {
     const { store } = this.deps;
     const partition = await store.partitionItems(itemKeys.session(sessionId).pk);
@@ -125,9 +133,13 @@ export class ErasureService {
     for (const item of partition)
       if (item.kind === "message-log" && typeof item.messageId === "string") messageIds.add(item.messageId);
     const meta = partition.find((i) => i.kind === "session") as Session | undefined;
+    // A hub participant's thread of the session names the counterpart too (kept through its quarantine).
     const keys: ItemKey[] = [
       ...[...messageIds].map((id) => itemKeys.message(id)),
-      ...(meta?.participants ?? []).map((p) => itemKeys.pair(p.phoneNumber, p.proxyNumber)),
+      ...(meta?.participants ?? []).flatMap((p) => [
+        itemKeys.pair(p.phoneNumber, p.proxyNumber),
+        ...(p.threadTag ? [itemKeys.hubThread(p.phoneNumber, p.threadTag)] : []),
+      ]),
     ];
     const more = await Promise.all(keys.map((key) => store.itemAt(key)));
     return [...partition, ...more.flatMap((i) => (i ? [i] : []))];

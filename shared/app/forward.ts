@@ -4,6 +4,7 @@ import type { E164 } from "../domain/phone.ts";
 import { isPseudonym } from "../domain/phone.ts";
 import { decide, type Session } from "../domain/session.ts";
 import {
+  type AppendOptions,
   type Clock,
   type ConsentRecords,
   decisionContext,
@@ -20,7 +21,11 @@ import { alreadyDone, handleCommand } from "./command.ts";
 import { consentOf, ephemeralPseudonyms } from "./pseudonyms.ts";
 
 export interface ForwardDeps {
-  store: EventStore & MessageLog & SendClaims & ConsentRecords & Pick<SessionReader, "getSession">;
+  store: EventStore &
+    MessageLog &
+    SendClaims &
+    ConsentRecords &
+    Pick<SessionReader, "getSession" | "sessionEvents">;
   gateway: SmsGateway;
   /** To read an opt-out kept under a pseudonym; by default a key of this process only (tests). */
   pseudonyms?: Pseudonyms;
@@ -59,14 +64,15 @@ export class ForwardService {
     ]);
     if (!message) return "missing";
     // Erasure and consent are checked at send time: a person erased or opted out since acceptance gets
-    // nothing. An erased recipient's number is a pseudonym now, which nothing can be sent to.
-    if (isPseudonym(message.recipient)) {
-      await this.record(message, { type: "Block", reason: "erased" });
+    // nothing. An erased recipient's number is a pseudonym now, which nothing can be sent to; a text from
+    // an erased sender lost its body and media with the erasure: nothing of it is left to send.
+    if (isPseudonym(message.recipient) || isPseudonym(message.from)) {
+      await this.record(message, { type: "Block", reason: "erased" }, session);
       return "blocked";
     }
     const pseudonyms = this.deps.pseudonyms ?? ephemeralPseudonyms();
     if (message.recipient && (await consentOf(store, pseudonyms, message.recipient as E164))?.optedOut) {
-      await this.record(message, { type: "Block", reason: "recipient-opted-out" });
+      await this.record(message, { type: "Block", reason: "recipient-opted-out" }, session);
       return "blocked";
     }
     if (message.state !== "received" && message.state !== "sending") return "already-done";
@@ -75,7 +81,7 @@ export class ForwardService {
     // The session was decided on at acceptance: a text accepted while it was open is sent even if the
     // session has ended since (a webhook racing a close or the expiry instant is not silently dropped).
     if (!recipient || !recipientProxy) {
-      await this.record(message, { type: "Block", reason: "session-ended" });
+      await this.record(message, { type: "Block", reason: "session-ended" }, session);
       return "blocked";
     }
     const claim = await store.claimSend(job.messageId, now, now - this.deps.claimStaleMs);
@@ -85,14 +91,17 @@ export class ForwardService {
     if (claim === "stale-claim") {
       // A previous attempt claimed and may have sent before dying: ask Twilio before sending again.
       // A carrier that cannot list its messages leaves us blind: sending again is preferred to losing it.
-      const found = await gateway
-        .findSent({
-          from: recipientProxy,
-          to: recipient,
-          // From the lost claim on (2 s of clock skew): earlier sends of the same text are not this one.
-          since: (message.claimedAt ?? message.receivedAt) - 2_000,
-          body: message.body,
-        })
+      const found = await this.sentSids(job.sessionId, message.messageId)
+        .then((exclude) =>
+          gateway.findSent({
+            from: recipientProxy,
+            to: recipient,
+            // From the lost claim on (2 s of clock skew, and Twilio's dates are whole seconds).
+            since: (message.claimedAt ?? message.receivedAt) - 2_000,
+            body: message.body,
+            exclude,
+          }),
+        )
         .catch(() => undefined);
       if (found) {
         await this.complete(message, found.sid, session);
@@ -114,11 +123,15 @@ export class ForwardService {
       } catch (error) {
         if (!(error instanceof SmsSendError)) throw error;
         if (error.kind === "permanent") {
-          await this.record(message, {
-            type: "RecordSendFailure",
-            errorCode: error.errorCode,
-            reason: `rejected by Twilio (HTTP ${error.status ?? "?"})`,
-          });
+          await this.record(
+            message,
+            {
+              type: "RecordSendFailure",
+              errorCode: error.errorCode,
+              reason: `rejected by Twilio (HTTP ${error.status ?? "?"})`,
+            },
+            session,
+          );
           return "failed";
         }
         if (error.kind === "ambiguous") {
@@ -135,6 +148,25 @@ export class ForwardService {
     }
   }
 
+  /**
+   * The Twilio messages the session's other messages went out as. The session's texts go out one after
+   * another (one FIFO group), so the one before this one may have the same body ("ok", a photo without
+   * text) and have gone out within the reconciliation's window: it must not be taken for this one.
+   */
+  private async sentSids(sessionId: string, messageId: string): Promise<ReadonlySet<string>> {
+    const sids = new Set<string>();
+    for (const event of await this.deps.store.sessionEvents(sessionId))
+      if (
+        (event.type === "MessageForwarded" ||
+          event.type === "MessageDelivered" ||
+          event.type === "MessageFailed") &&
+        event.detail.messageId !== messageId &&
+        event.detail.twilioSid
+      )
+        sids.add(event.detail.twilioSid);
+    return sids;
+  }
+
   /** Records the send; the session's sliding expiry moves with it (alone if that part lost a race). */
   private async complete(
     message: MessageRecord,
@@ -149,17 +181,30 @@ export class ForwardService {
         ...decide({ type: "RecordActivity" }, state, ctx),
       ],
       settles: alreadyDone,
+      options: retainedWith(session),
     });
     const forwarded = result.events[0];
     if (result.outcome === "settled" && forwarded && result.events.length > 1)
-      await this.appendEvents([forwarded]);
+      await this.appendEvents([forwarded], session);
   }
 
-  private async record(message: MessageRecord, command: MessageCommand): Promise<void> {
-    await this.appendEvents(decideMessage(command, message, decisionContext(this.deps)));
+  private async record(message: MessageRecord, command: MessageCommand, session: Session | undefined) {
+    await this.appendEvents(decideMessage(command, message, decisionContext(this.deps)), session);
   }
 
-  private async appendEvents(events: DomainEvent[]) {
-    await handleCommand(this.deps, { load: async () => null, decide: () => events, settles: alreadyDone });
+  private async appendEvents(events: DomainEvent[], session: Session | undefined) {
+    await handleCommand(this.deps, {
+      load: async () => null,
+      decide: () => events,
+      settles: alreadyDone,
+      options: retainedWith(session),
+    });
   }
 }
+
+/**
+ * A text accepted while its session was open goes out even after the close: its events then expire with the
+ * session, as the stamping after the close did for the session's earlier events.
+ */
+const retainedWith = (session: Session | undefined): AppendOptions =>
+  session?.closedAt ? { closedSession: { sessionId: session.sessionId, closedAt: session.closedAt } } : {};

@@ -130,6 +130,8 @@ export class InboundService {
       const hub = pair?.state === "hub" ? await this.resolveHub(from, sms.to, tagged.tag) : undefined;
       const route = hub ? hub.route : pair;
       const fromHub = Boolean(hub);
+      // Out of session too: the event names the sender by their pseudonym, like every OutOfSessionMessage
+      // (it lies in the hub number's partition, where erasure does not look).
       if (hub?.prompt)
         return {
           route,
@@ -137,7 +139,7 @@ export class InboundService {
           hubPrompt: hub.prompt,
           senderIsOurs: false,
           lastAutoReply: undefined,
-          pseudonym: undefined,
+          pseudonym: await this.pseudonyms().pseudonymOf(from),
         };
       if (routeInbound(route, "sms", this.deps.clock.now() + STRANGER_MARGIN_MS).kind === "in-session")
         return { route, fromHub, senderIsOurs: false, lastAutoReply: undefined, pseudonym: undefined };
@@ -213,7 +215,13 @@ export class InboundService {
             at: ctx.now,
             intervalSeconds: traffic.autoReplyIntervalSeconds,
           });
-        if (limit && event?.type === "MessageReceived")
+        // The rate limit comes before the content policy: a text it let through takes a place in the window
+        // whether the content policy then blocks it or not (a full window turns it into a rate-limit block).
+        if (
+          limit &&
+          (event?.type === "MessageReceived" ||
+            (event?.type === "MessageBlocked" && event.detail.reason === "content"))
+        )
           markers.push({ kind: "sender-count", sender: from, at: ctx.now, limit });
         if (limit && event?.type === "MessageBlocked" && event.detail.reason === "rate-limit" && !noticeGiven)
           markers.push({ kind: "sender-notice", sender: from, at: ctx.now, limit });

@@ -31,9 +31,12 @@ export interface Keyword {
 
 /** The keyword a text is, if it is one. "Stop texting me at night" is not a keyword. */
 export function detectKeyword(body: string, optOutType?: string): Keyword | undefined {
+  // Compatibility forms are the same letters (a full-width keyboard's "ＳＴＯＰ！" is "STOP!"), and any
+  // Unicode punctuation at the end is trailing punctuation ("STOP。", "STOP”", "stop -").
   const word = body
+    .normalize("NFKC")
     .trim()
-    .replace(/[\s.,!?;:'"…)]+$/u, "")
+    .replace(/[\s\p{P}]+$/u, "")
     .toUpperCase();
   const kind = Object.hasOwn(WORDS, word) ? WORDS[word] : undefined;
   if (kind) return { kind, word };

@@ -31,8 +31,41 @@ const DATE = /^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})
 /** Seven or more digits spelled out: "four one five five five five zero one zero zero". */
 const SPELLED_DIGITS = new RegExp(String.raw`\b(?:${DIGIT_WORDS})(?:[\s,.-]+(?:${DIGIT_WORDS})){6,}\b`, "gi");
 
+/**
+ * The text in Unicode compatibility form (NFKC), one character at a time: a full-width keyboard's "＠" and
+ * "４１５" are "@" and "415". `end[i]` is where, in the original, the character that gave unit `i` ends.
+ */
+function folded(original: string): { text: string; start: number[]; end: number[] } {
+  let text = "";
+  const start: number[] = [];
+  const end: number[] = [];
+  let at = 0;
+  for (const ch of original) {
+    const form = ch.normalize("NFKC");
+    for (let k = 0; k < form.length; k++) {
+      start.push(at);
+      end.push(at + ch.length);
+    }
+    text += form;
+    at += ch.length;
+  }
+  return { text, start, end };
+}
+
 /** Where contact information stands in `text`; `country` is the sender's, for numbers written nationally. */
 export function findContacts(text: string, country: string | undefined): Span[] {
+  // Plain ASCII (most texts) is its own compatibility form.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the whole ASCII range.
+  if (/^[\u0000-\u007F]*$/.test(text)) return findIn(text, country);
+  const form = folded(text);
+  return findIn(form.text, country).map((span) => ({
+    kind: span.kind,
+    start: form.start[span.start] as number,
+    end: form.end[span.end - 1] as number,
+  }));
+}
+
+function findIn(text: string, country: string | undefined): Span[] {
   const spans: Span[] = [];
   for (const m of text.matchAll(EMAIL))
     spans.push({ kind: "email", start: m.index, end: m.index + m[0].length });

@@ -1,4 +1,5 @@
 import type { Change, Item, ItemKey } from "./changes.ts";
+import { type Consent, latestConsent } from "./consent.ts";
 
 /**
  * Erasure: the person's number becomes their pseudonym (phone.ts: what a pseudonym is) in every stored item
@@ -36,6 +37,11 @@ export function eraseItem(
   number: string,
   pseudonym: string,
   erasedAt: string,
+  /**
+   * The item already at the key a consent item moves to: the person's consent given out of session, kept
+   * under their pseudonym. What they said most recently stays there.
+   */
+  atTarget?: Item,
 ): ItemErasure | undefined {
   const rewritten = rewriteValue(item, number, pseudonym) as Item & ItemKey;
   const touched = JSON.stringify(rewritten) !== JSON.stringify(item);
@@ -50,7 +56,12 @@ export function eraseItem(
   if (event) fields.erasedAt = erasedAt;
   const conflict = { kind: "erasure" as const, key: item.pk };
   const changes: Change[] = [{ type: "put", key: { pk, sk }, item: fields, conflict }];
-  if (pk !== item.pk || sk !== item.sk)
+  if (pk !== item.pk || sk !== item.sk) {
     changes.unshift({ type: "delete", key: { pk: item.pk, sk: item.sk }, conflict });
+    if (atTarget && item.kind === "consent") {
+      const target = atTarget as unknown as Consent;
+      if (latestConsent(target, fields as unknown as Consent) === target) changes.pop();
+    }
+  }
   return { changes, event, message: isMessage };
 }

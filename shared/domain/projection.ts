@@ -44,6 +44,11 @@ export interface ProjectionOptions {
   markers?: readonly Marker[];
   /** MAX_PROXIES_PER_PARTICIPANT, from the allocation that opens a session: no cap slot beyond it is taken. */
   proxyCap?: number;
+  /**
+   * The events belong to a session that closed at `closedAt` (a text accepted while it was open, forwarded
+   * after): they get its retention ttl, which the stamping after the close gave its earlier events.
+   */
+  closedSession?: { sessionId: string; closedAt: string };
 }
 
 /** The changes that appending `events` (in one transaction) makes, in order; load deltas are summed. */
@@ -54,15 +59,15 @@ export function projectEvents(events: readonly DomainEvent[], options: Projectio
   // A close's own events (the close, its PairReleased) get the session's retention ttl as they are written:
   // the stamping that follows a close then has only the items written before it to reach.
   const closedTtl = new Map<string, number>();
+  const retention = options.sessionRetentionSeconds ?? DEFAULT_SESSION_RETENTION_SECONDS;
+  if (options.closedSession)
+    closedTtl.set(
+      options.closedSession.sessionId,
+      retainedUntil(Date.parse(options.closedSession.closedAt), retention),
+    );
   for (const event of events)
     if ((event.type === "SessionClosed" || event.type === "SessionExpired") && event.sessionId)
-      closedTtl.set(
-        event.sessionId,
-        retainedUntil(
-          Date.parse(event.occurredAt),
-          options.sessionRetentionSeconds ?? DEFAULT_SESSION_RETENTION_SECONDS,
-        ),
-      );
+      closedTtl.set(event.sessionId, retainedUntil(Date.parse(event.occurredAt), retention));
   for (const event of events) {
     changes.push(eventItem(event, event.sessionId ? closedTtl.get(event.sessionId) : undefined));
     changes.push(...projectEvent(event, options, addLoad), ...messageLogChanges(event));

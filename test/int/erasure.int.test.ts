@@ -198,6 +198,31 @@ describe("erasure and strangers", () => {
     }
   });
 
+  test("an opt-out given out of session (kept under the pseudonym) survives erasure of an older in-session opt-in", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(3);
+      const call = api(p);
+      const first = await p.open(GUEST, HOST);
+      await p.sandbox.phoneSends(GUEST, first.proxyA, "START");
+      await p.sessions.closeSession(first.session.sessionId);
+      await new Promise((r) => setTimeout(r, 20));
+      // Out of session now: the opt-out is kept under the pseudonym, and it is the latest word.
+      await p.sandbox.phoneSends(GUEST, first.proxyA, "STOP");
+      assert.equal((await call("GET", `/participants/${encodeURIComponent(GUEST)}`)).json.optedOut, true);
+      assert.equal((await call("DELETE", `/participants/${encodeURIComponent(GUEST)}`)).status, 200);
+      assert.equal(
+        (await call("GET", `/participants/${encodeURIComponent(GUEST)}`)).json.optedOut,
+        true,
+        "the older opt-in moved by the erasure does not replace the later opt-out",
+      );
+      const check = await rebuildCheck(p.tableName);
+      assert.equal(check.code, 0, check.output);
+    } finally {
+      await p.stop();
+    }
+  });
+
   test("a message queued to a person who is then erased is not sent (MessageBlocked erased)", async () => {
     const p = await startPipeline(aws);
     try {
@@ -223,6 +248,94 @@ describe("erasure and strangers", () => {
       assert.equal(p.sentTo(GUEST).length, 0);
       const message = (await p.scan()).find((i) => i.kind === "message" && i.sessionId === session.sessionId);
       assert.equal(message?.body, "", "its body is gone");
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("a message queued from a person who is then erased is not sent: its body is gone (MessageBlocked erased)", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(2);
+      const call = api(p);
+      const { session, proxyA } = await p.open(GUEST, HOST);
+      await p.stopForwarding();
+      await p.sandbox.phoneSends(GUEST, proxyA, "I will be there at 5");
+      assert.equal((await call("DELETE", `/participants/${encodeURIComponent(GUEST)}`)).status, 200);
+      p.startForwarding();
+      await p.waitFor(
+        async () =>
+          (await p.scan()).some(
+            (i) =>
+              i.kind === "event" &&
+              i.type === "MessageBlocked" &&
+              i.sessionId === session.sessionId &&
+              (i.detail as { reason: string }).reason === "erased",
+          ),
+        20_000,
+        "the queued text blocked",
+      );
+      await settle();
+      assert.deepEqual(
+        p.sentTo(HOST).map((m) => m.body),
+        [],
+        "no empty text goes out in its place",
+      );
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("erasing a counterpart of a hub participant leaves the number in no thread of the hub side", async () => {
+    const p = await startPipeline(aws, { maxProxiesPerParticipant: 1 });
+    try {
+      await p.pool(3);
+      const call = api(p);
+      await p.open(HOST, OTHER_HOST);
+      const onHub = await p.open(HOST, GUEST);
+      assert.equal(onHub.session.participants.find((x) => x.phoneNumber === HOST)?.hub, true);
+      await p.sandbox.phoneSends(GUEST, onHub.proxyB, "is the flat free?");
+      await p.waitFor(() => p.sentTo(HOST).length === 1, 20_000, "the text through the hub");
+      await settle();
+      assert.equal((await call("DELETE", `/participants/${encodeURIComponent(GUEST)}`)).status, 200);
+      assert.deepEqual(
+        (await p.scan()).filter((i) => contains(i, GUEST.slice(1))).map((i) => `${i.pk} ${i.sk}`),
+        [],
+        "no item keeps the number",
+      );
+      const check = await rebuildCheck(p.tableName);
+      assert.equal(check.code, 0, check.output);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("a hub participant's untagged text (answered with the prompt) keeps no number that erasure cannot find", async () => {
+    const p = await startPipeline(aws, { maxProxiesPerParticipant: 1 });
+    try {
+      await p.pool(3);
+      const call = api(p);
+      await p.open(HOST, OTHER_HOST);
+      const first = await p.open(HOST, GUEST, 3600, [undefined, "Gina"]);
+      await p.open(HOST, "+12025550164", 3600, [undefined, "Kate"]);
+      const hub = first.session.participants.find((x) => x.phoneNumber === HOST);
+      assert.equal(hub?.hub, true);
+      const prompt = await p.sandbox.phoneSends(HOST, hub?.proxyNumber as string, "are you there?");
+      assert.match(prompt.twiml, /Open:/, "two open threads: the prompt");
+      const outOfSession = (await p.scan()).filter(
+        (i) => i.kind === "event" && i.type === "OutOfSessionMessage",
+      );
+      assert.equal(outOfSession.length, 1);
+      assert.match(
+        String((outOfSession[0]?.detail as { from?: string } | undefined)?.from),
+        PSEUDONYM_PATTERN,
+      );
+      assert.equal((await call("DELETE", `/participants/${encodeURIComponent(HOST)}`)).status, 200);
+      assert.deepEqual(
+        (await p.scan()).filter((i) => contains(i, HOST.slice(1))).map((i) => `${i.pk} ${i.sk}`),
+        [],
+        "no item or event keeps the number",
+      );
     } finally {
       await p.stop();
     }
@@ -299,6 +412,30 @@ describe("erasure and strangers", () => {
       assert.ok(pairs.length === 2 && pairs.every((i) => i.ttl === ttl), "pairs: after quarantine, with it");
       const check = await rebuildCheck(p.tableName);
       assert.equal(check.code, 0, check.output);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("a text accepted while the session was open and forwarded after its close expires with the session", async () => {
+    const p = await startPipeline(aws, { statusCallbacks: false });
+    try {
+      await p.pool(2);
+      const { session, proxyA } = await p.open(GUEST, HOST);
+      await p.stopForwarding();
+      await p.sandbox.phoneSends(GUEST, proxyA, "last words before the close");
+      const closed = await p.sessions.closeSession(session.sessionId);
+      const ttl = Math.floor(Date.parse(closed.closedAt ?? "") / 1000) + 90 * 86_400;
+      p.startForwarding();
+      await p.waitFor(() => p.sentTo(HOST).length === 1, 20_000, "the text, forwarded after the close");
+      await settle();
+      const ofSession = (await p.scan()).filter((i) => i.pk === `SESSION#${session.sessionId}`);
+      assert.ok(ofSession.some((i) => i.kind === "event" && i.type === "MessageForwarded"));
+      assert.deepEqual(
+        ofSession.filter((i) => i.ttl !== ttl).map((i) => `${i.sk} ${i.type ?? i.kind} ${i.ttl}`),
+        [],
+        "the forward (with both numbers) does not outlive its session",
+      );
     } finally {
       await p.stop();
     }

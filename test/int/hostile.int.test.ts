@@ -144,6 +144,41 @@ describe("hostile traffic", () => {
     }
   });
 
+  test("the rate limit comes before the content policy: a flood of contact details gets one notice per window, not one per text", async () => {
+    const p = await startPipeline(aws, {
+      traffic: { senderRateLimit: { count: 3, seconds: 86_400 }, contentPolicy: "block-contacts" },
+    });
+    try {
+      await p.pool(2, 300);
+      const { proxyA } = await p.open(A, B);
+      const answers: (string | null)[] = [];
+      for (let i = 0; i < 7; i++)
+        answers.push(replyOf((await p.sandbox.phoneSends(A, proxyA, `mail me at jo${i}@example.com`)).twiml));
+      // Each text the rate limit lets through reaches the content policy (and takes a place in the window);
+      // past the limit the rate limit stops them first.
+      assert.deepEqual(answers, [
+        CONTENT_BLOCKED,
+        CONTENT_BLOCKED,
+        CONTENT_BLOCKED,
+        RATE_LIMIT_NOTICE,
+        null,
+        null,
+        null,
+      ]);
+      const reasons = eventsOf(await p.scan(), "MessageBlocked").map(
+        (e) => (e.detail as { reason: string }).reason,
+      );
+      assert.equal(reasons.filter((r) => r === "content").length, 3);
+      assert.equal(reasons.filter((r) => r === "rate-limit").length, 4);
+      // A clean text is over the limit too: the window counts every text that passed it.
+      assert.equal(replyOf((await p.sandbox.phoneSends(A, proxyA, "hello")).twiml), null);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(p.sentTo(B).length, 0);
+    } finally {
+      await p.stop();
+    }
+  });
+
   test("concurrent webhooks cannot overshoot the limit", async () => {
     const p = await startPipeline(aws, { traffic: { senderRateLimit: { count: 4, seconds: 86_400 } } });
     try {

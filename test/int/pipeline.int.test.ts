@@ -552,6 +552,53 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
     }
   });
 
+  test("a crash after the claim and before the send: the reconciliation does not take the previous text with the same body for it", async () => {
+    let claims = 0;
+    type Store = ForwardDeps["store"];
+    const crashAfterSecondClaim = (store: Store): Store =>
+      new Proxy(store, {
+        get(target, prop, receiver) {
+          if (prop !== "claimSend") return Reflect.get(target, prop, receiver);
+          return async (...args: Parameters<Store["claimSend"]>) => {
+            const result = await target.claimSend(...args);
+            if (++claims === 2) throw new Error("injected crash between the claim and the send");
+            return result;
+          };
+        },
+      });
+    const p = await startPipeline(aws, {
+      wrapForwardStore: crashAfterSecondClaim,
+      statusCallbacks: false,
+      claimStaleMs: 1000,
+      visibilityTimeoutSeconds: 1,
+    });
+    try {
+      await p.pool(2);
+      const { session, proxyA } = await p.open(A, B);
+      await p.sandbox.phoneSends(A, proxyA, "ok");
+      await p.sandbox.phoneSends(A, proxyA, "ok");
+      await p.waitFor(
+        async () =>
+          eventTypes(await p.scan(), session.sessionId).filter((t) => t === "MessageForwarded").length === 2,
+        20_000,
+        "both forwards recorded",
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok(claims >= 3, "the crashed message was claimed again");
+      assert.deepEqual(
+        p.sentTo(B).map((m) => m.body),
+        ["ok", "ok"],
+        "the second text was sent, not matched to the first",
+      );
+      const sids = (await p.scan())
+        .filter((i) => i.kind === "event" && i.type === "MessageForwarded")
+        .map((i) => (i.detail as { twilioSid: string }).twilioSid);
+      assert.equal(new Set(sids).size, 2, "each forward has its own Twilio message");
+    } finally {
+      await p.stop();
+    }
+  });
+
   test("a Twilio timeout after Twilio accepted the send: the retry waits for the claim, reconciles, never sends twice", async () => {
     const p = await startPipeline(aws, {
       statusCallbacks: false,

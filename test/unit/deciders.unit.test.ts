@@ -133,6 +133,23 @@ describe("message decider", () => {
     assert.equal(detectKeyword("whatever", "HELP")?.kind, "help");
     assert.equal(detectKeyword("whatever", "OTHER"), undefined);
   });
+  test("keyword variants a phone produces are still keywords: fullwidth letters, any trailing punctuation, non-breaking spaces", () => {
+    for (const word of [
+      "\uFF33\uFF34\uFF2F\uFF30", // ＳＴＯＰ, a CJK keyboard in full-width mode
+      "stop\uFF01", // STOP！
+      "Stop\u3002", // Stop。
+      "STOP\u201D", // STOP” (smart quotes)
+      "stop -",
+      "STOP*",
+      "\u00A0STOP\u00A0", // non-breaking spaces around it
+      "\u3000stop\u3000", // ideographic spaces
+      "stop!!!?",
+    ])
+      assert.equal(detectKeyword(word)?.kind, "opt-out", JSON.stringify(word));
+    assert.equal(detectKeyword("\uFF33\uFF34\uFF2F\uFF30")?.word, "STOP", "the keyword as matched, in ASCII");
+    assert.equal(detectKeyword("\uFF28\uFF25\uFF2C\uFF30")?.kind, "help");
+    for (const text of ["S.T.O.P", "-STOP", "STOP 2"]) assert.equal(detectKeyword(text), undefined, text);
+  });
   test("a full rate-limit window holds an in-session text back; keywords and out-of-session are unaffected", () => {
     const limited = (route: RouteDecision, body?: string) =>
       types(
@@ -376,6 +393,17 @@ describe("projection (given events, then items)", () => {
     // Events of any other transaction keep no ttl of their own (their session's close stamps them).
     const others = projectEvents(opened, { retentionSeconds: 3600 });
     assert.ok(others.every((c) => c.type !== "put" || c.item.kind !== "event" || c.item.ttl === undefined));
+    // Unless their session closed already (a text forwarded after the close): they expire with it.
+    const closedAt = new Date(T0 + 5000).toISOString();
+    const late = projectEvents(decideMessage(sms(inSession), null, ctx(T0 + 9000)), {
+      retentionSeconds: 3600,
+      sessionRetentionSeconds: 86_400,
+      closedSession: { sessionId: "ses_1", closedAt },
+    });
+    assert.deepEqual(
+      late.flatMap((c) => (c.type === "put" && c.item.kind === "event" ? [c.item.ttl] : [])),
+      [Math.floor((T0 + 5000) / 1000) + 86_400],
+    );
   });
 
   test("an expiry decided on an old expiresAt loses to a sliding extension made since", async () => {
@@ -603,6 +631,15 @@ describe("contact-info policy", () => {
     assert.equal(
       redactContacts(text, findContacts(text, "US")),
       "Hi! Reach me on [removed] or [removed], thanks",
+    );
+  });
+  test("full-width characters disguise nothing: a full-width keyboard's digits and at-sign are found, and redacted in place", () => {
+    assert.deepEqual(kinds("mail jo\uFF20example.com"), ["email"], "jo＠example.com");
+    assert.deepEqual(kinds("text \uFF14 \uFF11 \uFF15 5 5 5 0 1 0 0"), ["phone"], "４ １ ５ 5 5 5 0 1 0 0");
+    const text = "\u2026 reach me: jo\uFF20example.com \u3002 \uFF14\uFF11\uFF15-555-0100 \u2026";
+    assert.equal(
+      redactContacts(text, findContacts(text, "US")),
+      "\u2026 reach me: [removed] \u3002 [removed] \u2026",
     );
   });
   test("the session's policy overrides the global one", () => {

@@ -101,6 +101,36 @@ describe("erasure of an item", () => {
     );
     assert.equal(erased?.event, false);
   });
+  test("a consent moving onto the pseudonym's consent: what the person said most recently stays", () => {
+    const consent = (pk: string, phoneNumber: string, optedOut: boolean, changedAt: string) => ({
+      pk,
+      sk: "CONSENT",
+      kind: "consent",
+      phoneNumber,
+      optedOut,
+      changedAt,
+    });
+    const olderOptIn = consent(`PERSON#${A}`, A, false, "2026-01-01T00:00:00.000Z");
+    const laterOptOut = consent(`PERSON#${ANON}`, ANON, true, "2026-02-01T00:00:00.000Z");
+    const kept = eraseItem(olderOptIn, A, ANON, AT, laterOptOut);
+    assert.deepEqual(
+      kept?.changes.map((c) => [c.type, c.key.pk]),
+      [["delete", `PERSON#${A}`]],
+      "the later opt-out under the pseudonym is not replaced",
+    );
+    const newer = consent(`PERSON#${A}`, A, false, "2026-03-01T00:00:00.000Z");
+    assert.deepEqual(
+      eraseItem(newer, A, ANON, AT, laterOptOut)?.changes.map((c) => [c.type, c.key.pk]),
+      [
+        ["delete", `PERSON#${A}`],
+        ["put", `PERSON#${ANON}`],
+      ],
+      "a later word under the number replaces the older one",
+    );
+    // Only a consent is merged: another item moving onto an occupied key replaces it.
+    const other = { pk: `HUB#${A}`, sk: "NUMBER", kind: "hub-number", participantNumber: A };
+    assert.equal(eraseItem(other, A, ANON, AT, laterOptOut)?.changes.length, 2);
+  });
   test("a message the person sent or received loses its body and media; one that only mentions them keeps it", () => {
     const message = { pk: "MESSAGE#m", sk: "MESSAGE", kind: "message", from: A, recipient: "+12025550102" };
     const theirs = eraseItem({ ...message, body: "hi", mediaUrls: [] }, A, ANON, AT);
