@@ -1,5 +1,6 @@
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { mkdirSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
 import {
@@ -40,6 +41,8 @@ export async function startDynamoLocal(
   options: { dataDir?: string; port?: number } = {},
 ): Promise<LocalService> {
   const port = options.port ?? (await freePort());
+  // DynamoDB Local refuses a directory that does not exist ("Invalid directory for database creation").
+  if (options.dataDir) mkdirSync(options.dataDir, { recursive: true });
   const child: ChildProcess = spawn({ port, path: options.dataDir ?? null, sharedDb: true, stdio: "pipe" });
   let output = "";
   child.stdout?.on("data", (d) => {
