@@ -16,7 +16,7 @@ export interface Holding {
   state: "held" | "released" | "hub";
   sessionId: string | null;
   counterpartNumber: E164 | null;
-  /** Epoch ms until which a released pair is not handed to a different counterpart (strict: 409 rather). */
+  /** Epoch ms until which a released pair is not handed to a different counterpart. */
   quarantineUntil: number | null;
   /** Epoch ms when the held pair's session expires (absent when unknown). */
   expiresAt?: number | null;
@@ -55,15 +55,15 @@ export function sharedOpenSession(holdings: readonly Holding[], counterpart: str
 
 /**
  * Ranks the proxy numbers a participant may be given, best first. A number is eligible when it is active
- * and the participant holds it in no open session and in no quarantined one with another counterpart (their
- * late texts to it would reach the new counterpart). Preference: the pair's previous number (sticky, even
- * within its quarantine: late texts reach the same person), then free numbers of the participant's area code
- * (NANP, unless `geoMatch` is "country"), then of the participant's country, then the least loaded.
+ * and the participant holds it in no open session. Preference: the pair's previous number (sticky), then
+ * free numbers of the participant's area code (NANP, unless `geoMatch` is "country"), then of the
+ * participant's country, then the least loaded; pairs still in quarantine with a
+ * different counterpart come last (quarantine is soft: reused, longest-quarantined first, rather than fail).
  * An empty result means the pool is exhausted for this participant.
  */
 export function rankProxies(request: AllocationRequest): E164[] {
-  const { sticky, free } = rankTiers(request);
-  return [...sticky, ...free].map((n) => n.phoneNumber);
+  const { sticky, free, quarantined } = rankTiers(request);
+  return [...sticky, ...free, ...quarantined].map((n) => n.phoneNumber);
 }
 
 /** How `chooseProxy` picks among the free numbers exactly as good as the best. */
@@ -85,14 +85,14 @@ export interface Spread {
  * The proxy to give, or undefined when the pool is exhausted for this participant: the best ranked, except
  * that among the free numbers exactly as good as the best (same locality, same load, not avoided) the choice
  * is spread (see `Spread`): the other side's number if it is one of them, else by ticket or by seed. A
- * sticky best is taken as ranked; an avoided number only when no other is free.
+ * sticky or quarantined best is taken as ranked; an avoided number only when no other is free.
  */
 export function chooseProxy(request: AllocationRequest, spread: Spread): E164 | undefined {
-  const { sticky, free: ranked, local } = rankTiers(request);
+  const { sticky, free: ranked, quarantined, local } = rankTiers(request);
   const avoided = (n: PoolNumber) => spread.avoid?.has(n.phoneNumber) === true;
   const free = [...ranked.filter((n) => !avoided(n)), ...ranked.filter(avoided)];
   const best = free[0];
-  if (sticky[0] || !best) return sticky[0]?.phoneNumber;
+  if (sticky[0] || !best) return (sticky[0] ?? quarantined[0])?.phoneNumber;
   let ties = 1;
   while (ties < free.length && sameRank(free[ties] as PoolNumber, best, local, avoided)) ties++;
   const tied = free.slice(0, ties);
@@ -123,6 +123,7 @@ function rankTiers(request: AllocationRequest) {
   const byProxy = new Map(request.holdings.map((h) => [h.proxyNumber, h]));
   const sticky: PoolNumber[] = [];
   const free: PoolNumber[] = [];
+  const quarantined: { number: PoolNumber; until: number }[] = [];
   for (const number of request.pool) {
     if (number.status !== "active") continue;
     const holding = byProxy.get(number.phoneNumber);
@@ -130,7 +131,9 @@ function rankTiers(request: AllocationRequest) {
       free.push(number);
     } else if (holding.state === "released") {
       if (holding.counterpartNumber === request.counterpart) sticky.push(number);
-      else if (!inQuarantine(holding, request.now)) free.push(number);
+      else if (holding.quarantineUntil !== null && holding.quarantineUntil > request.now)
+        quarantined.push({ number, until: holding.quarantineUntil });
+      else free.push(number);
     }
   }
   const area =
@@ -143,11 +146,9 @@ function rankTiers(request: AllocationRequest) {
         ? 0
         : 1;
   free.sort((a, b) => local(a) - local(b) || a.load - b.load || a.phoneNumber.localeCompare(b.phoneNumber));
-  return { sticky, free, local };
+  quarantined.sort((a, b) => a.until - b.until || a.number.phoneNumber.localeCompare(b.number.phoneNumber));
+  return { sticky, free, quarantined: quarantined.map((q) => q.number), local };
 }
-
-/** A released pair within its quarantine: not for a new counterpart until then. */
-const inQuarantine = (h: Holding, now: number) => h.quarantineUntil !== null && h.quarantineUntil > now;
 
 /** The lower bound on pool size: the largest number of sessions any one participant has open at once. */
 export function busiestParticipantLoad(openSessions: Iterable<readonly [string, string]>): number {

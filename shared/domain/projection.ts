@@ -179,18 +179,8 @@ function projectEvent(
             ...(other.hub && other.threadTag ? { counterpartTag: other.threadTag } : {}),
             ...(p.capSlot === undefined ? {} : { capSlot: p.capSlot }),
           },
-          // What makes concurrent allocations safe: a pair is taken only if free, and a released one only by
-          // the same counterpart or after its quarantine (late texts never reach a new counterpart).
-          guard: guard.or(
-            guard.absent,
-            guard.and(
-              guard.eq("state", "released"),
-              guard.or(
-                guard.eq("counterpartNumber", other.phoneNumber),
-                guard.atMost("quarantineUntil", Date.parse(event.occurredAt)),
-              ),
-            ),
-          ),
+          // What makes concurrent allocations safe: a pair is taken only if free.
+          guard: guard.or(guard.absent, guard.eq("state", "released")),
           conflict: { kind: "pair", key: `${p.proxyNumber}:${p.phoneNumber}` },
         });
       }

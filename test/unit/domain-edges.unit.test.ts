@@ -2,6 +2,7 @@
 // the small rules (numbers, spans, ranking ties) at their boundaries.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { rankProxies } from "../../shared/domain/allocation.ts";
 import { applyChange, type Change, guard, guardHolds } from "../../shared/domain/changes.ts";
 import { findContacts } from "../../shared/domain/contacts.ts";
 import { type DomainEvent, makeEvent } from "../../shared/domain/events.ts";
@@ -133,6 +134,32 @@ describe("small rules at their edges", () => {
     assert.equal(callingCode(n("+999")), "");
     assert.equal(countryOf(n("+999")), undefined);
     assert.equal(maskNumber("+1234"), "***");
+  });
+
+  test("quarantined numbers of equal age are offered in number order", () => {
+    const participant = n("+12025550101");
+    const pool = ["+14155550102", "+14155550101"].map((p) => ({
+      phoneNumber: n(p),
+      status: "active" as const,
+      callingCode: "1",
+      load: 0,
+    }));
+    const holdings = pool.map((p) => ({
+      proxyNumber: p.phoneNumber,
+      state: "released" as const,
+      sessionId: null,
+      counterpartNumber: n("+12025550199"),
+      quarantineUntil: T0 + 60_000,
+    }));
+    const ranked = rankProxies({
+      participant,
+      participantCallingCode: "1",
+      counterpart: n("+12025550102"),
+      pool,
+      holdings,
+      now: T0,
+    });
+    assert.deepEqual(ranked, ["+14155550101", "+14155550102"]);
   });
 
   test("digits that run into an e-mail address make one e-mail span, whichever starts first", () => {

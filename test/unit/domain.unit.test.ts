@@ -253,7 +253,7 @@ describe("allocation ranking", () => {
     assert.deepEqual(ranked, ["+14155550102", "+14155550101", "+14155550104", "+447700900003"]);
   });
 
-  test("held numbers, retired numbers and pairs quarantined with another counterpart are never offered", () => {
+  test("held numbers and retired numbers are never offered; quarantined pairs come last", () => {
     const holdings: Holding[] = [
       {
         proxyNumber: n("+14155550101"),
@@ -277,12 +277,7 @@ describe("allocation ranking", () => {
       ["+14155550104", 0],
     ]);
     numbers[3] = { ...(numbers[3] as PoolNumber), status: "draining" };
-    assert.deepEqual(rankProxies({ ...base, pool: numbers, holdings }), ["+14155550103"]);
-    assert.deepEqual(
-      rankProxies({ ...base, pool: numbers, holdings, now: T0 + 5000 }),
-      ["+14155550102", "+14155550103"],
-      "free again when its quarantine is over (less loaded first)",
-    );
+    assert.deepEqual(rankProxies({ ...base, pool: numbers, holdings }), ["+14155550103", "+14155550102"]);
   });
 });
 
@@ -321,7 +316,7 @@ describe("choosing a proxy (chooseProxy)", () => {
     assert.equal(chooseProxy({ ...base, pool: numbers, holdings: [] }, { seed: "ses_x:1" }), once);
   });
 
-  test("a sticky pair is taken whatever the seed, even in its quarantine; a pair quarantined with someone else never", () => {
+  test("a sticky pair is taken whatever the seed; a quarantined one only when nothing is free", () => {
     const numbers = pool([
       ["+14155550101", 0],
       ["+14155550102", 9],
@@ -337,12 +332,10 @@ describe("choosing a proxy (chooseProxy)", () => {
       { ...released("+14155550103", elsewhere, null), state: "held" as const },
     ];
     for (const seed of seeds)
-      assert.equal(chooseProxy({ ...base, pool: numbers, holdings: onlyQuarantined }, { seed }), undefined);
-    // Once a quarantine is over the number is free again.
-    assert.equal(
-      chooseProxy({ ...base, pool: numbers, holdings: onlyQuarantined, now: T0 + 5000 }, { seed: "s" }),
-      "+14155550102",
-    );
+      assert.equal(
+        chooseProxy({ ...base, pool: numbers, holdings: onlyQuarantined }, { seed }),
+        "+14155550102",
+      );
   });
 
   test("consecutive tickets take different ties: concurrent opens with one view collide on none", () => {
@@ -394,7 +387,7 @@ describe("allocation properties (fast-check)", () => {
     fc.record({ kind: fc.constant("expire" as const), pick: fc.nat(50), advance: fc.nat(120_000) }),
   );
 
-  test("no pair is held by two open sessions, none goes to a new counterpart within its quarantine, and allocation fails only when every active number is held or quarantined with another counterpart", () =>
+  test("no pair is held by two open sessions, and allocation fails only when every active number is held", () =>
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 6 }), fc.array(op, { maxLength: 80 }), (poolSize, ops) => {
         const people = Array.from({ length: 8 }, (_, i) => n(`+1202555${String(1000 + i)}`));
@@ -459,26 +452,15 @@ describe("allocation properties (fast-check)", () => {
                 now,
               });
             const [ra, rb] = [rank(a, b), rank(b, a)];
-            for (const [p, other, ranked] of [
-              [a, b, ra],
-              [b, a, rb],
+            for (const [p, ranked] of [
+              [a, ra],
+              [b, rb],
             ] as const) {
-              const quarantinedElsewhere = (h: Holding) =>
-                h.state === "released" &&
-                h.counterpartNumber !== other &&
-                h.quarantineUntil !== null &&
-                h.quarantineUntil > now;
-              const list = holdings.get(p) ?? [];
-              const blocked = list.filter((h) => h.state === "held" || quarantinedElsewhere(h)).length;
+              const held = (holdings.get(p) ?? []).filter((h) => h.state === "held").length;
               assert.equal(
                 ranked.length === 0,
-                blocked >= pool.length,
-                "fails iff the participant holds every number or has it in quarantine with someone else",
-              );
-              const first = list.find((h) => h.proxyNumber === ranked[0]);
-              assert.ok(
-                !first || !quarantinedElsewhere(first),
-                "never a new counterpart within the quarantine",
+                held >= pool.length,
+                "fails iff the participant holds every number",
               );
             }
             if (!ra[0] || !rb[0]) continue;
