@@ -51,6 +51,8 @@ const putEventsInput = z.object({
 });
 
 const WEBHOOK_BACKOFF_MS = 100;
+/** The 4xx answers EventBridge API destinations retry (the endpoint is misconfigured or busy, not refusing). */
+const RETRIED_4XX = new Set([401, 409, 429]);
 /** The longest wait between two attempts at one event, so a webhook that comes back gets it within seconds. */
 const WEBHOOK_MAX_BACKOFF_MS = 5_000;
 const WEBHOOK_TIMEOUT_MS = 10_000;
@@ -90,10 +92,10 @@ export class LocalEventBus extends EventEmitter {
 
   /**
    * POSTs an event to LOCAL_EVENTS_WEBHOOK_URL, like an EventBridge API destination: a network error, a
-   * timeout, a 5xx or a 429 is retried with back-off (doubling, at most `maxBackoffMs` apart) until the
-   * endpoint takes it (any other answer is final), for up to 24 hours after the bus accepted it. Later events
-   * wait for it, so a webhook that was down gets every event once it is back, in order (at least once: the
-   * stack's publisher may deliver an event again, with the same id, after a restart).
+   * timeout, a 5xx, 401, 409 or 429 is retried with back-off (doubling, at most `maxBackoffMs` apart) until
+   * the endpoint takes it (any other answer, such as 400, is final), for up to 24 hours after the bus
+   * accepted it. Later events wait for it, so a webhook that was down gets every event once it is back, in
+   * order (at least once: after a restart the publisher may deliver an event again, with the same id).
    */
   private deliver(body: string) {
     const url = this.webhookUrl;
@@ -110,7 +112,7 @@ export class LocalEventBus extends EventEmitter {
             signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
           });
           await res.arrayBuffer();
-          if (res.status < 500 && res.status !== 429) {
+          if (res.status < 500 && !RETRIED_4XX.has(res.status)) {
             if (this.webhookDown)
               this.emit("warning", "event webhook is back; delivering the waiting events");
             this.webhookDown = false;

@@ -242,7 +242,7 @@ describe("local server: LOCAL_EVENTS_WEBHOOK_URL", () => {
     }
   });
 
-  test("a webhook down for a while (5xx on every attempt) gets every event once it is back, once each, in order", async () => {
+  test("a webhook down for a while (5xx, 429, 401, 409: what EventBridge retries) gets every event once it is back, once each, in order", async () => {
     const received: number[] = [];
     let refused = 0;
     let down = true;
@@ -254,7 +254,7 @@ describe("local server: LOCAL_EVENTS_WEBHOOK_URL", () => {
       req.on("end", () => {
         if (down) {
           refused++;
-          res.writeHead(refused % 2 ? 500 : 503);
+          res.writeHead([500, 503, 429, 401, 409][refused % 5] ?? 500);
           return res.end();
         }
         received.push((JSON.parse(body) as { detail: { n: number } }).detail.n);
