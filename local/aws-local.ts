@@ -1,5 +1,6 @@
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { mkdirSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
 import {
@@ -40,6 +41,8 @@ export async function startDynamoLocal(
   options: { dataDir?: string; port?: number } = {},
 ): Promise<LocalService> {
   const port = options.port ?? (await freePort());
+  // DynamoDB Local refuses a directory that does not exist ("Invalid directory for database creation").
+  if (options.dataDir) mkdirSync(options.dataDir, { recursive: true });
   const child: ChildProcess = spawn({ port, path: options.dataDir ?? null, sharedDb: true, stdio: "pipe" });
   let output = "";
   child.stdout?.on("data", (d) => {
@@ -239,6 +242,9 @@ export async function provisionTable(endpoint: string, tableName: string, def: T
   }
 }
 
+/** SQS's own bound on a redrive policy's maxReceiveCount. */
+const MAX_RECEIVE_COUNT = 1000;
+
 export interface ProvisionedQueue {
   queueUrl: string;
   dlqUrl: string;
@@ -248,12 +254,15 @@ export interface ProvisionedQueue {
 
 /**
  * The FIFO queue and its DLQ. Locally the visibility timeout may be shortened (a crashed record comes back
- * in seconds rather than minutes); everything else is the deployed definition.
+ * in seconds rather than minutes); the DLQ then still comes after as long as in AWS (maxReceiveCount x the
+ * deployed visibility timeout): a record fails once per visibility timeout while Twilio is down, so with
+ * the deployed count a one-minute outage would put texts in the DLQ, and their session's later texts would
+ * overtake them. Everything else is the deployed definition.
  */
 export async function provisionQueue(
   endpoint: string,
   namePrefix: string,
-  options: { visibilityTimeoutSeconds?: number } = {},
+  options: { visibilityTimeoutSeconds?: number; maxReceiveCount?: number } = {},
   def: QueueDefinition = forwardQueue,
 ): Promise<ProvisionedQueue> {
   const client = new SQSClient({ endpoint, region: LOCAL_REGION, credentials: LOCAL_CREDENTIALS });
@@ -269,6 +278,12 @@ export async function provisionQueue(
       new GetQueueAttributesCommand({ QueueUrl: dlq.QueueUrl, AttributeNames: ["QueueArn"] }),
     );
     const visibility = options.visibilityTimeoutSeconds ?? def.visibilityTimeoutSeconds;
+    const maxReceiveCount =
+      options.maxReceiveCount ??
+      Math.min(
+        MAX_RECEIVE_COUNT,
+        Math.ceil((def.deadLetter.maxReceiveCount * def.visibilityTimeoutSeconds) / visibility),
+      );
     const queue = await client.send(
       new CreateQueueCommand({
         QueueName: `${namePrefix}-${def.id}.fifo`,
@@ -278,7 +293,7 @@ export async function provisionQueue(
           MessageRetentionPeriod: String(def.retentionSeconds),
           RedrivePolicy: JSON.stringify({
             deadLetterTargetArn: dlqArn.Attributes?.QueueArn,
-            maxReceiveCount: def.deadLetter.maxReceiveCount,
+            maxReceiveCount,
           }),
         },
       }),
@@ -286,7 +301,7 @@ export async function provisionQueue(
     return {
       queueUrl: queue.QueueUrl ?? "",
       dlqUrl: dlq.QueueUrl ?? "",
-      maxReceiveCount: def.deadLetter.maxReceiveCount,
+      maxReceiveCount,
       visibilityTimeoutSeconds: visibility,
     };
   } finally {

@@ -50,9 +50,19 @@ const putEventsInput = z.object({
     .max(10),
 });
 
-const WEBHOOK_ATTEMPTS = 5;
 const WEBHOOK_BACKOFF_MS = 100;
+/** The 4xx answers EventBridge API destinations retry (the endpoint is misconfigured or busy, not refusing). */
+const RETRIED_4XX = new Set([401, 409, 429]);
+/** The longest wait between two attempts at one event, so a webhook that comes back gets it within seconds. */
+const WEBHOOK_MAX_BACKOFF_MS = 5_000;
 const WEBHOOK_TIMEOUT_MS = 10_000;
+/** As an EventBridge API destination: an event is retried for 24 hours, then given up. */
+const WEBHOOK_GIVE_UP_AFTER_MS = 24 * 3600 * 1000;
+
+export interface LocalEventBusOptions {
+  /** The longest wait between two attempts (tests shorten it). */
+  maxBackoffMs?: number;
+}
 
 export class LocalEventBus extends EventEmitter {
   readonly events: BusEvent[] = [];
@@ -65,25 +75,35 @@ export class LocalEventBus extends EventEmitter {
    */
   readonly path = `/_local/eventbridge/${randomBytes(24).toString("hex")}`;
 
-  constructor(private readonly webhookUrl?: string) {
+  private readonly maxBackoffMs: number;
+
+  constructor(
+    private readonly webhookUrl?: string,
+    options: LocalEventBusOptions = {},
+  ) {
     super();
+    this.maxBackoffMs = options.maxBackoffMs ?? WEBHOOK_MAX_BACKOFF_MS;
   }
 
   /** The webhook's queue: one delivery at a time, in the order the bus accepted the events. */
   private delivery: Promise<void> = Promise.resolve();
-  /** After an event used up its attempts, the next ones get one attempt each until one gets through. */
+  /** Whether the last attempt failed: a warning is logged when the endpoint goes down, not per attempt. */
   private webhookDown = false;
 
   /**
    * POSTs an event to LOCAL_EVENTS_WEBHOOK_URL, like an EventBridge API destination: a network error, a
-   * timeout, a 5xx or a 429 is retried with back-off (any other answer is final), then given up with a warning.
+   * timeout, a 5xx, 401, 409 or 429 is retried with back-off (doubling, at most `maxBackoffMs` apart) until
+   * the endpoint takes it (any other answer, such as 400, is final), for up to 24 hours after the bus
+   * accepted it. Later events wait for it, so a webhook that was down gets every event once it is back, in
+   * order (at least once: after a restart the publisher may deliver an event again, with the same id).
    */
   private deliver(body: string) {
     const url = this.webhookUrl;
     if (!url) return;
+    const acceptedAt = Date.now();
     this.delivery = this.delivery.then(async () => {
-      const attempts = this.webhookDown ? 1 : WEBHOOK_ATTEMPTS;
-      for (let attempt = 1; attempt <= attempts; attempt++) {
+      for (let attempt = 1; ; attempt++) {
+        let failure: string;
         try {
           const res = await fetch(url, {
             method: "POST",
@@ -92,18 +112,27 @@ export class LocalEventBus extends EventEmitter {
             signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
           });
           await res.arrayBuffer();
-          if (res.status < 500 && res.status !== 429) {
+          if (res.status < 500 && !RETRIED_4XX.has(res.status)) {
+            if (this.webhookDown)
+              this.emit("warning", "event webhook is back; delivering the waiting events");
             this.webhookDown = false;
             return;
           }
-          if (attempt === attempts) this.emit("warning", `event webhook answered ${res.status}`);
+          failure = `answered ${res.status}`;
         } catch (error) {
-          if (attempt === attempts) this.emit("warning", `event webhook failed: ${error}`);
+          failure = `failed: ${error}`;
         }
-        if (attempt < attempts)
-          await new Promise((r) => setTimeout(r, WEBHOOK_BACKOFF_MS * 2 ** (attempt - 1)));
+        if (!this.webhookDown)
+          this.emit("warning", `event webhook ${failure}; retrying, later events wait (in order)`);
+        this.webhookDown = true;
+        if (Date.now() - acceptedAt > WEBHOOK_GIVE_UP_AFTER_MS) {
+          this.emit("warning", "event webhook: an event could not be delivered for 24 hours; skipped");
+          return;
+        }
+        await new Promise((r) =>
+          setTimeout(r, Math.min(this.maxBackoffMs, WEBHOOK_BACKOFF_MS * 2 ** Math.min(attempt - 1, 16))),
+        );
       }
-      this.webhookDown = true;
     });
   }
 

@@ -164,6 +164,7 @@ export async function startEmbeddedStack(
       async () => false;
     const handlers: Partial<Record<keyof typeof functions, HttpHandler>> = {};
     const bus = new LocalEventBus(local.LOCAL_EVENTS_WEBHOOK_URL);
+    bus.on("warning", log);
     const sandboxHolder: { sandbox?: TwilioSandbox } = {};
     const lazySandbox = new Proxy({} as TwilioSandbox, {
       get: (_t, prop) => {

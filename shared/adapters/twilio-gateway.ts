@@ -95,6 +95,10 @@ export class TwilioGateway implements SmsGateway {
           ...(message.statusCallback ? { statusCallback: message.statusCallback } : {}),
         }),
       );
+      // Twilio answered 2xx, so it may have accepted the message, but without its SID the send cannot be
+      // recorded: an unknown outcome, reconciled like a timeout (never a send recorded without a SID).
+      if (typeof created.sid !== "string" || created.sid === "")
+        throw new SmsSendError("ambiguous", null, null, null);
       return { sid: created.sid };
     } catch (error) {
       if (error instanceof SmsSendError) throw error;

@@ -241,6 +241,55 @@ describe("local server: LOCAL_EVENTS_WEBHOOK_URL", () => {
       await new Promise((resolve) => receiver.close(resolve));
     }
   });
+
+  test("a webhook down for a while (5xx, 429, 401, 409: what EventBridge retries) gets every event once it is back, once each, in order", async () => {
+    const received: number[] = [];
+    let refused = 0;
+    let down = true;
+    const receiver = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c) => {
+        body += c;
+      });
+      req.on("end", () => {
+        if (down) {
+          refused++;
+          res.writeHead([500, 503, 429, 401, 409][refused % 5] ?? 500);
+          return res.end();
+        }
+        received.push((JSON.parse(body) as { detail: { n: number } }).detail.n);
+        res.writeHead(204);
+        res.end();
+      });
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => receiver.listen(port, "127.0.0.1", resolve));
+    const s = await startServer(
+      true,
+      new LocalEventBus(`http://127.0.0.1:${port}/events`, { maxBackoffMs: 100 }),
+    );
+    const put = (n: number) =>
+      fetch(`${s.base}${s.bus.path}`, {
+        method: "POST",
+        headers: { "x-amz-target": "AWSEvents.PutEvents", "content-type": "application/x-amz-json-1.1" },
+        body: putEvents([{ Source: "maskline", DetailType: "T", Detail: JSON.stringify({ n }) }]),
+      });
+    try {
+      for (const n of [1, 2, 3]) assert.equal((await put(n)).status, 200);
+      // Far more failed attempts than one event's first retries: the endpoint is down, not flaky.
+      const deadline = Date.now() + 20_000;
+      while (refused < 15 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(refused >= 15, `the webhook refused ${refused} attempts`);
+      for (const n of [4, 5]) assert.equal((await put(n)).status, 200);
+      down = false;
+      while (received.length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(received, [1, 2, 3, 4, 5], "every event once it is back, once each, in order");
+    } finally {
+      await s.stop();
+      receiver.closeAllConnections();
+      await new Promise((resolve) => receiver.close(resolve));
+    }
+  });
 });
 
 describe("local server: the embedded stack's EventBridge endpoint", () => {

@@ -630,6 +630,35 @@ describe("message pipeline: Twilio webhooks in, exactly-once forwarding out", ()
     }
   });
 
+  test("Twilio down (503) for longer than six visibility timeouts, then back: nothing goes to the DLQ, each text once, in order", async () => {
+    // Locally the visibility timeout is seconds, not the deployed 180 s: the DLQ must still come only after
+    // as long as in AWS (maxReceiveCount x 180 s), or a one-minute outage would lose texts and reorder the rest.
+    const p = await startPipeline(aws, { statusCallbacks: false, visibilityTimeoutSeconds: 1 });
+    try {
+      await p.pool(1);
+      const { session, proxyA } = await p.open(A, B);
+      p.sandbox.faults = { rate: 1, statuses: [503] };
+      for (const body of ["first", "second", "third"]) await p.sandbox.phoneSends(A, proxyA, body);
+      const outageEnds = Date.now() + (p.queue.visibilityTimeoutSeconds * 6 + 4) * 1000;
+      while (Date.now() < outageEnds) await new Promise((r) => setTimeout(r, 200));
+      p.sandbox.faults = { rate: 0, statuses: [] };
+      await p.waitFor(
+        async () =>
+          eventTypes(await p.scan(), session.sessionId).filter((t) => t === "MessageForwarded").length === 3,
+        30_000,
+        "three forwards recorded",
+      );
+      assert.deepEqual(
+        p.sentTo(B).map((m) => m.body),
+        ["first", "second", "third"],
+        "each sent once, in order",
+      );
+      assert.equal((await p.dlqMessages()).length, 0);
+    } finally {
+      await p.stop();
+    }
+  });
+
   test("a stranger or an expired session gets the out-of-session reply and nothing is forwarded", async () => {
     const p = await startPipeline(aws);
     try {

@@ -28,6 +28,7 @@ import { EventBridgeBus } from "../../shared/adapters/eventbridge.ts";
 import { newId } from "../../shared/adapters/ids.ts";
 import { SqsForwardQueue, SqsSetAsideSink } from "../../shared/adapters/sqs-queue.ts";
 import { EventPublisher } from "../../shared/app/publisher.ts";
+import { forwardQueue } from "../../shared/resources.ts";
 import { recordCalls, startLocalAws } from "../support/stack.ts";
 
 /** An event item as the store writes it; `detail` as given (valid or not). */
@@ -157,7 +158,10 @@ describe("local event-source pollers behave like Lambda's", () => {
   });
 
   test("SQS: changing a message's visibility is not a receive: a message held through many changes stays out of the DLQ", async () => {
-    const { queue } = await aws.fresh({ visibilityTimeoutSeconds: 1 });
+    const { queue } = await aws.fresh({
+      visibilityTimeoutSeconds: 1,
+      maxReceiveCount: forwardQueue.deadLetter.maxReceiveCount,
+    });
     await aws.sqsClient.send(
       new SendMessageCommand({
         QueueUrl: queue.queueUrl,
@@ -194,7 +198,10 @@ describe("local event-source pollers behave like Lambda's", () => {
   });
 
   test("SQS: partial batch failures are redelivered in group order and land in the DLQ after maxReceiveCount", async () => {
-    const { queue } = await aws.fresh({ visibilityTimeoutSeconds: 1 });
+    const { queue } = await aws.fresh({
+      visibilityTimeoutSeconds: 1,
+      maxReceiveCount: forwardQueue.deadLetter.maxReceiveCount,
+    });
     const send = (group: string, body: string) =>
       aws.sqsClient.send(
         new SendMessageCommand({

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -201,6 +201,17 @@ describe("rebuild: the table's projections from its events", () => {
   });
   after(async () => {
     await rm(dir, { recursive: true, force: true });
+  });
+
+  test("a data directory that does not exist yet is created (npm start -- --data-dir .local-data on a first run)", async () => {
+    const fresh = join(dir, "not-yet", "there");
+    const dynamo = await startDynamoLocal({ dataDir: fresh });
+    try {
+      await provisionTable(dynamo.endpoint, TABLE);
+    } finally {
+      await dynamo.stop();
+    }
+    assert.ok((await readdir(fresh)).length > 0, "the table is kept in the new directory");
   });
 
   test("a table written by the services rebuilds to its own projections; one tampered item is one difference", async () => {

@@ -298,3 +298,34 @@ describe("Twilio sandbox in Messaging Service mode (A2P 10DLC, Advanced Opt-Out)
     await gateway.send(sms(N1, GUEST, "the service's numbers are not blocked"));
   });
 });
+
+describe("Twilio answers the forwarder cannot read", () => {
+  test("a 2xx without a message SID (or not JSON) is an unknown outcome, never a send recorded without its SID", async () => {
+    const answers = ["{}", '{"sid": null, "status": "queued"}', "{not json"];
+    const port = await freePort();
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(201, { "content-type": "application/json" });
+        res.end(answers.shift() ?? "{}");
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+    const gateway = new TwilioGateway({
+      accountSid: ACCOUNT_SID,
+      authToken: AUTH_TOKEN,
+      apiBaseUrl: `http://127.0.0.1:${port}`,
+    });
+    try {
+      for (let i = 0; i < 3; i++)
+        await assert.rejects(
+          gateway.send({ from: N1, to: GUEST, body: "hello", mediaUrls: [], statusCallback: undefined }),
+          (error: unknown) => error instanceof SmsSendError && error.kind === "ambiguous",
+          `answer ${i + 1}`,
+        );
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});

@@ -43,7 +43,7 @@ export async function startLocalAws() {
       TABLE_NAME: tableName,
       FORWARD_QUEUE_URL: queue.queueUrl,
     }),
-    async fresh(options: { visibilityTimeoutSeconds?: number } = {}) {
+    async fresh(options: { visibilityTimeoutSeconds?: number; maxReceiveCount?: number } = {}) {
       const tableName = newId("t");
       await provisionTable(dynamo.endpoint, tableName);
       const queue = await provisionQueue(sqs.endpoint, tableName, options);
