@@ -20,7 +20,11 @@ export const participantInput = z.object({
 
 export const openSessionBody = z
   .object({
-    participants: z.array(participantInput).length(2, "exactly two participants"),
+    // min and max rather than length: the OpenAPI document then says minItems and maxItems 2.
+    participants: z
+      .array(participantInput)
+      .min(2, "exactly two participants")
+      .max(2, "exactly two participants"),
     mode: z.enum(sessionModes).default("sms+voice"),
     ttlSeconds: z.number().int().min(TTL_BOUNDS.min).max(TTL_BOUNDS.max).default(TTL_BOUNDS.default),
     ttlMode: z.enum(ttlModes).default("absolute"),
