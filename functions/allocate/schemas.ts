@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { geoMatches } from "../../shared/domain/allocation.ts";
-import { sessionModes, ttlModes } from "../../shared/domain/events.ts";
+import { eventTypes, sessionModes, ttlModes } from "../../shared/domain/events.ts";
 import { SMS_BODY_MAX } from "../../shared/domain/message.ts";
 import { e164Schema } from "../../shared/domain/phone.ts";
 
@@ -110,6 +110,7 @@ export const listSessionsQuery = z
     path: ["participant"],
   });
 
-export const eventsQuery = z.object({ type: z.string().min(1).max(64).optional(), ...pageParams }).strict();
+/** `type`: one of the event types (a misspelt one is a 400, not an empty history). */
+export const eventsQuery = z.object({ type: z.enum(eventTypes).optional(), ...pageParams }).strict();
 export const numbersQuery = z.object(pageParams).strict();
 export const messagesQuery = z.object(pageParams).strict();
