@@ -30,13 +30,14 @@ export type ProjectionKind = (typeof PROJECTION_KINDS)[number];
 /**
  * Fields no event defines, left out of the comparison: `ttl` everywhere (expiry housekeeping; an item whose
  * ttl has passed is treated as absent instead); on messages the body and media (personal data, stored only
- * on the message item, never in an event) and the send claim (operational state of the forwarder).
+ * on the message item, never in an event, and when erasure deleted them: `erasedAt`) and the send claim
+ * (operational state of the forwarder).
  */
 export const IGNORED_FIELDS: Readonly<Record<ProjectionKind, readonly string[]>> = {
   session: ["ttl"],
   pair: ["ttl"],
   number: ["ttl"],
-  message: ["ttl", "body", "mediaUrls", "claimedAt", "previousClaim", "attempts"],
+  message: ["ttl", "body", "mediaUrls", "erasedAt", "claimedAt", "previousClaim", "attempts"],
   call: ["ttl"],
   consent: ["ttl"],
   "hub-thread": ["ttl"],

@@ -2,6 +2,7 @@ import {
   extendZodWithOpenApi,
   OpenAPIRegistry,
   OpenApiGeneratorV31,
+  type ResponseConfig,
   type RouteConfig,
 } from "@asteasolutions/zod-to-openapi";
 import { z } from "zod";
@@ -35,6 +36,7 @@ import {
 extendZodWithOpenApi(z);
 
 type Responses = RouteConfig["responses"];
+type HeadersObject = Exclude<NonNullable<ResponseConfig["headers"]>, z.AnyZodObject>;
 type Operation = Omit<RouteConfig, "method" | "path" | "responses"> & { responses: Responses };
 
 const json = (schema: z.ZodTypeAny, description: string) => ({
@@ -61,16 +63,42 @@ export function buildOpenApiDocument() {
   });
   registry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
 
+  /** Headers a client acts on, by the statuses that carry them. */
+  const problemHeaders: Record<number, HeadersObject> = {
+    401: {
+      "WWW-Authenticate": {
+        description: "The scheme to authenticate with (`Bearer` locally, `AWS4-HMAC-SHA256` in AWS)",
+        required: true,
+        schema: { type: "string" },
+      },
+    },
+    503: {
+      "Retry-After": {
+        description: "Seconds to wait before retrying",
+        required: false,
+        schema: { type: "string" },
+      },
+    },
+  };
   const problem = (statuses: [number, string][]) =>
     Object.fromEntries(
       statuses.map(([status, types]) => [
         status,
         {
           description: `Problem (${types})`,
+          ...(problemHeaders[status] ? { headers: problemHeaders[status] } : {}),
           content: { "application/problem+json": { schema: Problem } },
         },
       ]),
     );
+  const replayed: HeadersObject = {
+    "idempotent-replayed": {
+      description:
+        "`true` when this is the stored answer to an earlier request with the same Idempotency-Key",
+      required: false,
+      schema: { type: "string", enum: ["true"] },
+    },
+  };
   const common = problem([
     [400, "validation-error, malformed-json"],
     [401, "unauthorized"],
@@ -113,10 +141,20 @@ export function buildOpenApiDocument() {
       summary: "Open a session: each participant gets a proxy number",
       request: { headers: idempotencyKey, ...body(openSessionBody) },
       responses: {
-        201: json(
-          Session,
-          "Opened; also the answer to a replay of the same Idempotency-Key (header `idempotent-replayed: true`)",
-        ),
+        201: {
+          ...json(
+            Session,
+            "Opened; also the answer to a replay of the same Idempotency-Key (header `idempotent-replayed: true`)",
+          ),
+          headers: {
+            Location: {
+              description: "The session: `/sessions/{sessionId}`",
+              required: true,
+              schema: { type: "string" },
+            },
+            ...replayed,
+          },
+        },
         ...common,
         ...bodyProblems,
         ...problem([
@@ -158,7 +196,7 @@ export function buildOpenApiDocument() {
       summary: "Send a platform message to a participant, from their proxy number",
       request: { params: sessionId, headers: idempotencyKey, ...body(platformMessageBody) },
       responses: {
-        202: json(queuedMessageResponse, "Queued"),
+        202: { ...json(queuedMessageResponse, "Queued"), headers: replayed },
         ...common,
         ...bodyProblems,
         ...problem([
@@ -235,7 +273,17 @@ export function buildOpenApiDocument() {
     "GET /health": {
       summary: "Liveness, without credentials",
       security: [],
-      responses: { 200: json(healthResponse, "Healthy"), 503: json(healthResponse, "Degraded") },
+      responses: {
+        200: json(healthResponse, "Healthy"),
+        503: {
+          description:
+            "Degraded (a dependency check failed), or the local stack is still starting (a problem)",
+          content: {
+            "application/json": { schema: healthResponse },
+            "application/problem+json": { schema: Problem },
+          },
+        },
+      },
     },
     "GET /openapi.json": {
       summary: "This document, without credentials",
@@ -245,6 +293,7 @@ export function buildOpenApiDocument() {
           description: "OpenAPI 3.1",
           content: { "application/json": { schema: z.object({}).passthrough() } },
         },
+        ...problem([[503, "temporarily-unavailable (the local stack is still starting)"]]),
       },
     },
     "POST /twilio/sms": {

@@ -90,9 +90,20 @@ export const retiredNumberResponse = z.object({
 
 export const messageResponse = z.object({
   messageId: z.string(),
-  from: z.string().nullable(),
-  to: z.string().nullable(),
-  body: z.string().nullable(),
+  from: z
+    .string()
+    .nullable()
+    .describe(
+      "The sender's participant id, else their number; null for a platform message and for a text refused before it was accepted (keyword, rate limit, content policy)",
+    ),
+  to: z
+    .string()
+    .nullable()
+    .describe("The recipient's participant id, else their number; null for a text refused before acceptance"),
+  body: z
+    .string()
+    .nullable()
+    .describe("The text while retained; null past retention, once erased, and for a keyword (never kept)"),
   mediaCount: z.number().int(),
   status: z.string(),
   receivedAt: isoTime,

@@ -1,26 +1,34 @@
 import { z } from "zod";
 import { geoMatches } from "../../shared/domain/allocation.ts";
-import { sessionModes, ttlModes } from "../../shared/domain/events.ts";
+import { eventTypes, sessionModes, ttlModes } from "../../shared/domain/events.ts";
 import { SMS_BODY_MAX } from "../../shared/domain/message.ts";
 import { e164Schema } from "../../shared/domain/phone.ts";
 
 /**
  * The product API's inputs: one definition, used to validate requests and to generate the OpenAPI document.
- * What the routes answer is described in `responses.ts`, for the document only.
+ * What the routes answer is described in `responses.ts`, for the document only. Every body and query is
+ * strict: an unknown field is a 400 naming it, never ignored (a misspelt `ttlSeconds` or
+ * `failOnParticipantConflict` would otherwise fall back to its default without a word).
  */
 
 /** TTL bounds: at least a second (tests and demos), at most 90 days (a long stay plus its follow-up). */
 export const TTL_BOUNDS = { min: 1, max: 90 * 24 * 3600, default: 7 * 24 * 3600 };
 
-export const participantInput = z.object({
-  phoneNumber: e164Schema,
-  id: z.string().min(1).max(128).optional(),
-  name: z.string().min(1).max(128).optional(),
-});
+export const participantInput = z
+  .object({
+    phoneNumber: e164Schema,
+    id: z.string().min(1).max(128).optional(),
+    name: z.string().min(1).max(128).optional(),
+  })
+  .strict();
 
 export const openSessionBody = z
   .object({
-    participants: z.array(participantInput).length(2, "exactly two participants"),
+    // min and max rather than length: the OpenAPI document then says minItems and maxItems 2.
+    participants: z
+      .array(participantInput)
+      .min(2, "exactly two participants")
+      .max(2, "exactly two participants"),
     mode: z.enum(sessionModes).default("sms+voice"),
     ttlSeconds: z.number().int().min(TTL_BOUNDS.min).max(TTL_BOUNDS.max).default(TTL_BOUNDS.default),
     ttlMode: z.enum(ttlModes).default("absolute"),
@@ -35,6 +43,7 @@ export const openSessionBody = z
       .strict()
       .optional(),
   })
+  .strict()
   .superRefine((body, ctx) => {
     const [a, b] = body.participants;
     if (a && b && a.phoneNumber === b.phoneNumber)
@@ -51,12 +60,14 @@ export const openSessionBody = z
       });
   });
 
-export const platformMessageBody = z.object({
-  to: z.string().min(1).max(128),
-  body: z.string().min(1).max(SMS_BODY_MAX),
-});
+export const platformMessageBody = z
+  .object({
+    to: z.string().min(1).max(128),
+    body: z.string().min(1).max(SMS_BODY_MAX),
+  })
+  .strict();
 
-export const numberBody = z.object({ phoneNumber: e164Schema });
+export const numberBody = z.object({ phoneNumber: e164Schema }).strict();
 
 export const updateSessionBody = z
   .object({
@@ -99,6 +110,7 @@ export const listSessionsQuery = z
     path: ["participant"],
   });
 
-export const eventsQuery = z.object({ type: z.string().min(1).max(64).optional(), ...pageParams }).strict();
+/** `type`: one of the event types (a misspelt one is a 400, not an empty history). */
+export const eventsQuery = z.object({ type: z.enum(eventTypes).optional(), ...pageParams }).strict();
 export const numbersQuery = z.object(pageParams).strict();
 export const messagesQuery = z.object(pageParams).strict();

@@ -127,14 +127,19 @@ export class DynamoPagedReads implements PagedReads {
         const nowSeconds = this.now() / 1000;
         return entries.map((e): MessageLogEntry => {
           const message = messages.get(keyOfItem(itemKeys.message(String(e.messageId))));
-          // DynamoDB's TTL deletes late: a body past its retention is not served.
-          const retained = message && !(typeof message.ttl === "number" && message.ttl <= nowSeconds);
+          // DynamoDB's TTL deletes late: a body past its retention is not served. An erased body, or one never
+          // kept (a keyword), is gone too: null, never an empty text.
+          const retained =
+            message &&
+            typeof message.body === "string" &&
+            !message.erasedAt &&
+            !(typeof message.ttl === "number" && message.ttl <= nowSeconds);
           return {
             messageId: String(e.messageId),
             source: (e.source as MessageLogEntry["source"]) ?? "sms",
             from: (e.from as E164 | null | undefined) ?? null,
             to: (e.to as E164 | undefined) ?? null,
-            body: retained ? String(message.body ?? "") : null,
+            body: retained ? String(message.body) : null,
             mediaCount: Number(e.mediaCount ?? 0),
             status: String(e.status ?? "received"),
             receivedAt: String(e.receivedAt),

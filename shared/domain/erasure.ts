@@ -30,7 +30,8 @@ export interface ItemErasure {
  * The one rule of erasure for a stored item: the person's number, wherever it appears (keys included), becomes
  * their pseudonym, and a message they sent or received loses its body and media. An item whose key held the
  * number moves (delete + put in one write); event items keep their id, so consumers dedupe them, and carry
- * `erasedAt`, so the stream publisher does not publish a moved event again. Undefined: nothing to erase.
+ * `erasedAt`, so the stream publisher does not publish a moved event again (a message whose body went carries
+ * it too: its body is gone, not empty). Undefined: nothing to erase.
  */
 export function eraseItem(
   item: Item & ItemKey,
@@ -53,7 +54,8 @@ export function eraseItem(
   const event = item.kind === "event";
   const { pk, sk, ...fields } = rewritten;
   if (bodyGoes) Object.assign(fields, { body: "", mediaUrls: [] });
-  if (event) fields.erasedAt = erasedAt;
+  // An erased body reads as gone, not as an empty text: the message keeps when it lost it.
+  if (event || bodyGoes) fields.erasedAt = erasedAt;
   const conflict = { kind: "erasure" as const, key: item.pk };
   const changes: Change[] = [{ type: "put", key: { pk, sk }, item: fields, conflict }];
   if (pk !== item.pk || sk !== item.sk) {

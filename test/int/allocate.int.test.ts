@@ -285,6 +285,43 @@ describe("allocate API on DynamoDB Local", () => {
         "unsupported-media-type",
       ],
       ["retire unknown number", await call("DELETE", "/numbers/+14155559999"), 404, "not-found"],
+      // An unknown field is refused, not ignored: a misspelt option must not silently fall back to its default.
+      [
+        "unknown field (a misspelt ttlSeconds)",
+        await call("POST", "/sessions", { body: session(guest(1), guest(2), { ttlSecond: 60 }) }),
+        400,
+        "validation-error",
+      ],
+      [
+        "__proto__ key",
+        await call("POST", "/sessions", {
+          body: `{"participants":${JSON.stringify(session(guest(1), guest(2)).participants)},"__proto__":{"ttlSeconds":1}}`,
+        }),
+        400,
+        "validation-error",
+      ],
+      [
+        "unknown participant field",
+        await call("POST", "/sessions", {
+          body: { participants: [{ phoneNumber: guest(1), role: "host" }, { phoneNumber: guest(2) }] },
+        }),
+        400,
+        "validation-error",
+      ],
+      [
+        "unknown field on a platform message",
+        await call("POST", "/sessions/ses_doesnotexist/messages", {
+          body: { to: "a", body: "b", from: "x" },
+        }),
+        400,
+        "validation-error",
+      ],
+      [
+        "unknown field on a pool number",
+        await call("POST", "/numbers", { body: { phoneNumber: number(7), status: "active" } }),
+        400,
+        "validation-error",
+      ],
     ];
     for (const [name, res, status, type] of cases) {
       assert.equal(res.status, status, `${name}: ${res.text}`);
@@ -308,6 +345,8 @@ describe("allocate API on DynamoDB Local", () => {
     }
     const invalid = cases[0]?.[1].json;
     assert.equal(invalid.errors[0].pointer, "/participants/0/phoneNumber");
+    const misspelt = cases.find(([name]) => name.startsWith("unknown field ("))?.[1].json;
+    assert.match(misspelt.errors[0].detail, /ttlSecond/, "the problem names the unknown field");
     assert.equal((await scan()).length, before, "no client mistake writes anything");
 
     // Pool of one: the first session takes it for both participants; a second for the same person is 409.

@@ -126,6 +126,12 @@ describe("erasure and strangers", () => {
       assert.equal(view.json.status, "closed");
       assert.match(view.json.participants[0].phoneNumber, PSEUDONYM_PATTERN);
       assert.equal(view.json.participants[1].phoneNumber, HOST);
+      const log = await call("GET", `/sessions/${first.session.sessionId}/messages`);
+      assert.deepEqual(
+        log.json.messages.map((m: { body: unknown }) => m.body),
+        [null, null],
+        "an erased body reads as gone (null), not as an empty text",
+      );
       const bodies = items.filter((i) => i.kind === "message").map((i) => i.body);
       assert.ok(!bodies.includes("my door code is 4321") && !bodies.includes("thanks, see you"));
       assert.ok(bodies.includes("not about the guest"), "other people's messages keep their bodies");

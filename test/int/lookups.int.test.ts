@@ -372,6 +372,11 @@ describe("lookups, updates and paging on DynamoDB Local", () => {
     );
     assert.equal(rest.json.events.length, 1);
     assert.equal(rest.json.nextCursor, undefined);
+    // A type no event has is a mistake (a typo), not an empty history.
+    const typo = await call("GET", `/sessions/${id}/events?type=MessageRecieved`);
+    assert.equal(typo.status, 400, typo.text);
+    assert.equal(typo.json.type, "https://maskline.dev/problems/validation-error");
+    assert.equal(typo.json.errors[0].pointer, "/type");
     // The byte cap: a page stops before its items pass maxBytes, and the next page continues exactly there.
     const small: unknown[] = [];
     let after: Record<string, string | number> | undefined;

@@ -136,6 +136,7 @@ describe("erasure of an item", () => {
     const theirs = eraseItem({ ...message, body: "hi", mediaUrls: [] }, A, ANON, AT);
     assert.deepEqual(theirs?.changes[0]?.type === "put" && theirs.changes[0].item.body, "");
     assert.equal(theirs?.message, true);
+    assert.equal(theirs?.changes[0]?.type === "put" && theirs.changes[0].item.erasedAt, AT);
     const media = eraseItem({ ...message, from: ANON, body: "", mediaUrls: ["https://m"] }, A, ANON, AT);
     assert.deepEqual(media?.changes[0]?.type === "put" && media.changes[0].item.mediaUrls, []);
     assert.equal(eraseItem({ ...message, from: ANON, body: "", mediaUrls: [] }, A, ANON, AT), undefined);
@@ -147,6 +148,7 @@ describe("erasure of an item", () => {
       AT,
     );
     assert.deepEqual(mention?.changes[0]?.type === "put" && mention.changes[0].item.body, `call ${ANON}`);
+    assert.equal(mention?.changes[0]?.type === "put" && mention.changes[0].item.erasedAt, undefined);
   });
 });
 
