@@ -168,7 +168,7 @@ export class SessionService {
       : undefined;
     if (idempotency) {
       const replay = await this.replay(idempotency.key, idempotency.requestHash);
-      if (replay) return { session: await this.mustGet(replay), replayed: true };
+      if (replay) return { session: await this.getSession(replay), replayed: true };
     }
     const sessionId = this.deps.newId("ses");
     const [a, b] = input.participants;
@@ -330,7 +330,7 @@ export class SessionService {
     if (result.outcome === "settled" && idempotency) {
       // A concurrent request with the same key won: answer what it stored.
       const replay = await this.replay(idempotency.key, idempotency.requestHash);
-      if (replay) return { session: await this.mustGet(replay), replayed: true };
+      if (replay) return { session: await this.getSession(replay), replayed: true };
       throw new ConcurrentWriteError(result.conflicts);
     }
     // The projection is what the events say: no need to read back what was just written.
