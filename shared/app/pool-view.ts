@@ -68,6 +68,8 @@ export class CachedPoolView {
     const taking = new Map<string, number | null>();
     for (const [proxy, { capSlot }] of this.inFlightPairs.get(participant) ?? []) taking.set(proxy, capSlot);
     for (const t of this.took.get(participant) ?? []) if (t.seq > mark) taking.set(t.proxy, t.capSlot);
+    // A pair the read already shows held is kept as read: it names its session and counterpart.
+    for (const h of stored) if (h.state === "held") taking.delete(h.proxyNumber);
     if (taking.size === 0) return [...stored];
     const held = [...taking].map(
       ([proxyNumber, capSlot]): Holding => ({

@@ -168,7 +168,7 @@ export class SessionService {
       : undefined;
     if (idempotency) {
       const replay = await this.replay(idempotency.key, idempotency.requestHash);
-      if (replay) return { session: await this.mustGet(replay), replayed: true };
+      if (replay) return { session: await this.getSession(replay), replayed: true };
     }
     const sessionId = this.deps.newId("ses");
     const [a, b] = input.participants;
@@ -179,7 +179,7 @@ export class SessionService {
     );
     const spec = commandSpec({
       load: async () => {
-        const [mark, , storedA, storedB, ownsA, ownsB, [ticketA, ticketB]] = await Promise.all([
+        const [mark, , storedA, storedB, ownsA, ownsB, [ticketA, ticketB], threadsA] = await Promise.all([
           view.mark(),
           view.ready(),
           store.holdingsOf(a.phoneNumber),
@@ -187,6 +187,8 @@ export class SessionService {
           store.ownsNumber(a.phoneNumber),
           store.ownsNumber(b.phoneNumber),
           tickets,
+          // A's side of a shared session is a pair, or a thread on A's hub: both name B.
+          input.failOnParticipantConflict ? store.hubThreadsOf(a.phoneNumber) : [],
         ]);
         const hubs = await this.hubViews(
           a,
@@ -194,10 +196,10 @@ export class SessionService {
           view.holdings(a.phoneNumber, storedA, mark),
           view.holdings(b.phoneNumber, storedB, mark),
         );
-        return [mark, storedA, storedB, ownsA, ownsB, hubs, ticketA, ticketB] as const;
+        return [mark, storedA, storedB, ownsA, ownsB, hubs, ticketA, ticketB, threadsA] as const;
       },
       decide: (
-        [mark, storedA, storedB, ownsA, ownsB, [hubA, hubB], ticketA, ticketB],
+        [mark, storedA, storedB, ownsA, ownsB, [hubA, hubB], ticketA, ticketB, threadsA],
         ctx,
         attempt,
         lost,
@@ -209,7 +211,7 @@ export class SessionService {
         const holdingsA = view.holdings(a.phoneNumber, storedA, mark);
         const holdingsB = view.holdings(b.phoneNumber, storedB, mark);
         if (input.failOnParticipantConflict) {
-          const shared = sharedOpenSession(holdingsA, b.phoneNumber, ctx.now);
+          const shared = sharedOpenSession([...holdingsA, ...threadsA], b.phoneNumber, ctx.now);
           if (shared) throw new ParticipantConflictError(shared.sessionId);
         }
         const pick = (
@@ -328,7 +330,7 @@ export class SessionService {
     if (result.outcome === "settled" && idempotency) {
       // A concurrent request with the same key won: answer what it stored.
       const replay = await this.replay(idempotency.key, idempotency.requestHash);
-      if (replay) return { session: await this.mustGet(replay), replayed: true };
+      if (replay) return { session: await this.getSession(replay), replayed: true };
       throw new ConcurrentWriteError(result.conflicts);
     }
     // The projection is what the events say: no need to read back what was just written.

@@ -49,7 +49,11 @@ export const isOpenHolding = (h: Pick<Holding, "state" | "expiresAt">, now: numb
   h.state === "held" && (h.expiresAt === undefined || h.expiresAt === null || h.expiresAt > now);
 
 /** Whether the participant already shares an open (held, unexpired) session with the counterpart. */
-export function sharedOpenSession(holdings: readonly Holding[], counterpart: string, now: number) {
+export function sharedOpenSession<H extends Pick<Holding, "state" | "expiresAt" | "counterpartNumber">>(
+  holdings: readonly H[],
+  counterpart: string,
+  now: number,
+): H | undefined {
   return holdings.find((h) => isOpenHolding(h, now) && h.counterpartNumber === counterpart);
 }
 

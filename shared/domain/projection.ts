@@ -221,7 +221,11 @@ function projectEvent(
           type: "update",
           key: itemKeys.session(sessionId),
           set: { expiresAt: event.detail.expiresAt, gsi1sk: `${event.detail.expiresAt}#${sessionId}` },
-          guard: guard.eq("status", "open"),
+          // Decided on the ttl it names: a PATCH that changed the ttl since wins (its expiry stands).
+          guard:
+            event.detail.ttlSeconds === undefined
+              ? guard.eq("status", "open")
+              : guard.and(guard.eq("status", "open"), guard.eq("ttlSeconds", event.detail.ttlSeconds)),
           conflict: { kind: "session", key: sessionId },
         },
         ...event.detail.pairs.map(

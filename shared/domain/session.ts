@@ -114,6 +114,7 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
       return [
         makeEvent(ctx, "SessionExtended", state.sessionId, {
           expiresAt: new Date(next).toISOString(),
+          ttlSeconds: state.ttlSeconds,
           pairs: pairsOf(state),
           ...nameOf(state),
         }),

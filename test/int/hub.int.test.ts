@@ -288,4 +288,29 @@ describe("hub numbers (MAX_PROXIES_PER_PARTICIPANT)", () => {
       await p.stop();
     }
   });
+  test("8. failOnParticipantConflict sees a shared session on the participant's hub (their side is a thread, not a pair)", async () => {
+    const p = await startPipeline(aws, { maxProxiesPerParticipant: 1 });
+    try {
+      await p.pool(3);
+      const call = api(p);
+      const open = (a: string, b: string, failOnParticipantConflict?: true) =>
+        call("POST", "/sessions", {
+          body: { participants: [{ phoneNumber: a }, { phoneNumber: b }], failOnParticipantConflict },
+        });
+      await open(HOST, GUESTS[0] as string);
+      const onHub = (await open(HOST, GUESTS[1] as string)).json as SessionBody;
+      assert.equal(onHub.participants[0]?.hub, true);
+      for (const [a, b] of [
+        [HOST, GUESTS[1] as string],
+        [GUESTS[1] as string, HOST],
+      ] as const) {
+        const refused = await open(a, b, true);
+        assert.equal(refused.status, 409, refused.text);
+        assert.equal(refused.json.type, "https://maskline.dev/problems/participant-conflict");
+        assert.equal(refused.json.sessionId, onHub.sessionId);
+      }
+    } finally {
+      await p.stop();
+    }
+  });
 });

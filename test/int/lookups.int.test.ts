@@ -269,6 +269,20 @@ describe("lookups, updates and paging on DynamoDB Local", () => {
     assert.equal(expired.json.status, "active");
   });
 
+  test("an Idempotency-Key replay after the session's expiry answers it as expired (expiry is exact at read time)", async () => {
+    const { call, clock } = await fixture(2);
+    const key = { "idempotency-key": "replay-after-expiry" };
+    const body = session(guest(1), guest(2), { ttlSeconds: 60 });
+    const first = await call("POST", "/sessions", { body, headers: key });
+    assert.equal(first.json.status, "open");
+    clock.offsetMs += 61_000;
+    const replay = await call("POST", "/sessions", { body, headers: key });
+    assert.equal(replay.status, 201, replay.text);
+    assert.equal(replay.headers["idempotent-replayed"], "true");
+    assert.equal(replay.json.sessionId, first.json.sessionId);
+    assert.equal(replay.json.status, "expired");
+  });
+
   test("failOnParticipantConflict: 409 while the two already share an open session, fine otherwise", async () => {
     const { call, clock, scan } = await fixture(4);
     const first = await call("POST", "/sessions", { body: session(guest(1), guest(2), { ttlSeconds: 60 }) });

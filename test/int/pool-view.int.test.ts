@@ -95,4 +95,38 @@ describe("allocation on a cached pool view (DynamoDB Local)", () => {
     const second = await open(mine, HOST, guest(1));
     assert.equal(second.session.participants[0].proxyNumber, number(2));
   });
+  test("failOnParticipantConflict sees a session this container opened while its holdings were being read", async () => {
+    const { store } = await aws.fresh();
+    let hostReads = 0;
+    let firstDone: Promise<unknown> = Promise.resolve();
+    // The second open's read of HOST's pairs is held until the first open has landed: it then shows the pair.
+    const gated = Object.assign(Object.create(store) as DynamoStore, {
+      holdingsOf: async (p: E164) => {
+        if (p === HOST && ++hostReads > 1) await firstDone.catch(() => {});
+        return store.holdingsOf(p);
+      },
+    });
+    const s = service(gated);
+    for (let i = 0; i < 3; i++) await s.addNumber(number(i));
+    const first = open(s, HOST, guest(1));
+    firstDone = first;
+    const second = s
+      .openSession({
+        participants: [{ phoneNumber: HOST }, { phoneNumber: guest(1) }],
+        mode: "sms",
+        ttlSeconds: 600,
+        ttlMode: "absolute",
+        failOnParticipantConflict: true,
+      })
+      .then(
+        () => "opened",
+        (error: Error) => error.name,
+      );
+    const { session } = await first;
+    assert.equal(
+      await second,
+      "ParticipantConflictError",
+      `a second session with ${session.sessionId}'s pair`,
+    );
+  });
 });

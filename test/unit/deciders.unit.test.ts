@@ -313,6 +313,17 @@ async function given(...appends: DomainEvent[][]) {
 const numberAdded = (phone: E164) => decideNumber({ type: "AddNumber", phoneNumber: phone }, null, ctx());
 
 describe("projection (given events, then items)", () => {
+  test("a sliding extension decided before a PATCH changed the ttl loses: the PATCH's expiry stands", async () => {
+    const store = await given(numberAdded(P1), numberAdded(P2), openEvents(60));
+    const stale = await store.getSession("ses_1");
+    const patched = decide({ type: "UpdateSession", ttlSeconds: 20 }, stale ?? null, ctx(T0 + 10_000));
+    await store.append(patched);
+    const extension = decide({ type: "RecordActivity" }, stale ?? null, ctx(T0 + 20_000));
+    assert.deepEqual(types(extension), ["SessionExtended"]);
+    await assert.rejects(store.append(extension), ConcurrentWriteError);
+    assert.equal((await store.getSession("ses_1"))?.expiresAt, new Date(T0 + 30_000).toISOString());
+    assert.equal(store.get(itemKeys.pair(A, P1))?.expiresAt, T0 + 30_000);
+  });
   test("SessionOpened: the session, both routing pairs held, each proxy's load counted", async () => {
     const store = await given(numberAdded(P1), numberAdded(P2), openEvents());
     assert.equal((await store.getSession("ses_1"))?.status, "open");
