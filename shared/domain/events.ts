@@ -88,8 +88,6 @@ const buildEventDetailSchemas = () =>
     SessionExpired: z.object({ expiresAt: iso }),
     SessionExtended: z.object({
       expiresAt: iso,
-      /** The ttl it extended by: a PATCH that changed the ttl since makes it lose (absent in older events). */
-      ttlSeconds: z.number().int().positive().optional(),
       pairs: z.array(z.object({ phoneNumber: person, proxyNumber: phone, threadTag: z.string().optional() })),
       /** The name whose hold follows the new expiry. */
       uniqueName: z.string().optional(),

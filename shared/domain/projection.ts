@@ -221,11 +221,15 @@ function projectEvent(
           type: "update",
           key: itemKeys.session(sessionId),
           set: { expiresAt: event.detail.expiresAt, gsi1sk: `${event.detail.expiresAt}#${sessionId}` },
-          // Decided on the ttl it names: a PATCH that changed the ttl since wins (its expiry stands).
-          guard:
-            event.detail.ttlSeconds === undefined
-              ? guard.eq("status", "open")
-              : guard.and(guard.eq("status", "open"), guard.eq("ttlSeconds", event.detail.ttlSeconds)),
+          // Decided on the session's ttl then (its expiry is the event's instant plus that ttl): a PATCH
+          // that changed the ttl since wins, and its expiry stands.
+          guard: guard.and(
+            guard.eq("status", "open"),
+            guard.eq(
+              "ttlSeconds",
+              (Date.parse(event.detail.expiresAt) - Date.parse(event.occurredAt)) / 1000,
+            ),
+          ),
           conflict: { kind: "session", key: sessionId },
         },
         ...event.detail.pairs.map(

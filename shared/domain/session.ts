@@ -114,7 +114,6 @@ export function decide(command: SessionCommand, state: SessionState, ctx: Sessio
       return [
         makeEvent(ctx, "SessionExtended", state.sessionId, {
           expiresAt: new Date(next).toISOString(),
-          ttlSeconds: state.ttlSeconds,
           pairs: pairsOf(state),
           ...nameOf(state),
         }),

@@ -91,14 +91,6 @@ describe("the session fold ignores what does not concern a session", () => {
 });
 
 describe("projection of the rarer events", () => {
-  test("a SessionExtended recorded before it named its ttl is guarded on the session being open only", () => {
-    const at = new Date(T0).toISOString();
-    const [, change] = projectEvents(
-      [makeEvent(ctx(), "SessionExtended", "ses_x", { expiresAt: at, pairs: [] })],
-      options,
-    );
-    assert.deepEqual(change?.guard, guard.eq("status", "open"));
-  });
   test("a retired number leaves the pool only when nothing holds it", () => {
     const [, change] = projectEvents(
       [makeEvent(ctx(), "NumberRetired", null, { phoneNumber: n("+14155550101") })],
