@@ -18,8 +18,8 @@ const USAGE = `Usage:
   npm run rebuild -- --region REGION [--endpoint URL] --table NAME [--check | --dry-run] [--target NAME]
 
 Reads every event of the table, folds them in order through the projection rules, compares the result
-with the live session, pair, number, message and call items, and (unless --check or --dry-run) writes
-the rebuilt items into a NEW table. The live table is only read.
+with the live session, pair, number, message, call, consent and hub items, and (unless --check or
+--dry-run) writes the rebuilt items into a NEW table. The live table is only read.
 
   --data-dir DIR   the DynamoDB Local data directory of \`npm start -- --data-dir DIR\` (stop the stack
                    first); DynamoDB Local is started on it for the run
@@ -65,10 +65,10 @@ function parse() {
 function report(result: RebuildTableResult, where: string) {
   out(`Rebuild of table "${result.tableName}" (${where})`);
   out(`  items read ${result.scanned}, events ${result.events}`);
-  out(`  ${"kind".padEnd(8)} ${"live".padStart(8)} ${"rebuilt".padStart(8)}`);
+  out(`  ${"kind".padEnd(11)} ${"live".padStart(8)} ${"rebuilt".padStart(8)}`);
   for (const kind of PROJECTION_KINDS) {
     const c = result.counts[kind];
-    out(`  ${kind.padEnd(8)} ${String(c.live).padStart(8)} ${String(c.rebuilt).padStart(8)}`);
+    out(`  ${kind.padEnd(11)} ${String(c.live).padStart(8)} ${String(c.rebuilt).padStart(8)}`);
   }
   if (result.target)
     out(`  rebuilt items written to the new table "${result.target}" (${result.rebuilt.length})`);
