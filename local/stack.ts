@@ -7,9 +7,11 @@ import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import { z } from "zod";
 import { DynamoStore } from "../shared/adapters/dynamo-store.ts";
 import {
+  awsCallConfigSchema,
   baseUrl,
   ConfigError,
   coreConfigSchema,
+  cursorSigningKeyFields,
   forwardConfigSchema,
   httpUrl,
   messagingServiceConfigSchema,
@@ -18,6 +20,7 @@ import {
   recyclerConfigSchema,
   secretValue,
   sessionRetentionSchema,
+  twilioCallFields,
   twilioCredentialFields,
   webhookConfigSchema,
 } from "../shared/config.ts";
@@ -61,6 +64,13 @@ export const localConfigSchema = z
     LOCAL_EVENTS_WEBHOOK_URL: httpUrl.optional(),
     LOCAL_VISIBILITY_TIMEOUT_SECONDS: z.coerce.number().int().min(1).default(10),
     RECYCLER_INTERVAL_SECONDS: z.coerce.number().min(0.1).default(5),
+    /** The handlers' log level locally (Powertools), WARN unless set. */
+    LOG_LEVEL: z
+      .preprocess(
+        (v) => (typeof v === "string" ? v.toUpperCase() : v),
+        z.enum(["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "CRITICAL", "SILENT"]),
+      )
+      .optional(),
   })
   .extend(messagingServiceConfigSchema.shape);
 
@@ -74,7 +84,9 @@ const startupConfigSchema = localConfigSchema
   .merge(sessionRetentionSchema)
   .merge(forwardConfigSchema)
   .merge(recyclerConfigSchema)
-  .merge(pseudonymConfigSchema);
+  .merge(pseudonymConfigSchema)
+  .merge(awsCallConfigSchema)
+  .extend({ ...twilioCallFields, ...cursorSigningKeyFields });
 
 /** Sandbox: no TWILIO_API_BASE_URL and no real credentials (both credentials and PUBLIC_BASE_URL). */
 export type TwilioMode = "sandbox" | "custom" | "real";
@@ -254,7 +266,7 @@ export async function startEmbeddedStack(
       TWILIO_MESSAGING_SERVICE_SID: local.TWILIO_MESSAGING_SERVICE_SID ?? "",
       FORWARD_CLAIM_STALE_SECONDS: env.FORWARD_CLAIM_STALE_SECONDS || "20",
       POWERTOOLS_METRICS_DISABLED: "true",
-      POWERTOOLS_LOG_LEVEL: env.LOG_LEVEL || env.POWERTOOLS_LOG_LEVEL || "WARN",
+      POWERTOOLS_LOG_LEVEL: local.LOG_LEVEL || env.POWERTOOLS_LOG_LEVEL || "WARN",
     });
 
     // The deployed handlers, imported after their environment is set (they read it once, at "cold start").
