@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
@@ -134,6 +134,48 @@ function localPseudonymKey(given: string | undefined, dataDir: string | undefine
   return fresh;
 }
 
+/**
+ * One stack per data directory: `<dir>/maskline.lock` holds the pid of the stack using it. Two stacks on one
+ * DynamoDB Local file would both poll its stream and run the recycler. A lock whose process is gone (a
+ * SIGKILL) is taken over. Returns the release, also run when the process exits.
+ */
+function lockDataDir(dataDir: string): () => void {
+  mkdirSync(dataDir, { recursive: true });
+  const file = `${dataDir}/maskline.lock`;
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (error) {
+      return (error as NodeJS.ErrnoException).code === "EPERM";
+    }
+  };
+  for (;;) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: "wx" });
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      const holder = Number(readFileSync(file, "utf8").trim());
+      if (Number.isInteger(holder) && holder > 0 && alive(holder))
+        throw new ConfigError(
+          `Invalid configuration:\n  MASKLINE_DATA_DIR: ${dataDir} is in use by another npm start (pid ${holder}); stop it or use another --data-dir`,
+        );
+      rmSync(file, { force: true });
+    }
+  }
+  const release = () => {
+    process.off("exit", release);
+    try {
+      if (readFileSync(file, "utf8").trim() === String(process.pid)) rmSync(file, { force: true });
+    } catch {
+      // already gone
+    }
+  };
+  process.once("exit", release);
+  return release;
+}
+
 /** A port or address the server cannot take is a configuration error that names the variable. */
 function listenError(error: NodeJS.ErrnoException, port: number, host: string): Error {
   const invalid = (line: string) => new ConfigError(`Invalid configuration:\n  ${line}`);
@@ -158,6 +200,7 @@ export async function startEmbeddedStack(
     throw new ConfigError(
       `Invalid configuration:\n  MASKLINE_API_TOKEN: at least ${MIN_API_TOKEN_LENGTH} characters unless the Twilio sandbox is the Twilio (the API may be reachable beyond this machine)`,
     );
+  const unlock = local.MASKLINE_DATA_DIR ? lockDataDir(local.MASKLINE_DATA_DIR) : () => {};
   const services: LocalService[] = [];
   const pollers: Poller[] = [];
   let server: Server | undefined;
@@ -168,6 +211,7 @@ export async function startEmbeddedStack(
       await new Promise((resolve) => server?.close(resolve));
     }
     await Promise.all(services.map((s) => s.stop()));
+    unlock();
   };
   try {
     // The HTTP server must be listening to know its port before handlers read PUBLIC_BASE_URL; until they

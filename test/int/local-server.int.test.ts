@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { Agent, createServer, request as httpRequest, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
@@ -535,6 +535,28 @@ describe("embedded stack configuration", () => {
       }
     } finally {
       rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
+  test("a second npm start on the same data directory stops at once, naming MASKLINE_DATA_DIR; a stale lock is taken over", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "maskline-lock-"));
+    try {
+      // A lock left by a process that is gone (a SIGKILL) does not block.
+      writeFileSync(join(dataDir, "maskline.lock"), "999999999");
+      const first = await startEmbeddedStack({ PORT: "0", MASKLINE_DATA_DIR: dataDir });
+      try {
+        await assert.rejects(
+          startEmbeddedStack({ PORT: "0", MASKLINE_DATA_DIR: dataDir }),
+          (error: unknown) =>
+            error instanceof ConfigError &&
+            /^ {2}MASKLINE_DATA_DIR: .*in use by another npm start \(pid \d+\)/m.test(error.message),
+        );
+      } finally {
+        await first.stop();
+      }
+      assert.equal(existsSync(join(dataDir, "maskline.lock")), false, "the lock goes with the stack");
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
     }
   });
 });
