@@ -50,6 +50,10 @@ export async function startDynamoLocal(
   if (dataDir) mkdirSync(dataDir, { recursive: true });
   const child: ChildProcess = spawn({ port, path: dataDir, sharedDb: true, stdio: "pipe" });
   let output = "";
+  let spawnError: Error | undefined;
+  child.once("error", (error) => {
+    spawnError = error;
+  });
   child.stdout?.on("data", (d) => {
     output += d;
   });
@@ -64,6 +68,10 @@ export async function startDynamoLocal(
   const deadline = Date.now() + 30_000;
   try {
     for (;;) {
+      if (spawnError)
+        throw new Error(
+          `DynamoDB Local needs Java 17 or newer, and Java was not found (${spawnError.message}): install it or put java on the PATH`,
+        );
       if (child.exitCode !== null)
         throw new Error(`DynamoDB Local exited (is Java 17 installed?):\n${output}`);
       try {

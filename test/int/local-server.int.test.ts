@@ -559,4 +559,16 @@ describe("embedded stack configuration", () => {
       rmSync(dataDir, { recursive: true, force: true });
     }
   });
+
+  test("without Java, DynamoDB Local's start fails with one clear message (was an unhandled spawn error)", async () => {
+    const path = process.env.PATH;
+    const empty = mkdtempSync(join(tmpdir(), "maskline-no-java-"));
+    process.env.PATH = empty;
+    try {
+      await assert.rejects(startDynamoLocal(), /Java was not found/);
+    } finally {
+      process.env.PATH = path;
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
 });
