@@ -1,6 +1,6 @@
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
 import { resolve } from "node:path";
@@ -30,6 +30,23 @@ export async function freePort(): Promise<number> {
   server.close();
   if (!address || typeof address === "string") throw new Error("no free port");
   return address.port;
+}
+
+/** The lock file of a data directory: it holds the pid of the `npm start` using the directory. */
+export const dataDirLockFile = (dataDir: string) => `${dataDir}/maskline.lock`;
+
+/** The pid of the live process holding a data directory's lock, or undefined (no lock, or a stale one). */
+export function dataDirLockHolder(dataDir: string): number | undefined {
+  const file = dataDirLockFile(dataDir);
+  if (!existsSync(file)) return undefined;
+  const pid = Number(readFileSync(file, "utf8").trim());
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM" ? pid : undefined;
+  }
 }
 
 export interface LocalService {

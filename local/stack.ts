@@ -27,6 +27,8 @@ import {
 import { toE164 } from "../shared/domain/phone.ts";
 import { forwardConsumer, functions, publisherStream } from "../shared/resources.ts";
 import {
+  dataDirLockFile,
+  dataDirLockHolder,
   LOCAL_CREDENTIALS,
   LOCAL_REGION,
   type LocalService,
@@ -141,23 +143,15 @@ function localPseudonymKey(given: string | undefined, dataDir: string | undefine
  */
 function lockDataDir(dataDir: string): () => void {
   mkdirSync(dataDir, { recursive: true });
-  const file = `${dataDir}/maskline.lock`;
-  const alive = (pid: number) => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch (error) {
-      return (error as NodeJS.ErrnoException).code === "EPERM";
-    }
-  };
+  const file = dataDirLockFile(dataDir);
   for (;;) {
     try {
       writeFileSync(file, String(process.pid), { flag: "wx" });
       break;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      const holder = Number(readFileSync(file, "utf8").trim());
-      if (Number.isInteger(holder) && holder > 0 && alive(holder))
+      const holder = dataDirLockHolder(dataDir);
+      if (holder !== undefined)
         throw new ConfigError(
           `Invalid configuration:\n  MASKLINE_DATA_DIR: ${dataDir} is in use by another npm start (pid ${holder}); stop it or use another --data-dir`,
         );

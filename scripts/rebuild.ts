@@ -2,7 +2,13 @@ import { existsSync, statSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
-import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalService, startDynamoLocal } from "../local/aws-local.ts";
+import {
+  dataDirLockHolder,
+  LOCAL_CREDENTIALS,
+  LOCAL_REGION,
+  type LocalService,
+  startDynamoLocal,
+} from "../local/aws-local.ts";
 import { ConfigError, coreConfigSchema, parseConfig, sessionRetentionSchema } from "../shared/config.ts";
 import { describeDifference, PROJECTION_KINDS } from "../shared/rebuild.ts";
 import {
@@ -98,6 +104,9 @@ async function main(): Promise<number> {
   if (!remote && !dataDir) return fail(`give --data-dir, or --region/--endpoint\n\n${USAGE}`, 2);
   if (dataDir && !(existsSync(dataDir) && statSync(dataDir).isDirectory()))
     return fail(`no data directory ${dataDir}`, 2);
+  const holder = dataDirLockHolder(dataDir ?? "");
+  if (dataDir && holder !== undefined)
+    return fail(`${dataDir} is in use by npm start (pid ${holder}): stop it first`, 2);
   const tableName = args.table ?? config.TABLE_NAME;
   const readOnly = args.check || args["dry-run"];
   const now = Date.now();

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -300,4 +300,16 @@ test("a capped participant's slot items (kind cap-slot) are a projection: a live
   assert.deepEqual(result.differences.map(describeDifference), [
     "cap-slot PERSON#+12*******00 PROXYSLOT#0: in the table, not defined by the events",
   ]);
+});
+
+test("rebuild refuses a data directory a running npm start holds (exit 2, naming the pid)", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "maskline-rebuild-lock-"));
+  try {
+    await writeFile(join(dir, "maskline.lock"), String(process.pid));
+    const result = await runCli(["--data-dir", dir, "--check"]);
+    assert.equal(result.code, 2, result.output);
+    assert.match(result.output, new RegExp(`in use by npm start \\(pid ${process.pid}\\): stop it first`));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
