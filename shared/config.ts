@@ -151,15 +151,20 @@ export const twilioCredentialFields = {
   TWILIO_SECONDARY_AUTH_TOKEN: secretValue.optional(),
 };
 
+/** How the functions call Twilio (the embedded stack checks them at start-up too). */
+export const twilioCallFields = {
+  /** How long a function trusts its copy of the secret before reading it again (AWS). */
+  TWILIO_SECRET_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(3600).default(60),
+  /** Timeout of one Twilio REST request (connect + answer). */
+  TWILIO_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5000),
+};
+
 /** Twilio credentials: from Secrets Manager in AWS (TWILIO_SECRET_ARN), from the environment locally. */
 export const twilioConfigSchema = z
   .object({
     TWILIO_SECRET_ARN: z.string().min(1).optional(),
     ...twilioCredentialFields,
-    /** How long a function trusts its copy of the secret before reading it again (AWS). */
-    TWILIO_SECRET_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(3600).default(60),
-    /** Timeout of one Twilio REST request (connect + answer). */
-    TWILIO_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5000),
+    ...twilioCallFields,
     TWILIO_API_BASE_URL: baseUrl.default("https://api.twilio.com"),
   })
   .refine((c) => c.TWILIO_SECRET_ARN || (c.TWILIO_ACCOUNT_SID && c.TWILIO_AUTH_TOKEN), {
@@ -176,12 +181,14 @@ export const awsCallConfigSchema = z.object({
   AWS_CONNECT_TIMEOUT_MS: z.coerce.number().int().min(50).max(10_000).default(1000),
 });
 
+/** Signs page cursors (HMAC); defaults to one derived from the API token, or a fixed one with IAM. */
+export const cursorSigningKeyFields = { CURSOR_SIGNING_KEY: z.string().min(16).optional() };
+
 export const apiConfigSchema = z
   .object({
     MASKLINE_AUTH: z.enum(["token", "iam"]).default("token"),
     MASKLINE_API_TOKEN: secretValue.optional(),
-    /** Signs page cursors (HMAC); defaults to one derived from the API token, or a fixed one with IAM. */
-    CURSOR_SIGNING_KEY: z.string().min(16).optional(),
+    ...cursorSigningKeyFields,
   })
   .refine((c) => c.MASKLINE_AUTH === "iam" || c.MASKLINE_API_TOKEN, {
     message: "required unless MASKLINE_AUTH=iam",

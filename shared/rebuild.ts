@@ -23,7 +23,7 @@ export const PROJECTION_KINDS = [
   "consent",
   "hub-thread",
   "hub-number",
-  "proxy-count",
+  "cap-slot",
 ] as const;
 export type ProjectionKind = (typeof PROJECTION_KINDS)[number];
 
@@ -42,7 +42,7 @@ export const IGNORED_FIELDS: Readonly<Record<ProjectionKind, readonly string[]>>
   consent: ["ttl"],
   "hub-thread": ["ttl"],
   "hub-number": ["ttl"],
-  "proxy-count": ["ttl"],
+  "cap-slot": ["ttl"],
 };
 
 export type Difference =

@@ -1,9 +1,19 @@
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { Agent, createServer, request as httpRequest, type Server } from "node:http";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { DynamoDBClient, ListTablesCommand } from "@aws-sdk/client-dynamodb";
 import { EventBridgeClient, PutEventsCommand } from "@aws-sdk/client-eventbridge";
 import { matchRoute, toApiGatewayEvent } from "../../local/apigw.ts";
-import { freePort, LOCAL_CREDENTIALS, LOCAL_REGION } from "../../local/aws-local.ts";
+import {
+  freePort,
+  LOCAL_CREDENTIALS,
+  LOCAL_REGION,
+  provisionTable,
+  startDynamoLocal,
+} from "../../local/aws-local.ts";
 import { LocalEventBus } from "../../local/event-bus.ts";
 import { createLocalServer, type HttpHandler } from "../../local/server.ts";
 import { startEmbeddedStack } from "../../local/stack.ts";
@@ -543,6 +553,71 @@ describe("embedded stack configuration", () => {
       );
     } finally {
       await new Promise((resolve) => taken.close(resolve));
+    }
+  });
+
+  test("--data-dir is relative to the current directory, created when missing, and keeps the table across restarts", async () => {
+    const parent = mkdtempSync(join(tmpdir(), "maskline-data-dir-"));
+    // As `npm start -- --data-dir .local-data` gives it: relative, and not there yet.
+    const dataDir = join(relative(process.cwd(), parent), "nested", ".local-data");
+    const tables = async (endpoint: string) => {
+      const client = new DynamoDBClient({ endpoint, region: LOCAL_REGION, credentials: LOCAL_CREDENTIALS });
+      try {
+        return (await client.send(new ListTablesCommand({}))).TableNames ?? [];
+      } finally {
+        client.destroy();
+      }
+    };
+    try {
+      const first = await startDynamoLocal({ dataDir });
+      try {
+        await provisionTable(first.endpoint, "maskline");
+      } finally {
+        await first.stop();
+      }
+      assert.ok(existsSync(join(parent, "nested", ".local-data", "shared-local-instance.db")));
+      const second = await startDynamoLocal({ dataDir });
+      try {
+        assert.deepEqual(await tables(second.endpoint), ["maskline"]);
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
+  test("a second npm start on the same data directory stops at once, naming MASKLINE_DATA_DIR; a stale lock is taken over", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "maskline-lock-"));
+    try {
+      // A lock left by a process that is gone (a SIGKILL) does not block.
+      writeFileSync(join(dataDir, "maskline.lock"), "999999999");
+      const first = await startEmbeddedStack({ PORT: "0", MASKLINE_DATA_DIR: dataDir });
+      try {
+        await assert.rejects(
+          startEmbeddedStack({ PORT: "0", MASKLINE_DATA_DIR: dataDir }),
+          (error: unknown) =>
+            error instanceof ConfigError &&
+            /^ {2}MASKLINE_DATA_DIR: .*in use by another npm start \(pid \d+\)/m.test(error.message),
+        );
+      } finally {
+        await first.stop();
+      }
+      assert.equal(existsSync(join(dataDir, "maskline.lock")), false, "the lock goes with the stack");
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("without Java, DynamoDB Local's start fails with one clear message (was an unhandled spawn error)", async () => {
+    const path = process.env.PATH;
+    const empty = mkdtempSync(join(tmpdir(), "maskline-no-java-"));
+    process.env.PATH = empty;
+    try {
+      await assert.rejects(startDynamoLocal(), /Java was not found/);
+    } finally {
+      process.env.PATH = path;
+      rmSync(empty, { recursive: true, force: true });
     }
   });
 });

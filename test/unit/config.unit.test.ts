@@ -219,3 +219,24 @@ test("a refused value is never repeated in the message (an enum's either)", () =
   );
   refuses(recyclerConfigSchema, { AUTO_TOP_UP: "secret-ish" }, "AUTO_TOP_UP");
 });
+
+test("npm start refuses a bad value of every other variable the handlers read, before anything starts", async () => {
+  const bad = {
+    CURSOR_SIGNING_KEY: "short",
+    TWILIO_TIMEOUT_MS: "1",
+    TWILIO_SECRET_MAX_AGE_SECONDS: "0",
+    AWS_CALL_TIMEOUT_MS: "1",
+    AWS_CONNECT_TIMEOUT_MS: "1",
+    LOG_LEVEL: "LOUD",
+  };
+  // Resolving means the stack started: stop it, and fail on the missing refusal.
+  const outcome = await startEmbeddedStack({ PORT: "0", ...bad }).then(
+    async (stack) => {
+      await stack.stop();
+      return undefined;
+    },
+    (error: unknown) => error,
+  );
+  assert.ok(outcome instanceof ConfigError, `no refusal: ${outcome}`);
+  for (const name of Object.keys(bad)) assert.match(outcome.message, new RegExp(`^  ${name}: `, "m"), name);
+});
