@@ -32,6 +32,21 @@ const rebuildCheck = (tableName: string) =>
     { MESSAGE_RETENTION_HOURS: "1" },
   );
 
+/** Waits for the queued text of the session to be blocked at send time because a person was erased. */
+const erasedBlockOf = (p: Awaited<ReturnType<typeof startPipeline>>, sessionId: string) =>
+  p.waitFor(
+    async () =>
+      (await p.scan()).some(
+        (i) =>
+          i.kind === "event" &&
+          i.type === "MessageBlocked" &&
+          i.sessionId === sessionId &&
+          (i.detail as { reason: string }).reason === "erased",
+      ),
+    20_000,
+    "the queued text blocked",
+  );
+
 function api(p: Awaited<ReturnType<typeof startPipeline>>) {
   const call = invoker(
     createAllocateHandler({
@@ -239,18 +254,7 @@ describe("erasure and strangers", () => {
       await p.sandbox.phoneSends(HOST, proxyB, "are you still coming?");
       await call("DELETE", `/participants/${encodeURIComponent(GUEST)}`);
       p.startForwarding();
-      await p.waitFor(
-        async () =>
-          (await p.scan()).some(
-            (i) =>
-              i.kind === "event" &&
-              i.type === "MessageBlocked" &&
-              i.sessionId === session.sessionId &&
-              (i.detail as { reason: string }).reason === "erased",
-          ),
-        20_000,
-        "the queued text blocked",
-      );
+      await erasedBlockOf(p, session.sessionId);
       assert.equal(p.sentTo(GUEST).length, 0);
       const message = (await p.scan()).find((i) => i.kind === "message" && i.sessionId === session.sessionId);
       assert.equal(message?.body, "", "its body is gone");
@@ -269,18 +273,7 @@ describe("erasure and strangers", () => {
       await p.sandbox.phoneSends(GUEST, proxyA, "I will be there at 5");
       assert.equal((await call("DELETE", `/participants/${encodeURIComponent(GUEST)}`)).status, 200);
       p.startForwarding();
-      await p.waitFor(
-        async () =>
-          (await p.scan()).some(
-            (i) =>
-              i.kind === "event" &&
-              i.type === "MessageBlocked" &&
-              i.sessionId === session.sessionId &&
-              (i.detail as { reason: string }).reason === "erased",
-          ),
-        20_000,
-        "the queued text blocked",
-      );
+      await erasedBlockOf(p, session.sessionId);
       await settle();
       assert.deepEqual(
         p.sentTo(HOST).map((m) => m.body),
