@@ -54,11 +54,17 @@ const safeDecode = (value: string) => {
   }
 };
 
-/** An E.164 number in the path, encoded or not, with or without its "+". */
+/**
+ * An E.164 number in the path, read by the same rule as a body: "+" raw or encoded (or decoded to a space by
+ * a proxy that form-decodes paths), any formatting. Never without its "+": "2025550170" would be +20 (Egypt),
+ * and an erasure would silently name someone other than the person meant.
+ */
 const phonePathParam = (event: HttpEvent) => {
-  const raw = safeDecode(pathParam(event, "e164")).replace(/^ /, "+");
-  const phoneNumber = toE164(raw.startsWith("+") ? raw : `+${raw}`);
-  if (!phoneNumber) throw problems.validation("The path must end in an E.164 number");
+  const phoneNumber = toE164(safeDecode(pathParam(event, "e164")).replace(/^ /, "+"));
+  if (!phoneNumber)
+    throw problems.validation(
+      'The path must end in an E.164 number with its "+" (encoded %2B), e.g. /participants/%2B14155550100',
+    );
   return phoneNumber;
 };
 

@@ -25,17 +25,36 @@ export const isPseudonym = (value: unknown): boolean =>
   typeof value === "string" && PSEUDONYM_PATTERN.test(value);
 
 /**
- * Parses a number that must be in international form ("+" and country code); undefined when it is not.
- * "Possible" (right length for its country) rather than "valid" on purpose: fictional ranges such as
- * +1 555 01xx are what test numbers and sandboxes use, and Twilio itself is the final judge of a real one.
- * libphonenumber-js calls some 16-digit numbers possible (+49 …): E.164's 15-digit limit refuses them.
+ * Why `toE164` refuses a string: it is not an international number we can place (`not-e164`: no "+",
+ * too short or long for its country, an extension, a `tel:` URI, non-ASCII digits, an emergency number or a
+ * short code, which are all too short), or it is one we will never bridge or text (`premium-rate`: a call
+ * to it bills the account per minute, the classic revenue-share fraud, and no person of a booking needs
+ * one). Toll-free numbers and numbers of another country than the pool's are people we can reach: accepted.
  */
-export function toE164(raw: string): E164 | undefined {
+export type PhoneRefusal = "not-e164" | "premium-rate";
+
+/**
+ * The one phone-number rule: parses a number that must be in international form ("+" and country code),
+ * or says why not. "Possible" (right length for its country) rather than "valid" on purpose: fictional
+ * ranges such as +1 555 01xx are what test numbers and sandboxes use, and Twilio itself is the final judge
+ * of a real one. libphonenumber-js calls some 16-digit numbers possible (+49 …): E.164's 15-digit limit
+ * refuses them. The number type comes from the metadata libphonenumber-js ships by default, which types
+ * premium rate for some countries only (NANP +1 900/976, UK +44 9…, not France's 089…): the smaller bundle
+ * over the fuller list.
+ */
+export function readPhoneNumber(raw: string): { number: E164 } | { refused: PhoneRefusal } {
   const trimmed = raw.trim();
-  if (!/^\+[\d\s().-]+$/.test(trimmed)) return undefined;
+  if (!/^\+[\d\s().-]+$/.test(trimmed)) return { refused: "not-e164" };
   const parsed = parsePhoneNumberFromString(trimmed);
-  if (!parsed?.isPossible() || !E164_PATTERN.test(parsed.number)) return undefined;
-  return parsed.number as E164;
+  if (!parsed?.isPossible() || !E164_PATTERN.test(parsed.number)) return { refused: "not-e164" };
+  if (parsed.getType() === "PREMIUM_RATE") return { refused: "premium-rate" };
+  return { number: parsed.number as E164 };
+}
+
+/** `readPhoneNumber` where only the number matters: undefined when it is refused. */
+export function toE164(raw: string): E164 | undefined {
+  const read = readPhoneNumber(raw);
+  return "number" in read ? read.number : undefined;
 }
 
 /** The country calling code of a number ("1", "44" …), used to prefer local proxies. */
@@ -56,13 +75,16 @@ export function maskNumber(number: string): string {
 
 // Pure: a bundle that never uses this schema drops it, and with it libphonenumber-js (forward, publisher).
 export const e164Schema = /* @__PURE__ */ z.string().transform((value, ctx) => {
-  const number = toE164(value);
-  if (!number) {
+  const read = readPhoneNumber(value);
+  if ("refused" in read) {
     ctx.addIssue({
       code: z.ZodIssueCode.custom,
-      message: "must be a valid phone number in E.164 form (+14155550100)",
+      message:
+        read.refused === "premium-rate"
+          ? "premium-rate numbers are refused"
+          : "must be a valid phone number in E.164 form (+14155550100)",
     });
     return z.NEVER;
   }
-  return number;
+  return read.number;
 });

@@ -391,6 +391,55 @@ describe("allocate API on DynamoDB Local", () => {
     assert.equal((await call("POST", "/numbers", { body: { phoneNumber: guest(3) } })).status, 201);
   });
 
+  test("participant numbers: premium-rate and unplaceable forms are 400 naming the field; a path number needs its +", async () => {
+    const { call, scan } = await fixture(2);
+    const before = (await scan()).length;
+    // Premium-rate (a call bridged to one bills the pool's account per minute), emergency and short codes,
+    // extensions, tel: URIs and non-ASCII digits: each refused where it is given, nothing written.
+    for (const raw of [
+      "+19005550100",
+      "+449098790000",
+      "+1911",
+      "+112",
+      "+12025550100;ext=12",
+      "+12025550100x123",
+      "tel:+12025550100",
+      "+\u0661\u0662\u0660\u0662\u0665\u0665\u0665\u0660\u0661\u0660\u0660",
+      "\uff0b\uff11\uff12\uff10\uff12\uff15\uff15\uff15\uff10\uff11\uff10\uff10",
+    ]) {
+      const res = await call("POST", "/sessions", { body: session(raw, guest(2)) });
+      assert.equal(res.status, 400, `${raw}: ${res.text}`);
+      assert.equal(res.json.errors[0].pointer, "/participants/0/phoneNumber", raw);
+    }
+    assert.equal((await scan()).length, before, "nothing written");
+    // Toll-free and another country than the pool's are people we can reach: accepted.
+    const opened = await call("POST", "/sessions", { body: session("+18005550100", "+447700900123") });
+    assert.equal(opened.status, 201, opened.text);
+
+    // The path takes the number as the body does: "+" raw or encoded (or a "+" decoded to a space), any
+    // formatting. Without its "+" a national number would silently name someone else ("2025550170" is +20,
+    // Egypt): refused, like the body refuses it.
+    for (const path of ["%2B18005550100", "+18005550100", "%2B1%20800%20555%200100", "%2018005550100"]) {
+      const res = await call("GET", `/participants/${path}`);
+      assert.equal(res.status, 200, `${path}: ${res.text}`);
+      assert.deepEqual(res.json.openSessions, [opened.json.sessionId], path);
+    }
+    for (const path of ["18005550100", "8005550100", "(800)%20555-0100", "tel:%2B18005550100"]) {
+      for (const method of ["GET", "DELETE"] as const) {
+        const res = await call(method, `/participants/${path}`);
+        assert.equal(res.status, 400, `${method} ${path}: ${res.text}`);
+        assert.match(String(res.json.type), /validation-error$/);
+      }
+      const retire = await call("DELETE", `/numbers/${path}`);
+      assert.equal(retire.status, 400, `DELETE /numbers/${path}: ${retire.text}`);
+    }
+    assert.equal(
+      (await call("GET", `/sessions/${opened.json.sessionId}`)).json.status,
+      "open",
+      "nothing erased",
+    );
+  });
+
   test("a retired number drains: open sessions keep it, new sessions never get it", async () => {
     const { call } = await fixture(2);
     const first = await call("POST", "/sessions", { body: session(guest(1), guest(2)) });

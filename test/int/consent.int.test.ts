@@ -130,7 +130,7 @@ describe("keywords and consent", () => {
         optedOut: true,
         openSessions: [session.sessionId],
       });
-      const host = await call("GET", `/participants/${HOST.slice(1)}`);
+      const host = await call("GET", `/participants/${HOST}`);
       assert.deepEqual(host.json.optedOut, false);
       const view = await call("GET", `/sessions/${session.sessionId}`);
       assert.deepEqual(

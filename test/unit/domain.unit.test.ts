@@ -3,7 +3,14 @@ import { describe, test } from "node:test";
 import fc from "fast-check";
 import { chooseProxy, type Holding, type PoolNumber, rankProxies } from "../../shared/domain/allocation.ts";
 import { type DomainEvent, domainEventSchema, eventDetailSchemas } from "../../shared/domain/events.ts";
-import { callingCode, type E164, maskNumber, toE164 } from "../../shared/domain/phone.ts";
+import {
+  callingCode,
+  type E164,
+  e164Schema,
+  maskNumber,
+  readPhoneNumber,
+  toE164,
+} from "../../shared/domain/phone.ts";
 import {
   decide,
   evolve,
@@ -189,6 +196,13 @@ describe("phone numbers", () => {
     assert.equal(toE164("4155550100"), undefined, "national form is refused");
     assert.equal(toE164("+1234"), undefined);
     assert.equal(toE164("+1415555010a"), undefined);
+    // Premium rate is refused by the same rule, and says so; toll-free is a number we can reach.
+    assert.deepEqual(readPhoneNumber("+1 900 555 0100"), { refused: "premium-rate" });
+    assert.deepEqual(readPhoneNumber("+911"), { refused: "not-e164" });
+    assert.deepEqual(readPhoneNumber("+18005550100"), { number: "+18005550100" });
+    const premium = e164Schema.safeParse("+19005550100");
+    assert.equal(premium.success, false);
+    assert.match(premium.error?.issues[0]?.message ?? "", /premium-rate/);
     assert.equal(callingCode(n("+447911123456")), "44");
     assert.equal(maskNumber("+14155550100"), "+14*******00");
   });
