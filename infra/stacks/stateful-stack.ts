@@ -1,6 +1,6 @@
 import { CfnOutput, Duration, Stack, type StackProps } from "aws-cdk-lib";
 import type { Table } from "aws-cdk-lib/aws-dynamodb";
-import { type Archive, EventBus } from "aws-cdk-lib/aws-events";
+import { Archive, type CfnArchive, EventBus } from "aws-cdk-lib/aws-events";
 import { PolicyStatement, ServicePrincipal } from "aws-cdk-lib/aws-iam";
 import { Key } from "aws-cdk-lib/aws-kms";
 import { Secret } from "aws-cdk-lib/aws-secretsmanager";
@@ -47,7 +47,7 @@ export class StatefulStack extends Stack {
     const lifecycle = lifecycleFor(production);
 
     this.key = new Key(this, "DataKey", {
-      description: "Maskline data: table, queues, Twilio secret, alarm topic",
+      description: "Maskline data: table, queues, event bus and archive, secrets, alarm topic",
       alias: names.keyAlias,
       enableKeyRotation: true,
       removalPolicy: lifecycle.removalPolicy,
@@ -125,15 +125,31 @@ export class StatefulStack extends Stack {
       },
     ]);
 
-    this.bus = new EventBus(this, eventBus.id, { eventBusName: names.busName });
+    // Events carry participants' numbers: the bus and its archive are encrypted with the data key like the
+    // table and queues. CDK adds the key policy that lets EventBridge (only for this bus's encryption
+    // context) use it; PutEvents callers and rule targets need no key access. Retained in production:
+    // product rules attach to the bus by name.
+    this.bus = new EventBus(this, eventBus.id, { eventBusName: names.busName, kmsKey: this.key });
+    this.bus.applyRemovalPolicy(lifecycle.removalPolicy);
     // Every event Maskline puts on the bus, for replay (docs/deploy.md, "Replaying events"). Capped at the
-    // session retention: an erased or expired person's data must not outlive it in the archive.
-    this.archive = this.bus.archive("Archive", {
+    // session retention: an erased or expired person's data must not outlive it in the archive. Scoped to
+    // the bus (as `bus.archive()` would, which takes no key) so the archive keeps its logical id. The key
+    // policy CDK adds for the archive names the bus by its ARN, built from the name: a reference would make
+    // key and bus depend on each other. The archive itself keeps its reference to the bus.
+    const busByArn = EventBus.fromEventBusArn(
+      this,
+      "BusByArn",
+      this.formatArn({ service: "events", resource: "event-bus", resourceName: names.busName }),
+    );
+    this.archive = new Archive(this.bus, "Archive", {
+      sourceEventBus: busByArn,
       archiveName: names.archiveName,
       description: `Every Maskline domain event, kept ${sessionRetentionDays} days (SESSION_RETENTION_DAYS)`,
       eventPattern: { source: [eventBus.source] },
       retention: Duration.days(sessionRetentionDays),
+      kmsKey: this.key,
     });
+    (this.archive.node.defaultChild as CfnArchive).sourceArn = this.bus.eventBusArn;
     this.archive.applyRemovalPolicy(lifecycle.removalPolicy);
 
     new CfnOutput(this, "TwilioSecretArn", {

@@ -96,6 +96,21 @@ describe("domain events to a backend outside AWS", () => {
     });
   });
 
+  test("the bus and its archive are encrypted with the data key: events carry participants' numbers", () => {
+    const keyArn = { "Fn::GetAtt": [logicalId(prod.stateful, prod.stateful.key), "Arn"] };
+    prodStateful.hasResourceProperties("AWS::Events::EventBus", { KmsKeyIdentifier: keyArn });
+    prodStateful.hasResourceProperties("AWS::Events::Archive", { KmsKeyIdentifier: keyArn });
+    // EventBridge itself encrypts and decrypts (PutEvents callers and rule targets need no key access),
+    // only for this bus: the key policy binds the service to the bus's encryption context.
+    const [key] = Object.values(prodStateful.findResources("AWS::KMS::Key"));
+    const forEvents = (key?.Properties.KeyPolicy.Statement as Json[]).filter(
+      (s) => JSON.stringify(s.Principal) === JSON.stringify({ Service: "events.amazonaws.com" }),
+    );
+    assert.ok(forEvents.some((s) => refersTo(s.Action, "kms:GenerateDataKey")));
+    for (const s of forEvents.filter((s) => refersTo(s.Action, "kms:Decrypt")))
+      assert.ok(refersTo(s.Condition, "kms:EncryptionContext:aws:events:event-bus:arn"), JSON.stringify(s));
+  });
+
   test("the archive's retention follows maskline:sessionRetentionDays", () => {
     const app = new App({
       context: { ...cdkJson.context, "aws:cdk:bundling-stacks": [], "maskline:sessionRetentionDays": 30 },
@@ -219,7 +234,16 @@ describe("stages", () => {
   test("production keeps its data: RETAIN, deletion and termination protection", () => {
     assert.equal(prod.stateful.terminationProtection, true);
     prodStateful.hasResourceProperties("AWS::DynamoDB::Table", { DeletionProtectionEnabled: true });
-    for (const type of ["AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SQS::Queue", "AWS::Events::Archive"]) {
+    for (const type of [
+      "AWS::DynamoDB::Table",
+      "AWS::KMS::Key",
+      "AWS::SQS::Queue",
+      "AWS::SecretsManager::Secret",
+      // Product rules (and their targets) attach to the bus by name: deleting it would drop them.
+      "AWS::Events::EventBus",
+      "AWS::Events::Archive",
+    ]) {
+      assert.ok(Object.keys(prodStateful.findResources(type)).length > 0, `${type} in the stateful stack`);
       for (const r of Object.values(prodStateful.findResources(type)))
         assert.equal(r.DeletionPolicy, "Retain", `${type} retained in production`);
     }
