@@ -103,7 +103,8 @@ describe("domain events to a backend outside AWS", () => {
     // EventBridge itself encrypts and decrypts (PutEvents callers and rule targets need no key access),
     // only for this bus: the key policy binds the service to the bus's encryption context.
     const [key] = Object.values(prodStateful.findResources("AWS::KMS::Key"));
-    const forEvents = (key?.Properties.KeyPolicy.Statement as Json[]).filter(
+    assert.ok(key, "the data key");
+    const forEvents = (key.Properties.KeyPolicy.Statement as Json[]).filter(
       (s) => JSON.stringify(s.Principal) === JSON.stringify({ Service: "events.amazonaws.com" }),
     );
     assert.ok(forEvents.some((s) => refersTo(s.Action, "kms:GenerateDataKey")));
