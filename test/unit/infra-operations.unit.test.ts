@@ -15,8 +15,9 @@ import {
 import { buildMaskline } from "../../infra/maskline.ts";
 import { capacityFor, stageNames, TWILIO_REQUESTS_PER_MESSAGE } from "../../infra/settings.ts";
 import { PUBLISHER_RETRY_ATTEMPTS } from "../../infra/stacks/app-stack.ts";
+import { count, metrics, publishPoolHealth } from "../../shared/adapters/observability.ts";
 import { routes } from "../../shared/resources.ts";
-import { metricNames } from "../../shared/telemetry.ts";
+import { METRICS_NAMESPACE, metricNames } from "../../shared/telemetry.ts";
 
 type Json = Record<string, unknown>;
 const cdkJson = JSON.parse(readFileSync(new URL("../../cdk.json", import.meta.url), "utf8")) as {
@@ -290,6 +291,61 @@ describe("observability", () => {
     Object.values(prodApp.findResources("AWS::CloudWatch::Alarm")).filter((a) =>
       JSON.stringify(a.Properties).includes(`"${metricName}"`),
     );
+
+  test("every Maskline metric an alarm or the dashboard reads is published by the functions: same namespace, name and dimensions", () => {
+    // What the functions actually write (Powertools EMF on stdout): each count, and the recycler's pool health.
+    const lines: string[] = [];
+    const write = process.stdout.write;
+    process.stdout.write = ((chunk: string) => {
+      lines.push(String(chunk));
+      return true;
+    }) as typeof process.stdout.write;
+    try {
+      for (const name of Object.values(metricNames)) count(name);
+      metrics.publishStoredMetrics();
+      publishPoolHealth({ utilization: 0.5, headroom: 3, pairsPerNumber: 1.5 });
+    } finally {
+      process.stdout.write = write;
+    }
+    const published = new Set<string>();
+    for (const line of lines.flatMap((l) => l.split("\n")).filter((l) => l.includes('"_aws"'))) {
+      const emf = JSON.parse(line) as {
+        _aws: {
+          CloudWatchMetrics: { Namespace: string; Dimensions: string[][]; Metrics: { Name: string }[] }[];
+        };
+      } & Json;
+      for (const directive of emf._aws.CloudWatchMetrics)
+        for (const dimensions of directive.Dimensions)
+          for (const metric of directive.Metrics)
+            published.add(
+              JSON.stringify([directive.Namespace, metric.Name, ...dimensions.flatMap((d) => [d, emf[d]])]),
+            );
+    }
+    // What the alarms and the dashboard read: [namespace, name, dimension, value, …].
+    const read: string[] = [];
+    for (const alarm of Object.values(prodApp.findResources("AWS::CloudWatch::Alarm"))) {
+      const p = alarm.Properties;
+      const specs = p.Namespace
+        ? [p]
+        : ((p.Metrics ?? []) as Json[]).flatMap((m) =>
+            m.MetricStat ? [(m.MetricStat as Json).Metric as Json] : [],
+          );
+      for (const spec of specs as Json[]) {
+        const dims = ((spec.Dimensions ?? []) as { Name: string; Value: unknown }[]).flatMap((d) => [
+          d.Name,
+          d.Value,
+        ]);
+        if (spec.Namespace === METRICS_NAMESPACE)
+          read.push(JSON.stringify([spec.Namespace, spec.MetricName, ...dims]));
+      }
+    }
+    const [dashboard] = Object.values(prodApp.findResources("AWS::CloudWatch::Dashboard"));
+    const body = JSON.stringify(dashboard?.Properties.DashboardBody).replaceAll('\\"', '"');
+    for (const [, spec] of body.matchAll(/\[("Maskline",[^\]{]*)/g))
+      read.push(`[${spec?.replace(/,$/, "")}]`);
+    assert.ok(read.length >= 10, `alarms and widgets read Maskline metrics (${read.length})`);
+    for (const metric of read) assert.ok(published.has(metric), `${metric} is read but never published`);
+  });
 
   test("failed-forward rate alarms on MessagesFailed over all sends", () => {
     const [alarm] = alarmOn(metricNames.messagesFailed);
