@@ -133,6 +133,7 @@ export class AppStack extends Stack {
       twilioThrottle: settings.capacity.twilio,
       productThrottle: settings.capacity.product,
       logRetention: settings.logRetention,
+      logKey: stateful.key,
       removalPolicy,
     });
     // Twilio signs the exact URL it calls; the functions check signatures against this base.
@@ -231,6 +232,7 @@ export class AppStack extends Stack {
         definition: functions[name],
         environment: environments[name],
         logRetention: settings.logRetention,
+        logKey: stateful.key,
         logLevel: settings.logLevel,
         removalPolicy,
       });

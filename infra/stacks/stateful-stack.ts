@@ -1,4 +1,4 @@
-import { CfnOutput, Duration, Stack, type StackProps } from "aws-cdk-lib";
+import { ArnFormat, CfnOutput, Duration, Stack, type StackProps } from "aws-cdk-lib";
 import type { Table } from "aws-cdk-lib/aws-dynamodb";
 import { Archive, type CfnArchive, EventBus } from "aws-cdk-lib/aws-events";
 import { PolicyStatement, ServicePrincipal } from "aws-cdk-lib/aws-iam";
@@ -47,7 +47,7 @@ export class StatefulStack extends Stack {
     const lifecycle = lifecycleFor(production);
 
     this.key = new Key(this, "DataKey", {
-      description: "Maskline data: table, queues, event bus and archive, secrets, alarm topic",
+      description: "Maskline data: table, queues, event bus and archive, secrets, log groups, alarm topic",
       alias: names.keyAlias,
       enableKeyRotation: true,
       removalPolicy: lifecycle.removalPolicy,
@@ -61,6 +61,24 @@ export class StatefulStack extends Stack {
         actions: ["kms:Decrypt", "kms:GenerateDataKey*"],
         resources: ["*"],
         conditions: { StringEquals: { "aws:SourceAccount": this.account } },
+      }),
+    );
+
+    // The functions' and the API's log groups (in the app stack) are encrypted with this key too: CloudWatch
+    // Logs may use it for this account's log groups in this region only.
+    const logGroups = this.formatArn({
+      service: "logs",
+      resource: "log-group",
+      resourceName: "*",
+      arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+    });
+    this.key.addToResourcePolicy(
+      new PolicyStatement({
+        sid: "AllowCloudWatchLogsForMasklineLogGroups",
+        principals: [new ServicePrincipal(`logs.${this.region}.amazonaws.com`)],
+        actions: ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+        resources: ["*"],
+        conditions: { ArnLike: { "kms:EncryptionContext:aws:logs:arn": logGroups } },
       }),
     );
 

@@ -347,6 +347,25 @@ describe("observability", () => {
     for (const metric of read) assert.ok(published.has(metric), `${metric} is read but never published`);
   });
 
+  test("every log group (functions, API access logs) is encrypted with the data key, which CloudWatch Logs may use for this account's log groups only", () => {
+    const groups = Object.entries(prodApp.findResources("AWS::Logs::LogGroup"));
+    assert.ok(groups.length >= 6, "five function log groups and the access logs");
+    const keyId = logicalId(prod.stateful, prod.stateful.key);
+    for (const [id, group] of groups)
+      assert.ok(
+        refersTo(group.Properties.KmsKeyId, `PublishOutputFnGetAtt${keyId}Arn`),
+        `${id} uses the data key`,
+      );
+    const [key] = Object.values(prodStateful.findResources("AWS::KMS::Key"));
+    assert.ok(key, "the data key");
+    const forLogs = (key.Properties.KeyPolicy.Statement as Json[]).filter(
+      (s) => refersTo(s.Principal, ".amazonaws.com") && refersTo(s.Principal, "logs."),
+    );
+    assert.equal(forLogs.length, 1, "one key policy statement for CloudWatch Logs");
+    assert.ok(refersTo(forLogs[0]?.Condition, "kms:EncryptionContext:aws:logs:arn"));
+    assert.ok(refersTo(forLogs[0]?.Condition, ":log-group:*"));
+  });
+
   test("failed-forward rate alarms on MessagesFailed over all sends", () => {
     const [alarm] = alarmOn(metricNames.messagesFailed);
     assert.ok(alarm, "an alarm uses MessagesFailed");
