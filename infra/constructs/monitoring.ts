@@ -206,6 +206,20 @@ export class MasklineMonitoring extends Construct {
         1,
         "Domain events could not be delivered to the product backend's endpoint for 24 hours; redrive or replay (docs/deploy.md).",
       );
+      // A rule on a custom bus reports its metrics under both EventBusName and RuleName.
+      const { rule, bus } = props.eventsDelivery;
+      alarm(
+        "EventsDeliveryLost",
+        new Metric({
+          namespace: "AWS/Events",
+          metricName: "InvocationsFailedToBeSentToDlq",
+          dimensionsMap: { EventBusName: bus.eventBusName, RuleName: rule.ruleName },
+          period: fiveMinutes,
+          statistic: "Sum",
+        }),
+        1,
+        "EventBridge could deliver a domain event neither to the product backend's endpoint nor to its dead-letter queue: it is lost there; replay it from the archive (docs/deploy.md).",
+      );
     }
 
     const errorMetrics: IMetric[] = [];

@@ -162,6 +162,22 @@ describe("domain events to a backend outside AWS", () => {
       AlarmDescription: Match.stringLikeRegexp("product backend"),
     });
   });
+
+  test("an event EventBridge could not even put in that dead-letter queue (lost) alarms at once", () => {
+    // Metrics of a rule on a custom bus carry both EventBusName and RuleName: RuleName alone never matches.
+    const ruleId = logicalId(prod.app, prod.app.eventsDelivery?.rule as never);
+    const [alarm, ...others] = Object.values(prodApp.findResources("AWS::CloudWatch::Alarm")).filter(
+      (a) => a.Properties.MetricName === "InvocationsFailedToBeSentToDlq",
+    );
+    assert.ok(alarm, "an alarm on InvocationsFailedToBeSentToDlq");
+    assert.equal(others.length, 0);
+    assert.equal(alarm.Properties.Namespace, "AWS/Events");
+    assert.equal(alarm.Properties.Threshold, 1);
+    const dimensions = alarm.Properties.Dimensions as { Name: string; Value: unknown }[];
+    assert.deepEqual(dimensions.map((d) => d.Name).sort(), ["EventBusName", "RuleName"]);
+    assert.deepEqual(dimensions.find((d) => d.Name === "RuleName")?.Value, { Ref: ruleId });
+    assert.ok(refersTo(dimensions.find((d) => d.Name === "EventBusName")?.Value, "EventBus"));
+  });
 });
 
 /** Every name a template sets explicitly (the ones that must be unique in an account and region). */
