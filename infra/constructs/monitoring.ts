@@ -51,6 +51,8 @@ export interface MonitoringProps {
   forwardQueue: IQueue;
   forwardDeadLetterQueue: IQueue;
   publisherFailures: IQueue;
+  /** The event bus's dead-letter queue (events it could not encrypt or decrypt). */
+  busDeadLetters: IQueue;
   api: IHttpApi;
   /** Encrypts the alarm topic; its policy lets CloudWatch use it. */
   topicKey: IKey;
@@ -131,6 +133,15 @@ export class MasklineMonitoring extends Construct {
       publisherFailures,
       1,
       "Domain events could not be published to EventBridge; the queue holds stream pointers to replay from the table.",
+    );
+    alarm(
+      "BusDlqNotEmpty",
+      props.busDeadLetters.metricApproximateNumberOfMessagesVisible({
+        period: oneMinute,
+        statistic: "Maximum",
+      }),
+      1,
+      "The event bus could not encrypt or decrypt a domain event with the data key (key disabled or its policy changed): fix the key, then put the events on the bus again from the table (docs/deploy.md).",
     );
     const backlogAge = props.forwardQueue.metricApproximateAgeOfOldestMessage({
       period: oneMinute,

@@ -374,6 +374,7 @@ export class AppStack extends Stack {
       forwardQueue: stateful.forwardQueue,
       forwardDeadLetterQueue: stateful.forwardDeadLetterQueue,
       publisherFailures: stateful.publisherFailures,
+      busDeadLetters: stateful.busDeadLetters,
       api: this.httpApi.api,
       topicKey: stateful.key,
       poolUtilizationAlarmPercent: settings.poolUtilizationAlarmPercent,

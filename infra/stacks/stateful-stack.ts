@@ -36,6 +36,8 @@ export class StatefulStack extends Stack {
   /** The key of the pseudonyms (keyed hashes of strangers' and erased people's numbers). */
   readonly pseudonymSecret: Secret;
   readonly bus: EventBus;
+  /** Events the bus could not encrypt or decrypt with the data key (a key policy gone wrong). */
+  readonly busDeadLetters: Queue;
   /** Every domain event on the bus, kept SESSION_RETENTION_DAYS for replay. */
   readonly archive: Archive;
   readonly production: boolean;
@@ -147,8 +149,38 @@ export class StatefulStack extends Stack {
     // table and queues. CDK adds the key policy that lets EventBridge (only for this bus's encryption
     // context) use it; PutEvents callers and rule targets need no key access. Retained in production:
     // product rules attach to the bus by name.
-    this.bus = new EventBus(this, eventBus.id, { eventBusName: names.busName, kmsKey: this.key });
+    // AWS advises a dead-letter queue on a bus encrypted with a customer-managed key: an event the bus cannot
+    // encrypt or decrypt (the key disabled, its policy broken) goes there instead of being dropped. SSE-SQS:
+    // EventBridge writes to it without needing the very key that failed.
+    this.busDeadLetters = new Queue(this, "BusDeadLetters", {
+      encryption: QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+      removalPolicy: lifecycle.removalPolicy,
+    });
+    NagSuppressions.addResourceSuppressions(this.busDeadLetters, [
+      {
+        id: "AwsSolutions-SQS3",
+        reason:
+          "This queue is itself the dead-letter queue of the event bus; the events it would hold are in the " +
+          "table and are put on the bus again from there (docs/deploy.md).",
+      },
+    ]);
+    this.bus = new EventBus(this, eventBus.id, {
+      eventBusName: names.busName,
+      kmsKey: this.key,
+      deadLetterQueue: this.busDeadLetters,
+    });
     this.bus.applyRemovalPolicy(lifecycle.removalPolicy);
+    this.busDeadLetters.addToResourcePolicy(
+      new PolicyStatement({
+        sid: "AllowTheMasklineBus",
+        principals: [new ServicePrincipal("events.amazonaws.com")],
+        actions: ["sqs:SendMessage"],
+        resources: [this.busDeadLetters.queueArn],
+        conditions: { ArnEquals: { "aws:SourceArn": this.bus.eventBusArn } },
+      }),
+    );
     // Every event Maskline puts on the bus, for replay (docs/deploy.md, "Replaying events"). Capped at the
     // session retention: an erased or expired person's data must not outlive it in the archive. Scoped to
     // the bus (as `bus.archive()` would, which takes no key) so the archive keeps its logical id. The key
@@ -177,6 +209,7 @@ export class StatefulStack extends Stack {
     new CfnOutput(this, "TableName", { value: this.table.tableName });
     new CfnOutput(this, "ForwardDeadLetterQueueUrl", { value: this.forwardDeadLetterQueue.queueUrl });
     new CfnOutput(this, "PublisherFailuresQueueUrl", { value: this.publisherFailures.queueUrl });
+    new CfnOutput(this, "BusDeadLetterQueueUrl", { value: this.busDeadLetters.queueUrl });
     new CfnOutput(this, "EventArchiveArn", { value: this.archive.archiveArn });
   }
 }

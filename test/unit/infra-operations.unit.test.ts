@@ -113,6 +113,29 @@ describe("domain events to a backend outside AWS", () => {
       assert.ok(refersTo(s.Condition, "kms:EncryptionContext:aws:events:event-bus:arn"), JSON.stringify(s));
   });
 
+  test("an event the bus cannot encrypt or decrypt goes to a dead-letter queue of the bus, which alarms", () => {
+    const dlqId = logicalId(prod.stateful, prod.stateful.busDeadLetters);
+    prodStateful.hasResourceProperties("AWS::Events::EventBus", {
+      DeadLetterConfig: { Arn: { "Fn::GetAtt": [dlqId, "Arn"] } },
+    });
+    const [policy] = Object.values(prodStateful.findResources("AWS::SQS::QueuePolicy")).filter((p) =>
+      refersTo(p.Properties.Queues, dlqId),
+    );
+    assert.ok(policy, "the bus dead-letter queue's policy");
+    const sends = (policy.Properties.PolicyDocument.Statement as Json[]).filter(
+      (s) => s.Effect === "Allow" && refersTo(s.Principal, "events.amazonaws.com"),
+    );
+    assert.equal(sends.length, 1);
+    assert.deepEqual(sends[0]?.Action, "sqs:SendMessage");
+    assert.ok(refersTo(sends[0]?.Condition, "aws:SourceArn"), "only this bus may send");
+    const alarms = Object.values(prodApp.findResources("AWS::CloudWatch::Alarm")).filter(
+      (a) =>
+        a.Properties.MetricName === "ApproximateNumberOfMessagesVisible" &&
+        refersTo(a.Properties.Dimensions, dlqId.replace(/[0-9A-F]{8}$/, "")),
+    );
+    assert.equal(alarms.length, 1);
+  });
+
   test("the archive's retention follows maskline:sessionRetentionDays", () => {
     const app = new App({
       context: { ...cdkJson.context, "aws:cdk:bundling-stacks": [], "maskline:sessionRetentionDays": 30 },
