@@ -410,13 +410,16 @@ describe("SQS", () => {
 
   test("every queue is KMS-encrypted with the data key and denies non-TLS access", () => {
     const keyId = logicalId(built.stateful, built.stateful.key);
+    // The bus's dead-letter queue is SSE-SQS: EventBridge must reach it when the data key is what failed.
+    const busDlq = logicalId(built.stateful, built.stateful.busDeadLetters);
     const queues = stateful.findResources("AWS::SQS::Queue");
-    assert.equal(Object.keys(queues).length, 3);
-    for (const queue of Object.values(queues)) {
-      assert.deepEqual(queue.Properties.KmsMasterKeyId, { "Fn::GetAtt": [keyId, "Arn"] });
+    assert.equal(Object.keys(queues).length, 4);
+    for (const [id, queue] of Object.entries(queues)) {
+      if (id === busDlq) assert.equal(queue.Properties.SqsManagedSseEnabled, true);
+      else assert.deepEqual(queue.Properties.KmsMasterKeyId, { "Fn::GetAtt": [keyId, "Arn"] });
     }
     const policies = Object.values(stateful.findResources("AWS::SQS::QueuePolicy"));
-    assert.equal(policies.length, 3);
+    assert.equal(policies.length, 4);
     for (const policy of policies) {
       assert.ok(
         (policy.Properties.PolicyDocument.Statement as Statement[]).some(
