@@ -27,8 +27,10 @@ export const metricNames = {
   eventsSetAside: "EventsSetAside",
   /** Events the publisher could not put on the bus after its retries (the batch is retried by Lambda). */
   publishFailures: "PublishFailures",
+  /** Pool health (recycler, each run): percent of numbers in use, headroom, open pairs per active number. */
   poolUtilization: "PoolUtilization",
   poolHeadroom: "PoolHeadroom",
+  pairsPerNumber: "PairsPerNumber",
 } as const;
 
 export type MetricName = (typeof metricNames)[keyof typeof metricNames];

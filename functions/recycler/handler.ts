@@ -1,14 +1,12 @@
-import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
 import { logger, storeFromEnv } from "../../shared/adapters/aws.ts";
 import { newId } from "../../shared/adapters/ids.ts";
-import { observed } from "../../shared/adapters/observability.ts";
+import { observed, publishPoolHealth } from "../../shared/adapters/observability.ts";
 import { RecyclerService } from "../../shared/app/recycler.ts";
 import { parseConfig, recyclerConfigSchema } from "../../shared/config.ts";
 
 // Composition root: configuration is read once, at cold start.
 const { config, store } = storeFromEnv();
 const recycler = parseConfig(recyclerConfigSchema);
-const metrics = new Metrics({ namespace: "Maskline", serviceName: "maskline" });
 
 // Top-up's Twilio client and secret are in a module of their own, loaded at cold start only with top-up on
 // (`functions/recycler/top-up.ts`): a missing or malformed secret or configuration still fails it then.
@@ -26,14 +24,7 @@ const service = new RecyclerService({
   quarantineSeconds: config.QUARANTINE_SECONDS,
   poolLowHeadroom: recycler.POOL_LOW_HEADROOM,
   topUp,
-  metrics: {
-    poolHealth: (health) => {
-      metrics.addMetric("PoolUtilization", MetricUnit.Percent, Math.round(health.utilization * 100));
-      metrics.addMetric("PoolHeadroom", MetricUnit.Count, health.headroom);
-      metrics.addMetric("PairsPerNumber", MetricUnit.Count, health.pairsPerNumber);
-      metrics.publishStoredMetrics();
-    },
-  },
+  metrics: { poolHealth: publishPoolHealth },
 });
 
 /** Invoked by the EventBridge schedule (locally by the embedded scheduler). */

@@ -44,9 +44,12 @@ export class EventsDelivery extends Construct {
   readonly destination: ApiDestination;
   readonly rule: Rule;
   readonly deadLetterQueue: Queue;
+  /** The bus the rule is on (its metrics are reported under the bus's name and the rule's). */
+  readonly bus: IEventBus;
 
   constructor(scope: Construct, id: string, props: EventsDeliveryProps) {
     super(scope, id);
+    this.bus = props.bus;
     this.connection = new Connection(this, "Connection", {
       connectionName: `${props.name}-connection`,
       description: "Maskline domain events to the product backend",

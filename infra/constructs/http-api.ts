@@ -12,6 +12,7 @@ import {
 } from "aws-cdk-lib/aws-apigatewayv2";
 import { HttpIamAuthorizer } from "aws-cdk-lib/aws-apigatewayv2-authorizers";
 import { HttpLambdaIntegration } from "aws-cdk-lib/aws-apigatewayv2-integrations";
+import type { IKey } from "aws-cdk-lib/aws-kms";
 import type { IFunction } from "aws-cdk-lib/aws-lambda";
 import { LogGroup, type RetentionDays } from "aws-cdk-lib/aws-logs";
 import { NagSuppressions } from "cdk-nag";
@@ -26,6 +27,8 @@ export interface MasklineHttpApiProps {
   /** Throttle of each product route and /health, and the stage default. */
   productThrottle: Throttle;
   logRetention: RetentionDays;
+  /** Encrypts the access logs (the data key). */
+  logKey: IKey;
   removalPolicy: RemovalPolicy;
 }
 
@@ -68,6 +71,7 @@ export class MasklineHttpApi extends Construct {
     });
     this.accessLogs = new LogGroup(this, "AccessLogs", {
       retention: props.logRetention,
+      encryptionKey: props.logKey,
       removalPolicy: props.removalPolicy,
     });
     // The `$default` stage: no stage prefix in the URL, so the path a Lambda sees (rawPath) is the path Twilio

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Duration, type RemovalPolicy } from "aws-cdk-lib";
 import { Role, ServicePrincipal } from "aws-cdk-lib/aws-iam";
+import type { IKey } from "aws-cdk-lib/aws-kms";
 import { Architecture, Runtime, Tracing } from "aws-cdk-lib/aws-lambda";
 import { LogLevel, NodejsFunction, OutputFormat, SourceMapMode } from "aws-cdk-lib/aws-lambda-nodejs";
 import { LogGroup, type RetentionDays } from "aws-cdk-lib/aws-logs";
@@ -145,6 +146,8 @@ export interface MasklineFunctionProps {
   /** The function's own configuration (validated at cold start by the shared config schemas). */
   environment: Record<string, string>;
   logRetention: RetentionDays;
+  /** Encrypts the function's log group (the data key). */
+  logKey: IKey;
   logLevel: string;
   /** The log group's fate on delete: kept in production, destroyed with a throw-away stage. */
   removalPolicy: RemovalPolicy;
@@ -170,6 +173,7 @@ export class MasklineFunction extends Construct {
 
     this.logGroup = new LogGroup(this, "Logs", {
       retention: props.logRetention,
+      encryptionKey: props.logKey,
       removalPolicy: props.removalPolicy,
     });
     this.role = new Role(this, "Role", {

@@ -51,6 +51,8 @@ export interface MonitoringProps {
   forwardQueue: IQueue;
   forwardDeadLetterQueue: IQueue;
   publisherFailures: IQueue;
+  /** The event bus's dead-letter queue (events it could not encrypt or decrypt). */
+  busDeadLetters: IQueue;
   api: IHttpApi;
   /** Encrypts the alarm topic; its policy lets CloudWatch use it. */
   topicKey: IKey;
@@ -132,6 +134,15 @@ export class MasklineMonitoring extends Construct {
       1,
       "Domain events could not be published to EventBridge; the queue holds stream pointers to replay from the table.",
     );
+    alarm(
+      "BusDlqNotEmpty",
+      props.busDeadLetters.metricApproximateNumberOfMessagesVisible({
+        period: oneMinute,
+        statistic: "Maximum",
+      }),
+      1,
+      "The event bus could not encrypt or decrypt a domain event with the data key (key disabled or its policy changed): fix the key, then put the events on the bus again from the table (docs/deploy.md).",
+    );
     const backlogAge = props.forwardQueue.metricApproximateAgeOfOldestMessage({
       period: oneMinute,
       statistic: "Maximum",
@@ -205,6 +216,20 @@ export class MasklineMonitoring extends Construct {
         }),
         1,
         "Domain events could not be delivered to the product backend's endpoint for 24 hours; redrive or replay (docs/deploy.md).",
+      );
+      // A rule on a custom bus reports its metrics under both EventBusName and RuleName.
+      const { rule, bus } = props.eventsDelivery;
+      alarm(
+        "EventsDeliveryLost",
+        new Metric({
+          namespace: "AWS/Events",
+          metricName: "InvocationsFailedToBeSentToDlq",
+          dimensionsMap: { EventBusName: bus.eventBusName, RuleName: rule.ruleName },
+          period: fiveMinutes,
+          statistic: "Sum",
+        }),
+        1,
+        "EventBridge could deliver a domain event neither to the product backend's endpoint nor to its dead-letter queue: it is lost there; replay it from the archive (docs/deploy.md).",
       );
     }
 

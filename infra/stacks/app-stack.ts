@@ -67,6 +67,36 @@ function grantSecretRead(
   );
 }
 
+/**
+ * The table operations the functions call (the adapters' GetItem, BatchGetItem, Query, Put/Update/Delete
+ * alone and inside TransactWriteItems, whose items are authorized one by one as Put/Update/Delete/
+ * ConditionCheck). Not CDK's `grantReadWriteData`, which adds Scan (a read of every number in the table),
+ * BatchWriteItem, DescribeTable and the stream reads: no function uses them.
+ */
+export const TABLE_DATA_ACTIONS = [
+  "dynamodb:GetItem",
+  "dynamodb:BatchGetItem",
+  "dynamodb:Query",
+  "dynamodb:PutItem",
+  "dynamodb:UpdateItem",
+  "dynamodb:DeleteItem",
+  "dynamodb:ConditionCheckItem",
+];
+
+/** The item operations of `TABLE_DATA_ACTIONS` on the table and its index, and the data key they need. */
+function grantTableData(stateful: StatefulStack, role: IRole): void {
+  stateful.table.grant(role, ...TABLE_DATA_ACTIONS);
+  // What `grantReadWriteData` grants on the key (SSE-KMS of the table), on the role's own policy.
+  stateful.key.grant(
+    role,
+    "kms:Decrypt",
+    "kms:DescribeKey",
+    "kms:Encrypt",
+    "kms:GenerateDataKey*",
+    "kms:ReEncrypt*",
+  );
+}
+
 /** Retries of a failing stream batch before it goes to the PublisherFailures queue. */
 export const PUBLISHER_RETRY_ATTEMPTS = publisherStream.retryAttempts;
 
@@ -103,6 +133,7 @@ export class AppStack extends Stack {
       twilioThrottle: settings.capacity.twilio,
       productThrottle: settings.capacity.product,
       logRetention: settings.logRetention,
+      logKey: stateful.key,
       removalPolicy,
     });
     // Twilio signs the exact URL it calls; the functions check signatures against this base.
@@ -201,6 +232,7 @@ export class AppStack extends Stack {
         definition: functions[name],
         environment: environments[name],
         logRetention: settings.logRetention,
+        logKey: stateful.key,
         logLevel: settings.logLevel,
         removalPolicy,
       });
@@ -214,16 +246,16 @@ export class AppStack extends Stack {
     const { allocate, inbound, forward, recycler, publisher } = this.functions;
 
     // Least privilege, function by function.
-    stateful.table.grantReadWriteData(allocate.role);
+    grantTableData(stateful, allocate.role);
     stateful.forwardQueue.grantSendMessages(allocate.role);
     grantSecretRead(stateful, allocate.role, "pseudonymSecret");
 
-    stateful.table.grantReadWriteData(inbound.role);
+    grantTableData(stateful, inbound.role);
     stateful.forwardQueue.grantSendMessages(inbound.role);
     grantSecretRead(stateful, inbound.role);
     grantSecretRead(stateful, inbound.role, "pseudonymSecret");
 
-    stateful.table.grantReadWriteData(forward.role);
+    grantTableData(stateful, forward.role);
     grantSecretRead(stateful, forward.role);
     grantSecretRead(stateful, forward.role, "pseudonymSecret");
     forward.fn.addEventSource(
@@ -237,7 +269,7 @@ export class AppStack extends Stack {
       }),
     );
 
-    stateful.table.grantReadWriteData(recycler.role);
+    grantTableData(stateful, recycler.role);
     // The recycler talks to Twilio only to buy numbers; without top-up it gets no access to the secret.
     if (recyclerConfig.AUTO_TOP_UP) grantSecretRead(stateful, recycler.role);
     new Rule(this, recyclerSchedule.id, {
@@ -342,6 +374,7 @@ export class AppStack extends Stack {
       forwardQueue: stateful.forwardQueue,
       forwardDeadLetterQueue: stateful.forwardDeadLetterQueue,
       publisherFailures: stateful.publisherFailures,
+      busDeadLetters: stateful.busDeadLetters,
       api: this.httpApi.api,
       topicKey: stateful.key,
       poolUtilizationAlarmPercent: settings.poolUtilizationAlarmPercent,

@@ -1,6 +1,6 @@
-import { CfnOutput, Duration, Stack, type StackProps } from "aws-cdk-lib";
+import { ArnFormat, CfnOutput, Duration, Stack, type StackProps } from "aws-cdk-lib";
 import type { Table } from "aws-cdk-lib/aws-dynamodb";
-import { type Archive, EventBus } from "aws-cdk-lib/aws-events";
+import { Archive, type CfnArchive, EventBus } from "aws-cdk-lib/aws-events";
 import { PolicyStatement, ServicePrincipal } from "aws-cdk-lib/aws-iam";
 import { Key } from "aws-cdk-lib/aws-kms";
 import { Secret } from "aws-cdk-lib/aws-secretsmanager";
@@ -36,6 +36,8 @@ export class StatefulStack extends Stack {
   /** The key of the pseudonyms (keyed hashes of strangers' and erased people's numbers). */
   readonly pseudonymSecret: Secret;
   readonly bus: EventBus;
+  /** Events the bus could not encrypt or decrypt with the data key (a key policy gone wrong). */
+  readonly busDeadLetters: Queue;
   /** Every domain event on the bus, kept SESSION_RETENTION_DAYS for replay. */
   readonly archive: Archive;
   readonly production: boolean;
@@ -47,7 +49,7 @@ export class StatefulStack extends Stack {
     const lifecycle = lifecycleFor(production);
 
     this.key = new Key(this, "DataKey", {
-      description: "Maskline data: table, queues, Twilio secret, alarm topic",
+      description: "Maskline data: table, queues, event bus and archive, secrets, log groups, alarm topic",
       alias: names.keyAlias,
       enableKeyRotation: true,
       removalPolicy: lifecycle.removalPolicy,
@@ -61,6 +63,24 @@ export class StatefulStack extends Stack {
         actions: ["kms:Decrypt", "kms:GenerateDataKey*"],
         resources: ["*"],
         conditions: { StringEquals: { "aws:SourceAccount": this.account } },
+      }),
+    );
+
+    // The functions' and the API's log groups (in the app stack) are encrypted with this key too: CloudWatch
+    // Logs may use it for this account's log groups in this region only.
+    const logGroups = this.formatArn({
+      service: "logs",
+      resource: "log-group",
+      resourceName: "*",
+      arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+    });
+    this.key.addToResourcePolicy(
+      new PolicyStatement({
+        sid: "AllowCloudWatchLogsForMasklineLogGroups",
+        principals: [new ServicePrincipal(`logs.${this.region}.amazonaws.com`)],
+        actions: ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+        resources: ["*"],
+        conditions: { ArnLike: { "kms:EncryptionContext:aws:logs:arn": logGroups } },
       }),
     );
 
@@ -125,15 +145,61 @@ export class StatefulStack extends Stack {
       },
     ]);
 
-    this.bus = new EventBus(this, eventBus.id, { eventBusName: names.busName });
+    // Events carry participants' numbers: the bus and its archive are encrypted with the data key like the
+    // table and queues. CDK adds the key policy that lets EventBridge (only for this bus's encryption
+    // context) use it; PutEvents callers and rule targets need no key access. Retained in production:
+    // product rules attach to the bus by name.
+    // AWS advises a dead-letter queue on a bus encrypted with a customer-managed key: an event the bus cannot
+    // encrypt or decrypt (the key disabled, its policy broken) goes there instead of being dropped. SSE-SQS:
+    // EventBridge writes to it without needing the very key that failed.
+    this.busDeadLetters = new Queue(this, "BusDeadLetters", {
+      encryption: QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+      removalPolicy: lifecycle.removalPolicy,
+    });
+    NagSuppressions.addResourceSuppressions(this.busDeadLetters, [
+      {
+        id: "AwsSolutions-SQS3",
+        reason:
+          "This queue is itself the dead-letter queue of the event bus; the events it would hold are in the " +
+          "table and are put on the bus again from there (docs/deploy.md).",
+      },
+    ]);
+    this.bus = new EventBus(this, eventBus.id, {
+      eventBusName: names.busName,
+      kmsKey: this.key,
+      deadLetterQueue: this.busDeadLetters,
+    });
+    this.bus.applyRemovalPolicy(lifecycle.removalPolicy);
+    this.busDeadLetters.addToResourcePolicy(
+      new PolicyStatement({
+        sid: "AllowTheMasklineBus",
+        principals: [new ServicePrincipal("events.amazonaws.com")],
+        actions: ["sqs:SendMessage"],
+        resources: [this.busDeadLetters.queueArn],
+        conditions: { ArnEquals: { "aws:SourceArn": this.bus.eventBusArn } },
+      }),
+    );
     // Every event Maskline puts on the bus, for replay (docs/deploy.md, "Replaying events"). Capped at the
-    // session retention: an erased or expired person's data must not outlive it in the archive.
-    this.archive = this.bus.archive("Archive", {
+    // session retention: an erased or expired person's data must not outlive it in the archive. Scoped to
+    // the bus (as `bus.archive()` would, which takes no key) so the archive keeps its logical id. The key
+    // policy CDK adds for the archive names the bus by its ARN, built from the name: a reference would make
+    // key and bus depend on each other. The archive itself keeps its reference to the bus.
+    const busByArn = EventBus.fromEventBusArn(
+      this,
+      "BusByArn",
+      this.formatArn({ service: "events", resource: "event-bus", resourceName: names.busName }),
+    );
+    this.archive = new Archive(this.bus, "Archive", {
+      sourceEventBus: busByArn,
       archiveName: names.archiveName,
       description: `Every Maskline domain event, kept ${sessionRetentionDays} days (SESSION_RETENTION_DAYS)`,
       eventPattern: { source: [eventBus.source] },
       retention: Duration.days(sessionRetentionDays),
+      kmsKey: this.key,
     });
+    (this.archive.node.defaultChild as CfnArchive).sourceArn = this.bus.eventBusArn;
     this.archive.applyRemovalPolicy(lifecycle.removalPolicy);
 
     new CfnOutput(this, "TwilioSecretArn", {
@@ -143,6 +209,7 @@ export class StatefulStack extends Stack {
     new CfnOutput(this, "TableName", { value: this.table.tableName });
     new CfnOutput(this, "ForwardDeadLetterQueueUrl", { value: this.forwardDeadLetterQueue.queueUrl });
     new CfnOutput(this, "PublisherFailuresQueueUrl", { value: this.publisherFailures.queueUrl });
+    new CfnOutput(this, "BusDeadLetterQueueUrl", { value: this.busDeadLetters.queueUrl });
     new CfnOutput(this, "EventArchiveArn", { value: this.archive.archiveArn });
   }
 }

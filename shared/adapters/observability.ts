@@ -1,7 +1,7 @@
 import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
 import type { Tracer } from "@aws-lambda-powertools/tracer";
 import type { Context } from "aws-lambda";
-import { METRICS_NAMESPACE, type MetricName, SERVICE_NAME } from "../telemetry.ts";
+import { METRICS_NAMESPACE, type MetricName, metricNames, SERVICE_NAME } from "../telemetry.ts";
 import { logger } from "./logger.ts";
 
 /**
@@ -25,6 +25,17 @@ export function countBy(name: MetricName, dimension: string, dimensionValue: str
   const single = metrics.singleMetric();
   single.addDimension(dimension, dimensionValue);
   single.addMetric(name, MetricUnit.Count, value);
+}
+
+/**
+ * The recycler's pool health, published at once (a run may outlast the invocation's end): the metrics the
+ * PoolUtilizationHigh alarm and the dashboard read.
+ */
+export function publishPoolHealth(health: { utilization: number; headroom: number; pairsPerNumber: number }) {
+  metrics.addMetric(metricNames.poolUtilization, MetricUnit.Percent, Math.round(health.utilization * 100));
+  metrics.addMetric(metricNames.poolHeadroom, MetricUnit.Count, health.headroom);
+  metrics.addMetric(metricNames.pairsPerNumber, MetricUnit.Count, health.pairsPerNumber);
+  metrics.publishStoredMetrics();
 }
 
 const tracingWanted = () =>

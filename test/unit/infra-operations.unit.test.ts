@@ -15,8 +15,9 @@ import {
 import { buildMaskline } from "../../infra/maskline.ts";
 import { capacityFor, stageNames, TWILIO_REQUESTS_PER_MESSAGE } from "../../infra/settings.ts";
 import { PUBLISHER_RETRY_ATTEMPTS } from "../../infra/stacks/app-stack.ts";
+import { count, metrics, publishPoolHealth } from "../../shared/adapters/observability.ts";
 import { routes } from "../../shared/resources.ts";
-import { metricNames } from "../../shared/telemetry.ts";
+import { METRICS_NAMESPACE, metricNames } from "../../shared/telemetry.ts";
 
 type Json = Record<string, unknown>;
 const cdkJson = JSON.parse(readFileSync(new URL("../../cdk.json", import.meta.url), "utf8")) as {
@@ -96,6 +97,45 @@ describe("domain events to a backend outside AWS", () => {
     });
   });
 
+  test("the bus and its archive are encrypted with the data key: events carry participants' numbers", () => {
+    const keyArn = { "Fn::GetAtt": [logicalId(prod.stateful, prod.stateful.key), "Arn"] };
+    prodStateful.hasResourceProperties("AWS::Events::EventBus", { KmsKeyIdentifier: keyArn });
+    prodStateful.hasResourceProperties("AWS::Events::Archive", { KmsKeyIdentifier: keyArn });
+    // EventBridge itself encrypts and decrypts (PutEvents callers and rule targets need no key access),
+    // only for this bus: the key policy binds the service to the bus's encryption context.
+    const [key] = Object.values(prodStateful.findResources("AWS::KMS::Key"));
+    assert.ok(key, "the data key");
+    const forEvents = (key.Properties.KeyPolicy.Statement as Json[]).filter(
+      (s) => JSON.stringify(s.Principal) === JSON.stringify({ Service: "events.amazonaws.com" }),
+    );
+    assert.ok(forEvents.some((s) => refersTo(s.Action, "kms:GenerateDataKey")));
+    for (const s of forEvents.filter((s) => refersTo(s.Action, "kms:Decrypt")))
+      assert.ok(refersTo(s.Condition, "kms:EncryptionContext:aws:events:event-bus:arn"), JSON.stringify(s));
+  });
+
+  test("an event the bus cannot encrypt or decrypt goes to a dead-letter queue of the bus, which alarms", () => {
+    const dlqId = logicalId(prod.stateful, prod.stateful.busDeadLetters);
+    prodStateful.hasResourceProperties("AWS::Events::EventBus", {
+      DeadLetterConfig: { Arn: { "Fn::GetAtt": [dlqId, "Arn"] } },
+    });
+    const [policy] = Object.values(prodStateful.findResources("AWS::SQS::QueuePolicy")).filter((p) =>
+      refersTo(p.Properties.Queues, dlqId),
+    );
+    assert.ok(policy, "the bus dead-letter queue's policy");
+    const sends = (policy.Properties.PolicyDocument.Statement as Json[]).filter(
+      (s) => s.Effect === "Allow" && refersTo(s.Principal, "events.amazonaws.com"),
+    );
+    assert.equal(sends.length, 1);
+    assert.deepEqual(sends[0]?.Action, "sqs:SendMessage");
+    assert.ok(refersTo(sends[0]?.Condition, "aws:SourceArn"), "only this bus may send");
+    const alarms = Object.values(prodApp.findResources("AWS::CloudWatch::Alarm")).filter(
+      (a) =>
+        a.Properties.MetricName === "ApproximateNumberOfMessagesVisible" &&
+        refersTo(a.Properties.Dimensions, dlqId.replace(/[0-9A-F]{8}$/, "")),
+    );
+    assert.equal(alarms.length, 1);
+  });
+
   test("the archive's retention follows maskline:sessionRetentionDays", () => {
     const app = new App({
       context: { ...cdkJson.context, "aws:cdk:bundling-stacks": [], "maskline:sessionRetentionDays": 30 },
@@ -144,6 +184,22 @@ describe("domain events to a backend outside AWS", () => {
       Dimensions: [{ Name: "QueueName", Value: Match.objectLike({ "Fn::GetAtt": Match.anyValue() }) }],
       AlarmDescription: Match.stringLikeRegexp("product backend"),
     });
+  });
+
+  test("an event EventBridge could not even put in that dead-letter queue (lost) alarms at once", () => {
+    // Metrics of a rule on a custom bus carry both EventBusName and RuleName: RuleName alone never matches.
+    const ruleId = logicalId(prod.app, prod.app.eventsDelivery?.rule as never);
+    const [alarm, ...others] = Object.values(prodApp.findResources("AWS::CloudWatch::Alarm")).filter(
+      (a) => a.Properties.MetricName === "InvocationsFailedToBeSentToDlq",
+    );
+    assert.ok(alarm, "an alarm on InvocationsFailedToBeSentToDlq");
+    assert.equal(others.length, 0);
+    assert.equal(alarm.Properties.Namespace, "AWS/Events");
+    assert.equal(alarm.Properties.Threshold, 1);
+    const dimensions = alarm.Properties.Dimensions as { Name: string; Value: unknown }[];
+    assert.deepEqual(dimensions.map((d) => d.Name).sort(), ["EventBusName", "RuleName"]);
+    assert.deepEqual(dimensions.find((d) => d.Name === "RuleName")?.Value, { Ref: ruleId });
+    assert.ok(refersTo(dimensions.find((d) => d.Name === "EventBusName")?.Value, "EventBus"));
   });
 });
 
@@ -219,7 +275,16 @@ describe("stages", () => {
   test("production keeps its data: RETAIN, deletion and termination protection", () => {
     assert.equal(prod.stateful.terminationProtection, true);
     prodStateful.hasResourceProperties("AWS::DynamoDB::Table", { DeletionProtectionEnabled: true });
-    for (const type of ["AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SQS::Queue", "AWS::Events::Archive"]) {
+    for (const type of [
+      "AWS::DynamoDB::Table",
+      "AWS::KMS::Key",
+      "AWS::SQS::Queue",
+      "AWS::SecretsManager::Secret",
+      // Product rules (and their targets) attach to the bus by name: deleting it would drop them.
+      "AWS::Events::EventBus",
+      "AWS::Events::Archive",
+    ]) {
+      assert.ok(Object.keys(prodStateful.findResources(type)).length > 0, `${type} in the stateful stack`);
       for (const r of Object.values(prodStateful.findResources(type)))
         assert.equal(r.DeletionPolicy, "Retain", `${type} retained in production`);
     }
@@ -265,6 +330,80 @@ describe("observability", () => {
     Object.values(prodApp.findResources("AWS::CloudWatch::Alarm")).filter((a) =>
       JSON.stringify(a.Properties).includes(`"${metricName}"`),
     );
+
+  test("every Maskline metric an alarm or the dashboard reads is published by the functions: same namespace, name and dimensions", () => {
+    // What the functions actually write (Powertools EMF on stdout): each count, and the recycler's pool health.
+    const lines: string[] = [];
+    const write = process.stdout.write;
+    process.stdout.write = ((chunk: string) => {
+      lines.push(String(chunk));
+      return true;
+    }) as typeof process.stdout.write;
+    try {
+      for (const name of Object.values(metricNames)) count(name);
+      metrics.publishStoredMetrics();
+      publishPoolHealth({ utilization: 0.5, headroom: 3, pairsPerNumber: 1.5 });
+    } finally {
+      process.stdout.write = write;
+    }
+    const published = new Set<string>();
+    for (const line of lines.flatMap((l) => l.split("\n")).filter((l) => l.includes('"_aws"'))) {
+      const emf = JSON.parse(line) as {
+        _aws: {
+          CloudWatchMetrics: { Namespace: string; Dimensions: string[][]; Metrics: { Name: string }[] }[];
+        };
+      } & Json;
+      for (const directive of emf._aws.CloudWatchMetrics)
+        for (const dimensions of directive.Dimensions)
+          for (const metric of directive.Metrics)
+            published.add(
+              JSON.stringify([directive.Namespace, metric.Name, ...dimensions.flatMap((d) => [d, emf[d]])]),
+            );
+    }
+    // What the alarms and the dashboard read: [namespace, name, dimension, value, …].
+    const read: string[] = [];
+    for (const alarm of Object.values(prodApp.findResources("AWS::CloudWatch::Alarm"))) {
+      const p = alarm.Properties;
+      const specs = p.Namespace
+        ? [p]
+        : ((p.Metrics ?? []) as Json[]).flatMap((m) =>
+            m.MetricStat ? [(m.MetricStat as Json).Metric as Json] : [],
+          );
+      for (const spec of specs as Json[]) {
+        const dims = ((spec.Dimensions ?? []) as { Name: string; Value: unknown }[]).flatMap((d) => [
+          d.Name,
+          d.Value,
+        ]);
+        if (spec.Namespace === METRICS_NAMESPACE)
+          read.push(JSON.stringify([spec.Namespace, spec.MetricName, ...dims]));
+      }
+    }
+    const [dashboard] = Object.values(prodApp.findResources("AWS::CloudWatch::Dashboard"));
+    const body = JSON.stringify(dashboard?.Properties.DashboardBody).replaceAll('\\"', '"');
+    for (const [, spec] of body.matchAll(/\[("Maskline",[^\]{]*)/g))
+      read.push(`[${spec?.replace(/,$/, "")}]`);
+    assert.ok(read.length >= 10, `alarms and widgets read Maskline metrics (${read.length})`);
+    for (const metric of read) assert.ok(published.has(metric), `${metric} is read but never published`);
+  });
+
+  test("every log group (functions, API access logs) is encrypted with the data key, which CloudWatch Logs may use for this account's log groups only", () => {
+    const groups = Object.entries(prodApp.findResources("AWS::Logs::LogGroup"));
+    assert.ok(groups.length >= 6, "five function log groups and the access logs");
+    const keyId = logicalId(prod.stateful, prod.stateful.key);
+    for (const [id, group] of groups)
+      assert.ok(
+        refersTo(group.Properties.KmsKeyId, `PublishOutputFnGetAtt${keyId}Arn`),
+        `${id} uses the data key`,
+      );
+    const [key] = Object.values(prodStateful.findResources("AWS::KMS::Key"));
+    assert.ok(key, "the data key");
+    const forLogs = (key.Properties.KeyPolicy.Statement as Json[]).filter(
+      (s) => refersTo(s.Principal, ".amazonaws.com") && refersTo(s.Principal, "logs."),
+    );
+    assert.equal(forLogs.length, 1, "one key policy statement for CloudWatch Logs");
+    assert.ok(refersTo(forLogs[0]?.Condition, "kms:EncryptionContext:aws:logs:arn"));
+    assert.ok(refersTo(forLogs[0]?.Condition, ":log-group:*"));
+  });
 
   test("failed-forward rate alarms on MessagesFailed over all sends", () => {
     const [alarm] = alarmOn(metricNames.messagesFailed);
