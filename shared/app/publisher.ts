@@ -90,10 +90,9 @@ export interface StreamedEvent {
   event: DomainEvent;
 }
 
-const ENTRIES_PER_CALL = 10;
-
 /**
- * Publishes the table's new events to the bus, 10 per PutEvents, retrying entries the bus refused, and
+ * Publishes the table's new events to the bus, in calls as large as its limits allow, retrying entries the
+ * bus refused, and
  * redelivers received messages to the forward queue (its outbox: `redeliverReceivedMessages`).
  */
 export class EventPublisher {
@@ -106,12 +105,37 @@ export class EventPublisher {
     },
   ) {}
 
+  /** An event the bus can never take, however it is sent: retrying it would hold the stream forever. */
+  tooLarge(event: DomainEvent): boolean {
+    return this.deps.bus.sizeOf(event) > this.deps.bus.limits.bytes;
+  }
+
+  /** The records in order, cut into calls within the bus's limits (a record too large goes alone). */
+  private calls(records: readonly StreamedEvent[]): StreamedEvent[][] {
+    const { entries, bytes } = this.deps.bus.limits;
+    const calls: StreamedEvent[][] = [];
+    let call: StreamedEvent[] = [];
+    let size = 0;
+    for (const record of records) {
+      const recordSize = this.deps.bus.sizeOf(record.event);
+      if (call.length > 0 && (call.length >= entries || size + recordSize > bytes)) {
+        calls.push(call);
+        call = [];
+        size = 0;
+      }
+      call.push(record);
+      size += recordSize;
+    }
+    if (call.length > 0) calls.push(call);
+    return calls;
+  }
+
   /** Returns the sequence numbers that could not be published (the caller reports them as failures). */
   async publish(records: readonly StreamedEvent[]): Promise<string[]> {
     const failed = new Set<string>(await this.redeliverReceivedMessages(records));
     const sleep = this.deps.sleep ?? ((ms: number) => new Promise((res) => setTimeout(res, ms)));
-    for (let i = 0; i < records.length; i += ENTRIES_PER_CALL) {
-      let pending = records.slice(i, i + ENTRIES_PER_CALL);
+    for (const call of this.calls(records)) {
+      let pending = call;
       for (let attempt = 0; pending.length > 0; attempt++) {
         let refused: number[];
         try {

@@ -41,6 +41,8 @@ test("the outbox hands a batch's received messages to the queue in one call, in 
   const published: DomainEvent[] = [];
   const publisher = new EventPublisher({
     bus: {
+      limits: { entries: 10, bytes: 256 * 1024 },
+      sizeOf: () => 100,
       publish: async (events) => {
         published.push(...events);
         return [];
@@ -70,7 +72,7 @@ test("the outbox hands a batch's received messages to the queue in one call, in 
 test("a batch with no received message does not call the queue", async () => {
   let called = false;
   const publisher = new EventPublisher({
-    bus: { publish: async () => [] },
+    bus: { limits: { entries: 10, bytes: 256 * 1024 }, sizeOf: () => 100, publish: async () => [] },
     queue: {
       enqueueAll: async () => {
         called = true;
