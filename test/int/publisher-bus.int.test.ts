@@ -220,6 +220,56 @@ describe("publisher bundle → EventBridge (SDK client, PutEvents stand-in)", ()
     assert.deepEqual(new Set(idsOf(accepted)), new Set(items.map((i) => i.id)));
   });
 
+  test("an entry refused once does not let a later event of its session (or of the pool) overtake it", async () => {
+    accepted.length = 0;
+    const items = [sessionClosed("ses_f"), numberAdded(8), sessionClosed("ses_f"), numberAdded(9)];
+    const refuseFirst = (entries: Entry[]) => ({
+      status: 200,
+      body: {
+        FailedEntryCount: 2,
+        Entries: entries.map((e) =>
+          [items[0]?.id, items[1]?.id].includes(idsOf([e])[0])
+            ? { ErrorCode: "InternalFailure", ErrorMessage: "try again" }
+            : { EventId: "ok" },
+        ),
+      },
+    });
+    faults = [refuseFirst];
+    const r = await invoke(items.map(record));
+    faults = [];
+    assert.deepEqual(r.batchItemFailures, []);
+    const ids = idsOf(accepted);
+    const lane = (sessionId: string | null) =>
+      ids.filter((id) => items.find((i) => i.id === id)?.sessionId === sessionId);
+    assert.deepEqual(lane("ses_f"), [items[0]?.id, items[2]?.id]);
+    assert.deepEqual(lane(null), [items[1]?.id, items[3]?.id]);
+  });
+
+  test("when an event cannot be published, no later event of its session is: the retried batch delivers them in order", async () => {
+    accepted.length = 0;
+    const items = [sessionClosed("ses_g"), sessionClosed("ses_g"), numberAdded(10)];
+    const records = items.map(record);
+    const refuseFirst = (entries: Entry[]) => ({
+      status: 200,
+      body: {
+        FailedEntryCount: 1,
+        Entries: entries.map((e) =>
+          idsOf([e])[0] === items[0]?.id
+            ? { ErrorCode: "InternalFailure", ErrorMessage: "no" }
+            : { EventId: "ok" },
+        ),
+      },
+    });
+    faults = Array.from({ length: 10 }, () => refuseFirst);
+    const r = await invoke(records);
+    faults = [];
+    assert.deepEqual(r.batchItemFailures, [{ itemIdentifier: records[0]?.dynamodb.SequenceNumber }]);
+    assert.ok(!idsOf(accepted).includes(String(items[1]?.id)), "the later event of ses_g waited");
+    assert.deepEqual((await invoke(records)).batchItemFailures, []);
+    const sessionIds = idsOf(accepted).filter((id) => id !== items[2]?.id);
+    assert.deepEqual(sessionIds, [items[0]?.id, items[1]?.id]);
+  });
+
   test("throttling is waited out", async () => {
     accepted.length = 0;
     const items = [sessionClosed("ses_c"), numberAdded(4)];
@@ -280,10 +330,7 @@ describe("publisher bundle → EventBridge (SDK client, PutEvents stand-in)", ()
     const records = items.map(record);
     const r = await invoke(records);
     assert.deepEqual(r.batchItemFailures, []);
-    assert.deepEqual(
-      idsOf(accepted),
-      items.filter((i) => i !== huge).map((i) => i.id),
-    );
+    assert.deepEqual(new Set(idsOf(accepted)), new Set(items.filter((i) => i !== huge).map((i) => i.id)));
     assert.ok(calls.every((c) => c.reduce((n, e) => n + entrySize(e), 0) <= LIMIT || c.length === 1));
     const aside = await setAside();
     assert.deepEqual(
