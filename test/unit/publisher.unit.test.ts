@@ -84,3 +84,24 @@ test("a batch with no received message does not call the queue", async () => {
   assert.deepEqual(await publisher.publish([closed(1)]), []);
   assert.equal(called, false);
 });
+
+test("a call carries one event per session and stays within the bus's limits; later events of a session follow in order", async () => {
+  const calls: string[][] = [];
+  const publisher = new EventPublisher({
+    bus: {
+      limits: { entries: 3, bytes: 250 },
+      sizeOf: (event) => (event.id === "evt9" ? 200 : 100),
+      publish: async (events) => {
+        calls.push(events.map((e) => e.id));
+        return [];
+      },
+    },
+    queue: { enqueueAll: async () => [] },
+    retries: 0,
+  });
+  // Sessions: seq1 ses1, seq2 ses2, seq4 ses1, seq5 ses2, seq9 ses0 (the large one), seq6 ses0.
+  const records = [received(1), received(2), received(4), received(5), received(9), received(6)];
+  assert.deepEqual(await publisher.publish(records), []);
+  assert.deepEqual(calls, [["evt1", "evt2"], ["evt4", "evt5"], ["evt9"], ["evt6"]]);
+  assert.equal(publisher.tooLarge(received(9).event), false);
+});
