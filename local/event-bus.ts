@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { z } from "zod";
+import { LOCAL_REGION } from "./aws-local.ts";
 
 export interface BusEvent {
   id: string;
@@ -49,6 +50,9 @@ const putEventsInput = z.object({
     .min(1)
     .max(10),
 });
+
+/** The account the local bus stands in for (no AWS account: twelve zeros, as local AWS stand-ins use). */
+const LOCAL_ACCOUNT = "000000000000";
 
 const WEBHOOK_BACKOFF_MS = 100;
 /** The 4xx answers EventBridge API destinations retry (the endpoint is misconfigured or busy, not refusing). */
@@ -181,14 +185,26 @@ export class LocalEventBus extends EventEmitter {
         id: crypto.randomUUID(),
         source: entry.Source ?? "",
         detailType: entry.DetailType ?? "",
-        time: (entry.Time ?? new Date()).toISOString(),
+        // EventBridge keeps an event's time to the second.
+        time: (entry.Time ?? new Date()).toISOString().replace(/\.\d+Z$/, "Z"),
         detail,
       };
       this.events.push(event);
       if (this.events.length > 1000) this.events.shift();
       this.emit("event", event);
+      // What an API destination POSTs: the whole EventBridge event.
       this.deliver(
-        JSON.stringify({ "detail-type": event.detailType, source: event.source, time: event.time, detail }),
+        JSON.stringify({
+          version: "0",
+          id: event.id,
+          "detail-type": event.detailType,
+          source: event.source,
+          account: LOCAL_ACCOUNT,
+          time: event.time,
+          region: LOCAL_REGION,
+          resources: entry.Resources ?? [],
+          detail,
+        }),
       );
       return { EventId: event.id };
     });

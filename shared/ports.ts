@@ -220,8 +220,13 @@ export interface Metrics {
   poolHealth(health: { pairsPerNumber: number; headroom: number; utilization: number }): void;
 }
 
-/** The domain-event bus (EventBridge). Returns the indexes of the entries it did not accept. */
+/** The domain-event bus (EventBridge). */
 export interface DomainEventBus {
+  /** What one `publish` may carry: at most `entries` events whose `sizeOf` adds up to at most `bytes`. */
+  readonly limits: { entries: number; bytes: number };
+  /** An event's size as the bus counts it against `limits.bytes`. */
+  sizeOf(event: DomainEvent): number;
+  /** Returns the indexes of the entries it did not accept. */
   publish(events: readonly DomainEvent[]): Promise<number[]>;
 }
 

@@ -34,7 +34,8 @@ function reasonOf(error: unknown): string {
 /**
  * DynamoDB stream consumer. Stream batches are ordered, so a failure reports the first failed sequence
  * number: Lambda retries from there and nothing after it is skipped. A record whose event fails its
- * schema can never be published; it is set aside in the on-failure queue at once and the shard goes on.
+ * schema, or is larger than the bus takes in one entry, can never be published; it is set aside in the
+ * on-failure queue at once and the shard goes on.
  */
 export function createPublisherHandler({ publisher, logger, setAside, count }: PublisherAppDeps) {
   return async (event: DynamoDBStreamEvent): Promise<DynamoDBBatchResponse> => {
@@ -49,20 +50,27 @@ export function createPublisherHandler({ publisher, logger, setAside, count }: P
       if (item.kind !== "event" || item.erasedAt !== undefined) continue;
       const sequenceNumber = record.dynamodb?.SequenceNumber ?? "";
       order.push(sequenceNumber);
+      let reason: string;
       try {
-        records.push({ sequenceNumber, event: toDomainEvent(item) });
+        const event = toDomainEvent(item);
+        if (!publisher.tooLarge(event)) {
+          records.push({ sequenceNumber, event });
+          continue;
+        }
+        reason = "too large for the event bus";
       } catch (error) {
-        poisoned.push({
-          kind: "event-set-aside",
-          sequenceNumber,
-          streamEventId: record.eventID ?? null,
-          eventId: text(item.id),
-          eventType: text(item.type),
-          sessionId: text(item.sessionId),
-          sk: text(item.sk),
-          reason: reasonOf(error),
-        });
+        reason = reasonOf(error);
       }
+      poisoned.push({
+        kind: "event-set-aside",
+        sequenceNumber,
+        streamEventId: record.eventID ?? null,
+        eventId: text(item.id),
+        eventType: text(item.type),
+        sessionId: text(item.sessionId),
+        sk: text(item.sk),
+        reason,
+      });
     }
 
     const failed = new Set<string>();
@@ -70,7 +78,7 @@ export function createPublisherHandler({ publisher, logger, setAside, count }: P
       try {
         await setAside.setAside(poisoned);
         for (const p of poisoned) {
-          logger.error("event set aside: it fails its schema", {
+          logger.error("event set aside: it can never be published", {
             eventId: p.eventId,
             eventType: p.eventType,
             sessionId: p.sessionId,

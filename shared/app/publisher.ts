@@ -90,10 +90,12 @@ export interface StreamedEvent {
   event: DomainEvent;
 }
 
-const ENTRIES_PER_CALL = 10;
+/** The order a consumer can rely on: a session's events, and the events without a session. */
+const laneOf = (r: StreamedEvent) => r.event.sessionId ?? "";
 
 /**
- * Publishes the table's new events to the bus, 10 per PutEvents, retrying entries the bus refused, and
+ * Publishes the table's new events to the bus, in calls as large as its limits allow, retrying entries the
+ * bus refused, and
  * redelivers received messages to the forward queue (its outbox: `redeliverReceivedMessages`).
  */
 export class EventPublisher {
@@ -106,30 +108,74 @@ export class EventPublisher {
     },
   ) {}
 
-  /** Returns the sequence numbers that could not be published (the caller reports them as failures). */
+  /** An event the bus can never take, however it is sent: retrying it would hold the stream forever. */
+  tooLarge(event: DomainEvent): boolean {
+    return this.deps.bus.sizeOf(event) > this.deps.bus.limits.bytes;
+  }
+
+  /**
+   * The next call: the first waiting event of each lane (a session, or the pool for events without one),
+   * in stream order, within the bus's limits. A lane never has two events in one call, so an entry the bus
+   * refuses is sent again before the next event of its lane goes: a consumer gets a session's events in
+   * the order they happened.
+   */
+  private nextCall(waiting: readonly StreamedEvent[]): StreamedEvent[] {
+    const { entries, bytes } = this.deps.bus.limits;
+    const call: StreamedEvent[] = [];
+    const lanes = new Set<string>();
+    let size = 0;
+    for (const record of waiting) {
+      const lane = laneOf(record);
+      if (lanes.has(lane)) continue;
+      lanes.add(lane);
+      const recordSize = this.deps.bus.sizeOf(record.event);
+      if (call.length > 0 && (call.length >= entries || size + recordSize > bytes)) break;
+      call.push(record);
+      size += recordSize;
+    }
+    return call;
+  }
+
+  /** Sends one call, retrying the entries the bus refused; returns those it never took. */
+  private async send(call: StreamedEvent[], sleep: (ms: number) => Promise<void>): Promise<StreamedEvent[]> {
+    let pending = call;
+    for (let attempt = 0; ; attempt++) {
+      let refused: number[];
+      try {
+        refused = await this.deps.bus.publish(pending.map((r) => r.event));
+      } catch {
+        refused = pending.map((_, index) => index);
+      }
+      const next = refused.map((index) => pending[index]).filter((r): r is StreamedEvent => r !== undefined);
+      if (next.length === 0 || attempt >= this.deps.retries) return next;
+      pending = next;
+      await sleep(50 * 2 ** attempt);
+    }
+  }
+
+  /**
+   * Returns the sequence numbers that could not be published (the caller reports them as failures). Once an
+   * event of a lane could not be published, the later events of that lane are not sent either: they go out
+   * after it when the stream hands the batch again.
+   */
   async publish(records: readonly StreamedEvent[]): Promise<string[]> {
     const failed = new Set<string>(await this.redeliverReceivedMessages(records));
     const sleep = this.deps.sleep ?? ((ms: number) => new Promise((res) => setTimeout(res, ms)));
-    for (let i = 0; i < records.length; i += ENTRIES_PER_CALL) {
-      let pending = records.slice(i, i + ENTRIES_PER_CALL);
-      for (let attempt = 0; pending.length > 0; attempt++) {
-        let refused: number[];
-        try {
-          refused = await this.deps.bus.publish(pending.map((r) => r.event));
-        } catch {
-          refused = pending.map((_, index) => index);
-        }
-        const next = refused
-          .map((index) => pending[index])
-          .filter((r): r is StreamedEvent => r !== undefined);
-        if (next.length === 0) break;
-        if (attempt >= this.deps.retries) {
-          for (const r of next) failed.add(r.sequenceNumber);
-          break;
-        }
-        pending = next;
-        await sleep(50 * 2 ** attempt);
+    const stopped = new Set<string>();
+    let waiting = [...records];
+    while (waiting.length > 0) {
+      const call = this.nextCall(waiting);
+      const sent = new Set(call);
+      for (const r of await this.send(call, sleep)) {
+        failed.add(r.sequenceNumber);
+        stopped.add(laneOf(r));
       }
+      waiting = waiting.filter((r) => {
+        if (sent.has(r)) return false;
+        if (!stopped.has(laneOf(r))) return true;
+        failed.add(r.sequenceNumber);
+        return false;
+      });
     }
     return records.filter((r) => failed.has(r.sequenceNumber)).map((r) => r.sequenceNumber);
   }

@@ -252,6 +252,61 @@ describe("local server: LOCAL_EVENTS_WEBHOOK_URL", () => {
     }
   });
 
+  test("each POST is the whole EventBridge event, as an API destination sends it: JSON, with the bus's id, time to the second", async () => {
+    const posts: { method?: string; contentType?: string; body: Record<string, unknown> }[] = [];
+    const receiver = createServer(async (req, res) => {
+      let body = "";
+      for await (const chunk of req) body += chunk;
+      posts.push({ method: req.method, contentType: req.headers["content-type"], body: JSON.parse(body) });
+      res.writeHead(204);
+      res.end();
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => receiver.listen(port, "127.0.0.1", resolve));
+    const s = await startServer(true, new LocalEventBus(`http://127.0.0.1:${port}/events`));
+    const client = new EventBridgeClient({
+      endpoint: `${s.base}${s.bus.path}`,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+    });
+    try {
+      const detail = { id: "evt_1", type: "SessionClosed" };
+      const sent = await client.send(
+        new PutEventsCommand({
+          Entries: [
+            {
+              Source: "maskline",
+              DetailType: "SessionClosed",
+              Time: new Date("2026-11-28T05:15:11.889Z"),
+              Detail: JSON.stringify(detail),
+            },
+          ],
+        }),
+      );
+      const deadline = Date.now() + 10_000;
+      while (posts.length < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const [post] = posts;
+      assert.equal(post?.method, "POST");
+      assert.match(post?.contentType ?? "", /^application\/json/);
+      assert.deepEqual(post?.body, {
+        version: "0",
+        id: sent.Entries?.[0]?.EventId,
+        "detail-type": "SessionClosed",
+        source: "maskline",
+        account: "000000000000",
+        time: "2026-11-28T05:15:11Z",
+        region: LOCAL_REGION,
+        resources: [],
+        detail,
+      });
+    } finally {
+      client.destroy();
+      await s.stop();
+      receiver.closeAllConnections();
+      await new Promise((resolve) => receiver.close(resolve));
+    }
+  });
+
   test("a webhook down for a while (5xx, 429, 401, 409: what EventBridge retries) gets every event once it is back, once each, in order", async () => {
     const received: number[] = [];
     let refused = 0;

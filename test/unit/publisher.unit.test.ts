@@ -41,6 +41,8 @@ test("the outbox hands a batch's received messages to the queue in one call, in 
   const published: DomainEvent[] = [];
   const publisher = new EventPublisher({
     bus: {
+      limits: { entries: 10, bytes: 256 * 1024 },
+      sizeOf: () => 100,
       publish: async (events) => {
         published.push(...events);
         return [];
@@ -70,7 +72,7 @@ test("the outbox hands a batch's received messages to the queue in one call, in 
 test("a batch with no received message does not call the queue", async () => {
   let called = false;
   const publisher = new EventPublisher({
-    bus: { publish: async () => [] },
+    bus: { limits: { entries: 10, bytes: 256 * 1024 }, sizeOf: () => 100, publish: async () => [] },
     queue: {
       enqueueAll: async () => {
         called = true;
@@ -81,4 +83,25 @@ test("a batch with no received message does not call the queue", async () => {
   });
   assert.deepEqual(await publisher.publish([closed(1)]), []);
   assert.equal(called, false);
+});
+
+test("a call carries one event per session and stays within the bus's limits; later events of a session follow in order", async () => {
+  const calls: string[][] = [];
+  const publisher = new EventPublisher({
+    bus: {
+      limits: { entries: 3, bytes: 250 },
+      sizeOf: (event) => (event.id === "evt9" ? 200 : 100),
+      publish: async (events) => {
+        calls.push(events.map((e) => e.id));
+        return [];
+      },
+    },
+    queue: { enqueueAll: async () => [] },
+    retries: 0,
+  });
+  // Sessions: seq1 ses1, seq2 ses2, seq4 ses1, seq5 ses2, seq9 ses0 (the large one), seq6 ses0.
+  const records = [received(1), received(2), received(4), received(5), received(9), received(6)];
+  assert.deepEqual(await publisher.publish(records), []);
+  assert.deepEqual(calls, [["evt1", "evt2"], ["evt4", "evt5"], ["evt9"], ["evt6"]]);
+  assert.equal(publisher.tooLarge(received(9).event), false);
 });
