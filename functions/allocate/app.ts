@@ -2,7 +2,7 @@ import type { Logger } from "@aws-lambda-powertools/logger";
 import middy from "@middy/core";
 import type { z } from "zod";
 import type { SessionService } from "../../shared/app/sessions.ts";
-import { toE164 } from "../../shared/domain/phone.ts";
+import { toE164FromPath } from "../../shared/domain/phone.ts";
 import type { Session } from "../../shared/domain/session.ts";
 import { CursorCodec } from "../../shared/http/cursor.ts";
 import {
@@ -57,7 +57,7 @@ const safeDecode = (value: string) => {
 /** An E.164 number in the path, encoded or not, with or without its "+". */
 const phonePathParam = (event: HttpEvent) => {
   const raw = safeDecode(pathParam(event, "e164")).replace(/^ /, "+");
-  const phoneNumber = toE164(raw.startsWith("+") ? raw : `+${raw}`);
+  const phoneNumber = toE164FromPath(raw);
   if (!phoneNumber) throw problems.validation("The path must end in an E.164 number");
   return phoneNumber;
 };

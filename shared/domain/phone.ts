@@ -1,4 +1,4 @@
-import { parsePhoneNumberFromString } from "libphonenumber-js";
+import { isValidPhoneNumber, parsePhoneNumberFromString } from "libphonenumber-js";
 import { z } from "zod";
 
 /** A validated E.164 phone number, e.g. "+14155550100". */
@@ -36,6 +36,20 @@ export function toE164(raw: string): E164 | undefined {
   const parsed = parsePhoneNumberFromString(trimmed);
   if (!parsed?.isPossible() || !E164_PATTERN.test(parsed.number)) return undefined;
   return parsed.number as E164;
+}
+
+/**
+ * A number from a URL path, where its "+" may be left out (`/participants/14155550100`). With the "+", as
+ * `toE164`. Without it the digits must be the whole international number: digits only (separators are a
+ * national form, `617-555-1987`) and valid in its country, not merely possible, so a national number is
+ * not read as another country's (`6175551987` is not +61 7555 1987): an erasure must not answer for someone
+ * else. The "+" takes the fictional ranges `toE164` accepts.
+ */
+export function toE164FromPath(raw: string): E164 | undefined {
+  if (raw.trim().startsWith("+")) return toE164(raw);
+  if (!/^\d+$/.test(raw)) return undefined;
+  const number = toE164(`+${raw}`);
+  return number && isValidPhoneNumber(number) ? number : undefined;
 }
 
 /** The country calling code of a number ("1", "44" …), used to prefer local proxies. */

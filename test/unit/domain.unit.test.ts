@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import fc from "fast-check";
 import { chooseProxy, type Holding, type PoolNumber, rankProxies } from "../../shared/domain/allocation.ts";
 import { type DomainEvent, domainEventSchema, eventDetailSchemas } from "../../shared/domain/events.ts";
-import { callingCode, type E164, maskNumber, toE164 } from "../../shared/domain/phone.ts";
+import { callingCode, type E164, maskNumber, toE164, toE164FromPath } from "../../shared/domain/phone.ts";
 import {
   decide,
   evolve,
@@ -191,6 +191,19 @@ describe("phone numbers", () => {
     assert.equal(toE164("+1415555010a"), undefined);
     assert.equal(callingCode(n("+447911123456")), "44");
     assert.equal(maskNumber("+14155550100"), "+14*******00");
+  });
+
+  test("a path's number without its +: only digits, and only a number valid in its country", () => {
+    // With the "+", as everywhere; without it, the digits must be the whole international number.
+    assert.equal(toE164FromPath("+1 415 555 0100"), "+14155550100");
+    assert.equal(toE164FromPath("14155550100"), "+14155550100");
+    // A national form is not read as another country's number: an erasure must not miss its person.
+    assert.equal(toE164FromPath("6175551987"), undefined, "not +61 7555 1987 (AU)");
+    assert.equal(toE164FromPath("2025550161"), undefined, "not +20 2555 0161 (EG)");
+    assert.equal(toE164FromPath("617-555-1987"), undefined, "separators without + are a national form");
+    assert.equal(toE164FromPath("(617) 555 1987"), undefined);
+    assert.equal(toE164FromPath("1415555010a"), undefined);
+    assert.equal(toE164FromPath("1234"), undefined, "not even a possible number");
   });
 
   test("one rule on input and on read: E.164 with at most 15 digits", () => {
