@@ -765,6 +765,88 @@ describe("the functions under AWS's own event shapes and the template's environm
     });
   });
 
+  describe("error paths and what they let out", () => {
+    test("5xx and webhook error answers name no number and no body, and their logs neither (the logs test below)", async () => {
+      // `instance` is the path the caller sent (its own input, as API Gateway's access log keeps only the
+      // route key): everything else must name nothing the request carried.
+      const leaks = (body: string | undefined) => {
+        const { instance: _path, ...rest } = JSON.parse(body || "{}") as Json;
+        const text = JSON.stringify(rest);
+        return [GUEST, HOST].map(digits).some((d) => text.includes(d)) || text.includes(SECRET_TEXT);
+      };
+      // DynamoDB unreachable: every write and read fails, so each request ends in the 5xx that is logged
+      // with its error's message and stack.
+      const closedPort = `http://127.0.0.1:${await freePort()}`;
+      const unreachable = (env: Record<string, string>) => {
+        env.AWS_ENDPOINT_URL_DYNAMODB = closedPort;
+      };
+      const brokenInbound = start("inbound", unreachable);
+      const brokenAllocate = start("allocate", unreachable);
+      const sms = (extra: Record<string, string> = {}) => ({
+        MessageSid: `SM${randomBytes(16).toString("hex")}`,
+        AccountSid: ACCOUNT_SID,
+        From: GUEST,
+        To: guestProxy,
+        Body: SECRET_TEXT,
+        NumMedia: "0",
+        ...extra,
+      });
+      const failures: [LambdaProcess, Json][] = [
+        [brokenInbound, twilioWebhook("POST /twilio/sms", sms())],
+        [
+          brokenInbound,
+          twilioWebhook("POST /twilio/voice", {
+            CallSid: `CA${randomBytes(16).toString("hex")}`,
+            AccountSid: ACCOUNT_SID,
+            From: GUEST,
+            To: guestProxy,
+          }),
+        ],
+        [
+          brokenAllocate,
+          product(
+            "POST",
+            "POST /sessions",
+            "/sessions",
+            jsonBody({ participants: [{ phoneNumber: GUEST, name: SECRET_TEXT }, { phoneNumber: HOST }] }),
+          ),
+        ],
+        [
+          brokenAllocate,
+          product("POST", "POST /sessions/{id}/messages", `/sessions/${sessionId}/messages`, {
+            pathParameters: { id: sessionId },
+            ...jsonBody({ to: HOST, body: SECRET_TEXT }),
+          }),
+        ],
+        [
+          brokenAllocate,
+          product("DELETE", "DELETE /participants/{e164}", `/participants/${encodeURIComponent(GUEST)}`, {
+            pathParameters: { e164: GUEST },
+          }),
+        ],
+      ];
+      for (const [p, event] of failures) {
+        const r = await p.invoke<Result>(event);
+        assert.ok(r.statusCode >= 500, `${event.routeKey}: ${r.statusCode} ${r.body}`);
+        assert.ok(!leaks(r.body), `${event.routeKey} answered ${r.body}`);
+      }
+      for (const p of [brokenInbound, brokenAllocate]) assert.match(p.output, /"request failed"/);
+
+      // Webhooks Twilio's debugger records the answer of: refused ones must not echo what was sent.
+      const refused = [
+        twilioWebhook("POST /twilio/sms", sms({ Body: `${SECRET_TEXT}${"x".repeat(1600)}` })),
+        twilioWebhook("POST /twilio/sms", sms({ To: digits(GUEST), NumMedia: SECRET_TEXT })),
+        twilioWebhook("POST /twilio/sms", sms({ AccountSid: `AC${"0".repeat(32)}` })),
+        twilioWebhook("POST /twilio/sms", sms(), { token: "not-the-token" }),
+      ];
+      for (const event of refused) {
+        const r = await inbound.invoke<Result>(event);
+        assert.ok(r.statusCode >= 400 && r.statusCode < 500, `${r.statusCode} ${r.body}`);
+        assert.ok(!leaks(r.body), `answered ${r.body}`);
+      }
+    });
+  });
+
   describe("logs", () => {
     test("no process logged a phone number, a message body or a secret", async () => {
       for (const p of processes) {

@@ -184,6 +184,30 @@ describe("erasure and strangers", () => {
     }
   });
 
+  test("an erasure asked in national form is a 400 naming nothing, never a 200 for another country's number", async () => {
+    const p = await startPipeline(aws);
+    try {
+      await p.pool(2);
+      const call = api(p);
+      await p.open(GUEST, HOST);
+      // GUEST in the national forms a backend may keep: read with a "+" put back they are other numbers
+      // (+20 2555 0161 in Egypt), and a 200 with zeros would tell the caller the person was erased.
+      for (const national of ["2025550161", "202-555-0161", "(202)%20555-0161"]) {
+        const erased = await call("DELETE", `/participants/${national}`);
+        assert.equal(erased.status, 400, `${national}: ${erased.text}`);
+        assert.equal(erased.json.type, "https://maskline.dev/problems/validation-error");
+      }
+      assert.equal((await call("GET", `/participants/${GUEST.slice(4)}`)).status, 400);
+      assert.equal((await call("GET", `/participants/${GUEST.slice(1)}`)).status, 400, "no + is no number");
+      const person = await call("GET", `/participants/%2B${GUEST.slice(1)}`);
+      assert.equal(person.status, 200, person.text);
+      assert.equal(person.json.phoneNumber, GUEST);
+      assert.equal((person.json.openSessions as string[]).length, 1, "nothing was erased");
+    } finally {
+      await p.stop();
+    }
+  });
+
   test("an opt-out survives erasure: a new session of that number gets nothing until they opt in", async () => {
     const p = await startPipeline(aws);
     try {
